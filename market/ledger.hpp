@@ -1,0 +1,57 @@
+#pragma once
+// Double-entry ledger rules. Money is integer micro-units. Every group of postings produced
+// here sums to zero.
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "proto/error.hpp"
+
+namespace haca::market {
+
+using micros = std::int64_t;
+
+inline constexpr const char* mint_account = "mint";
+inline constexpr const char* fee_account = "protocol:fees";
+std::string client_account(const std::string& client_id);        // "client:<id>"
+std::string provider_account(const std::string& provider_key);   // "provider:<key>"
+
+struct posting {
+  std::string account;
+  micros amount = 0; // + credit, - debit
+  std::string memo;
+};
+
+micros sum(const std::vector<posting>& postings);
+bool balanced(const std::vector<posting>& postings);
+
+// Settling one receipt: the client pays `price`; the provider gets it less the protocol fee
+// (fee_bps basis points, rounded down; the fee account gets the rest).
+std::vector<posting> settlement_postings(const std::string& client_id, const std::string& provider_key,
+                                         micros price, int fee_bps);
+// Funding a client from the mint (the demo's faucet).
+std::vector<posting> funding_postings(const std::string& client_id, micros amount);
+
+// Client balances with holds: SUBMIT holds max_price; settlement captures the real price and
+// releases the hold; a failed job releases it. Pure, in memory; the coordinator rebuilds it from
+// the accounts table at start.
+class escrow_book {
+public:
+  void credit(const std::string& client_id, micros amount);
+  micros balance(const std::string& client_id) const;
+  micros held(const std::string& client_id) const;
+  micros available(const std::string& client_id) const { return balance(client_id) - held(client_id); }
+  bool known(const std::string& client_id) const { return balance_.count(client_id) > 0; }
+  // insufficient_funds when available < amount; nothing changes then.
+  status hold(const std::string& client_id, micros amount);
+  void release(const std::string& client_id, micros amount);
+  // Releases `held_amount` and debits `price` (price <= held_amount).
+  void capture(const std::string& client_id, micros held_amount, micros price);
+
+private:
+  std::map<std::string, micros> balance_;
+  std::map<std::string, micros> held_;
+};
+
+} // namespace haca::market

@@ -1,0 +1,143 @@
+#pragma once
+// Typed views of each command's header: make_* builds a message, parse_* checks one and names
+// the missing or mistyped field (missing_field / malformed_frame). Field lists: docs/PROTOCOL.md.
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "kernels/tensor.hpp"
+#include "proto/message.hpp"
+#include "verify/receipt.hpp"
+
+namespace haca::proto {
+
+// ---- client side ----
+struct submit_request {
+  std::string client_id;      // account that pays
+  std::string request_id;     // client's id, unique per client; duplicates are refused
+  std::string model;          // model hash (64 hex)
+  std::string tier = "sampled"; // none | sampled | full
+  std::int64_t max_price = 0; // micro-units
+  std::int64_t deadline_ms = 0; // relative to receipt by the coordinator; 0 = none
+  kernels::tensor input;      // i8 [rows, input_dim]
+};
+message make_submit(const submit_request& s);
+result<submit_request> parse_submit(const message& m);
+
+struct ack_reply { std::string request_id; std::int64_t job_id = 0; };
+message make_ack(const ack_reply& a);
+result<ack_reply> parse_ack(const message& m);
+
+struct error_reply {
+  std::string code;
+  std::string reason;
+  std::string request_id;     // when the error answers a SUBMIT
+  std::int64_t job_id = 0;    // when it concerns a job
+};
+message make_error(const error_reply& e);
+message make_error(const error& e, const std::string& request_id = {}, std::int64_t job_id = 0);
+result<error_reply> parse_error(const message& m);
+
+struct job_result {
+  std::string request_id;
+  std::int64_t job_id = 0;
+  std::vector<std::int32_t> classes;
+  kernels::tensor output;     // i8 [rows, classes]
+  verify::receipt receipt;
+};
+message make_result(const job_result& r);
+result<job_result> parse_result(const message& m);
+
+struct status_request { std::int64_t job_id = 0; };
+message make_status_request(const status_request& s);
+result<status_request> parse_status_request(const message& m);
+
+struct status_event { std::string state; std::string detail; std::int64_t at_us = 0; };
+struct status_reply {
+  std::int64_t job_id = 0;
+  std::string state;
+  std::int32_t attempt = 0;
+  std::vector<status_event> events;
+};
+message make_status_reply(const status_reply& s);
+result<status_reply> parse_status_reply(const message& m);
+
+// ---- node side ----
+struct capabilities {
+  std::string role;           // provider | verifier
+  std::string name;
+  std::string public_key;     // hex Ed25519
+  std::string device;         // cpu | cuda
+  std::vector<std::string> backends;
+  std::vector<std::string> models; // model hashes on the node
+  std::int64_t price = 0;     // micro-units per job (providers)
+  std::int64_t stake = 0;
+  std::int64_t memory_bytes = 0;
+  bool int8 = true;
+  std::int64_t timestamp_us = 0; // freshness of the signature
+};
+nlohmann::json capabilities_json(const capabilities& c);
+// HELLO header: {"capabilities": {...}, "signature": hex}; the signature covers
+// capabilities_json(c).dump() (keys sorted, no spaces).
+message make_hello(const capabilities& c, const verify::key_pair& key);
+// Checks fields and the signature (bad_signature).
+result<capabilities> parse_hello(const message& m);
+
+struct welcome_reply { std::int32_t heartbeat_ms = 0; std::string coordinator_key; };
+message make_welcome(const welcome_reply& w);
+result<welcome_reply> parse_welcome(const message& m);
+
+message make_ready(std::int32_t credit);
+result<std::int32_t> parse_ready(const message& m); // credit >= 1
+message make_heartbeat();
+message make_disconnect(const std::string& reason);
+
+struct job_order {
+  std::int64_t job_id = 0;
+  std::int32_t attempt = 0;
+  std::string model;
+  std::int64_t price = 0;
+  kernels::tensor input;
+};
+message make_job(const job_order& j);
+result<job_order> parse_job(const message& m);
+
+struct job_done {
+  std::int64_t job_id = 0;
+  std::int32_t attempt = 0;
+  std::vector<std::int32_t> classes;
+  kernels::tensor output;
+  verify::receipt receipt;
+};
+message make_done(const job_done& d);
+result<job_done> parse_done(const message& m);
+
+struct job_failed { std::int64_t job_id = 0; std::int32_t attempt = 0; std::string code; std::string reason; };
+message make_fail(const job_failed& f);
+result<job_failed> parse_fail(const message& m);
+
+struct verify_task {
+  std::int64_t job_id = 0;
+  std::string model;
+  kernels::tensor input;
+  verify::receipt receipt;    // the provider's claim
+};
+message make_verify(const verify_task& v);
+result<verify_task> parse_verify(const message& m);
+
+struct verdict_reply {
+  std::int64_t job_id = 0;
+  bool match = false;         // output hash and trace root equal the receipt's
+  std::string trace_root;     // the verifier's own
+  std::string output_hash;
+  std::vector<std::string> layer_hashes;
+  std::string reason;
+};
+message make_verdict(const verdict_reply& v);
+result<verdict_reply> parse_verdict(const message& m);
+
+nlohmann::json receipt_json(const verify::receipt& r);
+result<verify::receipt> parse_receipt_json(const nlohmann::json& j);
+
+} // namespace haca::proto

@@ -1,0 +1,54 @@
+#pragma once
+// Wire constants of the haca protocol; docs/PROTOCOL.md is the spec.
+//
+// Frames of one message, as a DEALER sends them (a ROUTER sees the peer identity first):
+//   [0] "HACA/1"        protocol tag and version
+//   [1] command         e.g. "SUBMIT"
+//   [2] header          one JSON object (UTF-8)
+//   [3..] payload       zero or more binary frames; the header's "tensors" array describes
+//                       each one: {"dtype": "i8"|"i32", "shape": [..]}, little-endian, row-major
+#include <array>
+#include <cstdint>
+#include <string_view>
+
+namespace haca::proto {
+
+inline constexpr std::string_view protocol_tag = "HACA/1";
+
+namespace cmd {
+// client <-> coordinator (port 7700)
+inline constexpr std::string_view submit = "SUBMIT";
+inline constexpr std::string_view ack = "ACK";
+inline constexpr std::string_view error = "ERROR";
+inline constexpr std::string_view result = "RESULT";
+inline constexpr std::string_view status = "STATUS";
+// node <-> coordinator (port 7701)
+inline constexpr std::string_view hello = "HELLO";
+inline constexpr std::string_view welcome = "WELCOME";
+inline constexpr std::string_view ready = "READY";
+inline constexpr std::string_view heartbeat = "HEARTBEAT";
+inline constexpr std::string_view job = "JOB";
+inline constexpr std::string_view done = "DONE";
+inline constexpr std::string_view fail = "FAIL";
+inline constexpr std::string_view verify = "VERIFY";
+inline constexpr std::string_view verdict = "VERDICT";
+inline constexpr std::string_view disconnect = "DISCONNECT";
+} // namespace cmd
+
+inline constexpr std::array<std::string_view, 15> all_commands{
+    cmd::submit, cmd::ack, cmd::error, cmd::result, cmd::status, cmd::hello, cmd::welcome, cmd::ready,
+    cmd::heartbeat, cmd::job, cmd::done, cmd::fail, cmd::verify, cmd::verdict, cmd::disconnect};
+
+inline constexpr int default_client_port = 7700;
+inline constexpr int default_node_port = 7701;
+inline constexpr int default_heartbeat_ms = 500;
+inline constexpr int heartbeat_liveness = 3; // missed intervals before a peer counts as dead
+
+struct limits {
+  std::size_t max_frames = 8;
+  std::size_t max_header_bytes = 64 * 1024;
+  std::int64_t max_tensor_bytes = 1 << 20;  // per payload frame, checked from the header first
+  std::int64_t max_message_bytes = 4 << 20; // transport cap (ZMQ_MAXMSGSIZE)
+};
+
+} // namespace haca::proto

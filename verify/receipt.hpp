@@ -1,0 +1,48 @@
+#pragma once
+// The signed receipt a provider returns with every result, and the signed settlement block.
+// The exact bytes that are signed are specified in docs/PROTOCOL.md ("Receipts").
+#include <cstdint>
+#include <string>
+
+#include "verify/signing.hpp"
+
+namespace haca::verify {
+
+struct receipt {
+  std::int64_t job_id = 0;
+  std::string model_hash;
+  std::string input_hash;
+  std::string output_hash;
+  std::string trace_root;
+  std::string provider_key; // hex Ed25519 public key of the signer
+  std::int64_t price = 0;   // micro-units
+  std::int32_t attempt = 0;
+  std::int64_t started_at_us = 0;  // unix microseconds
+  std::int64_t finished_at_us = 0;
+  std::string signature; // hex Ed25519 signature over receipt_signing_bytes
+};
+
+// "haca-receipt-v1\n" then one "key=value\n" line per field, in the struct's order, without
+// the signature.
+std::string receipt_signing_bytes(const receipt& r);
+std::string receipt_hash(const receipt& r); // SHA-256 hex of the signing bytes
+void sign_receipt(receipt& r, const key_pair& key); // sets provider_key and signature
+bool verify_receipt(const receipt& r);              // signature checks against provider_key
+
+struct block {
+  std::int64_t height = 0;
+  std::string prev_hash;  // block_hash of height-1; 64 zeros for height 0
+  std::string batch_root; // Merkle root of the batch's receipt hashes, in batch order
+  std::int32_t receipts = 0;
+  std::int64_t total_amount = 0; // sum of the prices settled
+  std::int64_t created_at_us = 0;
+  std::string signer_key;
+  std::string signature; // over block_signing_bytes
+};
+
+std::string block_signing_bytes(const block& b); // "haca-block-v1\n" + key=value lines
+std::string block_hash(const block& b);          // SHA-256 hex of the signing bytes
+void sign_block(block& b, const key_pair& key);
+bool verify_block(const block& b);
+
+} // namespace haca::verify
