@@ -1,0 +1,573 @@
+#include "proto/commands.hpp"
+
+#include <limits>
+#include <optional>
+
+#include "verify/hash.hpp"
+#include "verify/signing.hpp"
+
+namespace haca::proto {
+
+namespace {
+
+using json = nlohmann::json;
+
+constexpr std::int64_t int64_max = std::numeric_limits<std::int64_t>::max();
+constexpr std::int64_t int32_max = std::numeric_limits<std::int32_t>::max();
+
+std::string type_of(const json& j) {
+  if (j.is_number_float()) return "float";
+  if (j.is_number()) return "integer";
+  return j.type_name();
+}
+
+// A peer's value shown in a reason, cut short.
+std::string shown(const json& j) {
+  auto s = j.dump(-1, ' ', false, json::error_handler_t::replace);
+  if (s.size() > 40) s = s.substr(0, 40) + "...";
+  return s;
+}
+
+// Reads the fields of one JSON object and keeps the first problem. After a failure every
+// getter returns a default, so a parser reads all fields and checks `err` once at the end.
+class reader {
+public:
+  // owner: "SUBMIT header" / "receipt"; context: "SUBMIT" / "receipt"; prefix for nested
+  // objects: "receipt." so a reason names the full path.
+  reader(const json& obj, std::string owner, std::string context, std::string prefix = {})
+      : obj_(obj), owner_(std::move(owner)), context_(std::move(context)), prefix_(std::move(prefix)) {
+    if (!obj_.is_object())
+      fail(errc::malformed_frame, owner_ + (prefix_.empty() ? "" : " field '" + prefix_.substr(0, prefix_.size() - 1) + "'") +
+                                      " must be a JSON object, got " + type_of(obj_));
+  }
+
+  std::optional<error> err;
+
+  const json* find(const char* key, bool required = true) {
+    if (err) return nullptr;
+    const auto it = obj_.find(key);
+    if (it == obj_.end()) {
+      if (required) fail(errc::missing_field, owner_ + " lacks '" + prefix_ + key + "'");
+      return nullptr;
+    }
+    return &*it;
+  }
+
+  std::string str(const char* key, std::optional<std::string> fallback = std::nullopt) {
+    const auto* v = find(key, !fallback);
+    if (!v) return fallback.value_or("");
+    if (!v->is_string()) return mistyped(key, "a string", *v), std::string();
+    return v->get<std::string>();
+  }
+
+  // 64 lowercase hex (a SHA-256 or an Ed25519 public key); allow_empty for a value a peer
+  // could not compute.
+  std::string hash(const char* key, bool allow_empty = false) {
+    auto s = str(key);
+    if (err || (allow_empty && s.empty()) || verify::is_hash_hex(s)) return s;
+    fail(errc::malformed_frame, field(key) + " must be 64 lowercase hex characters, got " + shown(json(s)));
+    return {};
+  }
+
+  std::string one_of(const char* key, std::initializer_list<std::string_view> allowed,
+                     std::optional<std::string> fallback = std::nullopt) {
+    auto s = str(key, std::move(fallback));
+    if (err) return s;
+    for (auto a : allowed)
+      if (s == a) return s;
+    std::string list;
+    for (auto a : allowed) list += (list.empty() ? "" : "|") + std::string(a);
+    fail(errc::malformed_frame, field(key) + " must be one of " + list + ", got " + shown(json(s)));
+    return {};
+  }
+
+  std::int64_t integer(const char* key, std::int64_t min, std::int64_t max,
+                       std::optional<std::int64_t> fallback = std::nullopt) {
+    const auto* v = find(key, !fallback);
+    if (!v) return fallback.value_or(0);
+    return checked_integer(*v, field(key), min, max);
+  }
+
+  std::int32_t int32(const char* key, std::int64_t min, std::optional<std::int64_t> fallback = std::nullopt) {
+    return static_cast<std::int32_t>(integer(key, min, int32_max, fallback));
+  }
+
+  bool boolean(const char* key) {
+    const auto* v = find(key);
+    if (!v) return false;
+    if (!v->is_boolean()) return mistyped(key, "a boolean", *v), false;
+    return v->get<bool>();
+  }
+
+  std::vector<std::string> strings(const char* key, bool hashes) {
+    std::vector<std::string> out;
+    const auto* v = find(key);
+    if (!v) return out;
+    if (!v->is_array()) return mistyped(key, "an array", *v), out;
+    out.reserve(v->size());
+    for (std::size_t i = 0; i < v->size(); ++i) {
+      const auto& e = (*v)[i];
+      const auto name = field(key, i);
+      if (!e.is_string()) return fail(errc::malformed_frame, name + " must be a string, got " + type_of(e)), out;
+      if (hashes && !verify::is_hash_hex(e.get_ref<const std::string&>()))
+        return fail(errc::malformed_frame, name + " must be 64 lowercase hex characters, got " + shown(e)), out;
+      out.push_back(e.get<std::string>());
+    }
+    return out;
+  }
+
+  std::vector<std::int32_t> int32s(const char* key) {
+    std::vector<std::int32_t> out;
+    const auto* v = find(key);
+    if (!v) return out;
+    if (!v->is_array()) return mistyped(key, "an array", *v), out;
+    out.reserve(v->size());
+    for (std::size_t i = 0; i < v->size(); ++i) {
+      const auto x = checked_integer((*v)[i], field(key, i), std::numeric_limits<std::int32_t>::min(), int32_max);
+      if (err) return out;
+      out.push_back(static_cast<std::int32_t>(x));
+    }
+    return out;
+  }
+
+  // A nested object or array, for a sub-reader; null (and an error) if absent or mistyped.
+  const json* object(const char* key) {
+    const auto* v = find(key);
+    if (v && !v->is_object()) return mistyped(key, "an object", *v), nullptr;
+    return v;
+  }
+  const json* array(const char* key) {
+    const auto* v = find(key);
+    if (v && !v->is_array()) return mistyped(key, "an array", *v), nullptr;
+    return v;
+  }
+
+  std::string field(const char* key) const { return context_ + " field '" + prefix_ + key + "'"; }
+  std::string field(const char* key, std::size_t i) const {
+    return context_ + " field '" + prefix_ + key + "[" + std::to_string(i) + "]'";
+  }
+
+  void fail(const char* code, std::string reason) {
+    if (!err) err = error{code, std::move(reason)};
+  }
+  void take(const std::optional<error>& e) {
+    if (e && !err) err = e;
+  }
+
+private:
+  void mistyped(const char* key, const char* expected, const json& got) {
+    fail(errc::malformed_frame, field(key) + " must be " + expected + ", got " + type_of(got));
+  }
+
+  std::int64_t checked_integer(const json& v, const std::string& name, std::int64_t min, std::int64_t max) {
+    if (err) return 0;
+    if (!v.is_number_integer()) return fail(errc::malformed_frame, name + " must be an integer, got " + type_of(v)), 0;
+    const bool too_big = v.is_number_unsigned() && v.get<std::uint64_t>() > static_cast<std::uint64_t>(max);
+    const auto x = too_big ? max : v.get<std::int64_t>();
+    if (too_big || x < min || x > max) {
+      fail(errc::malformed_frame, name + " must be " +
+                                      (max == int64_max ? ">= " + std::to_string(min)
+                                                        : "between " + std::to_string(min) + " and " + std::to_string(max)) +
+                                      ", got " + v.dump());
+      return 0;
+    }
+    return x;
+  }
+
+  const json& obj_;
+  std::string owner_;
+  std::string context_;
+  std::string prefix_;
+};
+
+reader header_reader(const message& m) {
+  return reader(m.header, m.command + " header", m.command);
+}
+
+// The command and the tensor count; both are structure, not content.
+std::optional<error> expect(const message& m, std::string_view command, std::size_t tensors,
+                            const char* what = "") {
+  if (m.command != command)
+    return error{errc::malformed_frame, "expected a " + std::string(command) + " message, got " + m.command};
+  if (m.tensors.size() != tensors)
+    return error{errc::malformed_frame, std::string(command) + " carries " + std::to_string(tensors) + " tensor" +
+                                            (tensors == 1 ? "" : "s") + what + ", got " + std::to_string(m.tensors.size())};
+  return std::nullopt;
+}
+
+message with(std::string_view command, json header, std::vector<kernels::tensor> tensors = {}) {
+  message m;
+  m.command = std::string(command);
+  m.header = std::move(header);
+  m.tensors = std::move(tensors);
+  return m;
+}
+
+std::string canonical(const capabilities& c) {
+  // Same bytes as dump() for valid UTF-8 (what any parsed string is); replace keeps a local
+  // string with invalid UTF-8 from throwing.
+  return capabilities_json(c).dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+verify::receipt read_receipt(reader& r) {
+  verify::receipt out;
+  out.job_id = r.integer("job_id", 0, int64_max);
+  out.model_hash = r.hash("model_hash");
+  out.input_hash = r.hash("input_hash");
+  out.output_hash = r.hash("output_hash");
+  out.trace_root = r.hash("trace_root");
+  out.provider_key = r.hash("provider_key");
+  out.price = r.integer("price", 0, int64_max);
+  out.attempt = r.int32("attempt", 0);
+  out.started_at_us = r.integer("started_at_us", 0, int64_max);
+  out.finished_at_us = r.integer("finished_at_us", 0, int64_max);
+  out.signature = r.str("signature");
+  return out;
+}
+
+// The receipt nested in a header under "receipt".
+verify::receipt nested_receipt(reader& outer, const message& m) {
+  const auto* j = outer.object("receipt");
+  if (!j) return {};
+  reader r(*j, m.command + " header", m.command, "receipt.");
+  auto out = read_receipt(r);
+  outer.take(r.err);
+  return out;
+}
+
+} // namespace
+
+// ---- client side ----
+
+message make_submit(const submit_request& s) {
+  return with(cmd::submit,
+              {{"client_id", s.client_id},
+               {"request_id", s.request_id},
+               {"model", s.model},
+               {"tier", s.tier},
+               {"max_price", s.max_price},
+               {"deadline_ms", s.deadline_ms}},
+              {s.input});
+}
+
+result<submit_request> parse_submit(const message& m) {
+  if (auto e = expect(m, cmd::submit, 1, " (the input)")) return *e;
+  auto r = header_reader(m);
+  submit_request s;
+  s.client_id = r.str("client_id");
+  s.request_id = r.str("request_id");
+  s.model = r.hash("model");
+  s.tier = r.one_of("tier", {"none", "sampled", "full"}, std::string("sampled"));
+  s.max_price = r.integer("max_price", 0, int64_max);
+  s.deadline_ms = r.integer("deadline_ms", 0, int64_max, 0);
+  if (r.err) return *r.err;
+  if (s.client_id.empty()) return error{errc::malformed_frame, "SUBMIT field 'client_id' must not be empty"};
+  if (s.request_id.empty()) return error{errc::malformed_frame, "SUBMIT field 'request_id' must not be empty"};
+  if (m.tensors[0].type != kernels::dtype::i8)
+    return error{errc::bad_input, "SUBMIT input tensor must be i8, got " +
+                                      std::string(kernels::dtype_name(m.tensors[0].type))};
+  s.input = m.tensors[0];
+  return s;
+}
+
+message make_ack(const ack_reply& a) {
+  return with(cmd::ack, {{"request_id", a.request_id}, {"job_id", a.job_id}});
+}
+
+result<ack_reply> parse_ack(const message& m) {
+  if (auto e = expect(m, cmd::ack, 0)) return *e;
+  auto r = header_reader(m);
+  ack_reply a;
+  a.request_id = r.str("request_id");
+  a.job_id = r.integer("job_id", 0, int64_max);
+  if (r.err) return *r.err;
+  return a;
+}
+
+message make_error(const error_reply& e) {
+  json h{{"code", e.code}, {"reason", e.reason}};
+  if (!e.request_id.empty()) h["request_id"] = e.request_id;
+  if (e.job_id != 0) h["job_id"] = e.job_id;
+  return with(cmd::error, std::move(h));
+}
+
+message make_error(const error& e, const std::string& request_id, std::int64_t job_id) {
+  return make_error(error_reply{e.code, e.reason, request_id, job_id});
+}
+
+result<error_reply> parse_error(const message& m) {
+  if (auto e = expect(m, cmd::error, 0)) return *e;
+  auto r = header_reader(m);
+  error_reply out;
+  out.code = r.str("code");
+  out.reason = r.str("reason");
+  out.request_id = r.str("request_id", std::string());
+  out.job_id = r.integer("job_id", 0, int64_max, 0);
+  if (r.err) return *r.err;
+  return out;
+}
+
+message make_result(const job_result& res) {
+  return with(cmd::result,
+              {{"request_id", res.request_id},
+               {"job_id", res.job_id},
+               {"classes", res.classes},
+               {"receipt", receipt_json(res.receipt)}},
+              {res.output});
+}
+
+result<job_result> parse_result(const message& m) {
+  if (auto e = expect(m, cmd::result, 1, " (the output)")) return *e;
+  auto r = header_reader(m);
+  job_result out;
+  out.request_id = r.str("request_id");
+  out.job_id = r.integer("job_id", 0, int64_max);
+  out.classes = r.int32s("classes");
+  out.receipt = nested_receipt(r, m);
+  if (r.err) return *r.err;
+  out.output = m.tensors[0];
+  return out;
+}
+
+message make_status_request(const status_request& s) { return with(cmd::status, {{"job_id", s.job_id}}); }
+
+result<status_request> parse_status_request(const message& m) {
+  if (auto e = expect(m, cmd::status, 0)) return *e;
+  auto r = header_reader(m);
+  status_request s;
+  s.job_id = r.integer("job_id", 0, int64_max);
+  if (r.err) return *r.err;
+  return s;
+}
+
+message make_status_reply(const status_reply& s) {
+  json events = json::array();
+  for (const auto& e : s.events) events.push_back({{"state", e.state}, {"detail", e.detail}, {"at_us", e.at_us}});
+  return with(cmd::status,
+              {{"job_id", s.job_id}, {"state", s.state}, {"attempt", s.attempt}, {"events", std::move(events)}});
+}
+
+result<status_reply> parse_status_reply(const message& m) {
+  if (auto e = expect(m, cmd::status, 0)) return *e;
+  auto r = header_reader(m);
+  status_reply s;
+  s.job_id = r.integer("job_id", 0, int64_max);
+  s.state = r.str("state");
+  s.attempt = r.int32("attempt", 0);
+  if (const auto* events = r.array("events")) {
+    for (std::size_t i = 0; i < events->size() && !r.err; ++i) {
+      reader e((*events)[i], m.command + " header", m.command, "events[" + std::to_string(i) + "].");
+      status_event ev;
+      ev.state = e.str("state");
+      ev.detail = e.str("detail", std::string());
+      ev.at_us = e.integer("at_us", 0, int64_max);
+      r.take(e.err);
+      s.events.push_back(std::move(ev));
+    }
+  }
+  if (r.err) return *r.err;
+  return s;
+}
+
+// ---- node side ----
+
+nlohmann::json capabilities_json(const capabilities& c) {
+  return {{"role", c.role},
+          {"name", c.name},
+          {"public_key", c.public_key},
+          {"device", c.device},
+          {"backends", c.backends},
+          {"models", c.models},
+          {"price", c.price},
+          {"stake", c.stake},
+          {"memory_bytes", c.memory_bytes},
+          {"int8", c.int8},
+          {"timestamp_us", c.timestamp_us}};
+}
+
+message make_hello(const capabilities& c, const verify::key_pair& key) {
+  capabilities signed_caps = c;
+  if (signed_caps.public_key.empty()) signed_caps.public_key = key.public_key_hex;
+  const auto signature = verify::sign_hex(key, canonical(signed_caps));
+  return with(cmd::hello, {{"capabilities", capabilities_json(signed_caps)}, {"signature", signature}});
+}
+
+result<capabilities> parse_hello(const message& m) {
+  if (auto e = expect(m, cmd::hello, 0)) return *e;
+  auto r = header_reader(m);
+  capabilities c;
+  const auto* j = r.object("capabilities");
+  if (j) {
+    reader cr(*j, "HELLO header", "HELLO", "capabilities.");
+    c.role = cr.one_of("role", {"provider", "verifier"});
+    c.name = cr.str("name");
+    c.public_key = cr.hash("public_key");
+    c.device = cr.str("device");
+    c.backends = cr.strings("backends", false);
+    c.models = cr.strings("models", true);
+    c.price = cr.integer("price", 0, int64_max);
+    c.stake = cr.integer("stake", 0, int64_max);
+    c.memory_bytes = cr.integer("memory_bytes", 0, int64_max);
+    c.int8 = cr.boolean("int8");
+    c.timestamp_us = cr.integer("timestamp_us", 0, int64_max);
+    r.take(cr.err);
+  }
+  const auto signature = r.str("signature");
+  if (r.err) return *r.err;
+  // The signature covers the capabilities object as it came (sorted keys, no whitespace). For
+  // the fields above that is capabilities_json(c).dump(); a key this version does not read is
+  // covered too, so a newer node's HELLO still verifies and nothing unsigned rides along.
+  const auto signed_bytes = j->dump(-1, ' ', false, json::error_handler_t::replace);
+  if (!verify::verify_signature_hex(c.public_key, signed_bytes, signature))
+    return error{errc::bad_signature, "HELLO signature does not verify against public key " +
+                                          c.public_key.substr(0, 8) +
+                                          ".. (it must sign the capabilities JSON with sorted keys and no whitespace)"};
+  return c;
+}
+
+message make_welcome(const welcome_reply& w) {
+  return with(cmd::welcome, {{"heartbeat_ms", w.heartbeat_ms}, {"coordinator_key", w.coordinator_key}});
+}
+
+result<welcome_reply> parse_welcome(const message& m) {
+  if (auto e = expect(m, cmd::welcome, 0)) return *e;
+  auto r = header_reader(m);
+  welcome_reply w;
+  w.heartbeat_ms = r.int32("heartbeat_ms", 1);
+  w.coordinator_key = r.str("coordinator_key");
+  if (r.err) return *r.err;
+  return w;
+}
+
+message make_ready(std::int32_t credit) { return with(cmd::ready, {{"credit", credit}}); }
+
+result<std::int32_t> parse_ready(const message& m) {
+  if (auto e = expect(m, cmd::ready, 0)) return *e;
+  auto r = header_reader(m);
+  const auto credit = r.int32("credit", 1);
+  if (r.err) return *r.err;
+  return credit;
+}
+
+message make_heartbeat() { return with(cmd::heartbeat, json::object()); }
+
+message make_disconnect(const std::string& reason) { return with(cmd::disconnect, {{"reason", reason}}); }
+
+message make_job(const job_order& j) {
+  return with(cmd::job, {{"job_id", j.job_id}, {"attempt", j.attempt}, {"model", j.model}, {"price", j.price}},
+              {j.input});
+}
+
+result<job_order> parse_job(const message& m) {
+  if (auto e = expect(m, cmd::job, 1, " (the input)")) return *e;
+  auto r = header_reader(m);
+  job_order j;
+  j.job_id = r.integer("job_id", 0, int64_max);
+  j.attempt = r.int32("attempt", 0);
+  j.model = r.hash("model");
+  j.price = r.integer("price", 0, int64_max);
+  if (r.err) return *r.err;
+  j.input = m.tensors[0];
+  return j;
+}
+
+message make_done(const job_done& d) {
+  return with(cmd::done,
+              {{"job_id", d.job_id},
+               {"attempt", d.attempt},
+               {"classes", d.classes},
+               {"receipt", receipt_json(d.receipt)}},
+              {d.output});
+}
+
+result<job_done> parse_done(const message& m) {
+  if (auto e = expect(m, cmd::done, 1, " (the output)")) return *e;
+  auto r = header_reader(m);
+  job_done d;
+  d.job_id = r.integer("job_id", 0, int64_max);
+  d.attempt = r.int32("attempt", 0);
+  d.classes = r.int32s("classes");
+  d.receipt = nested_receipt(r, m);
+  if (r.err) return *r.err;
+  d.output = m.tensors[0];
+  return d;
+}
+
+message make_fail(const job_failed& f) {
+  return with(cmd::fail, {{"job_id", f.job_id}, {"attempt", f.attempt}, {"code", f.code}, {"reason", f.reason}});
+}
+
+result<job_failed> parse_fail(const message& m) {
+  if (auto e = expect(m, cmd::fail, 0)) return *e;
+  auto r = header_reader(m);
+  job_failed f;
+  f.job_id = r.integer("job_id", 0, int64_max);
+  f.attempt = r.int32("attempt", 0);
+  f.code = r.str("code");
+  f.reason = r.str("reason");
+  if (r.err) return *r.err;
+  return f;
+}
+
+message make_verify(const verify_task& v) {
+  return with(cmd::verify, {{"job_id", v.job_id}, {"model", v.model}, {"receipt", receipt_json(v.receipt)}},
+              {v.input});
+}
+
+result<verify_task> parse_verify(const message& m) {
+  if (auto e = expect(m, cmd::verify, 1, " (the input)")) return *e;
+  auto r = header_reader(m);
+  verify_task v;
+  v.job_id = r.integer("job_id", 0, int64_max);
+  v.model = r.hash("model");
+  v.receipt = nested_receipt(r, m);
+  if (r.err) return *r.err;
+  v.input = m.tensors[0];
+  return v;
+}
+
+message make_verdict(const verdict_reply& v) {
+  return with(cmd::verdict, {{"job_id", v.job_id},
+                             {"match", v.match},
+                             {"trace_root", v.trace_root},
+                             {"output_hash", v.output_hash},
+                             {"layer_hashes", v.layer_hashes},
+                             {"reason", v.reason}});
+}
+
+result<verdict_reply> parse_verdict(const message& m) {
+  if (auto e = expect(m, cmd::verdict, 0)) return *e;
+  auto r = header_reader(m);
+  verdict_reply v;
+  v.job_id = r.integer("job_id", 0, int64_max);
+  v.match = r.boolean("match");
+  v.trace_root = r.hash("trace_root", true);
+  v.output_hash = r.hash("output_hash", true);
+  v.layer_hashes = r.strings("layer_hashes", true);
+  v.reason = r.str("reason", std::string());
+  if (r.err) return *r.err;
+  return v;
+}
+
+nlohmann::json receipt_json(const verify::receipt& rc) {
+  return {{"job_id", rc.job_id},
+          {"model_hash", rc.model_hash},
+          {"input_hash", rc.input_hash},
+          {"output_hash", rc.output_hash},
+          {"trace_root", rc.trace_root},
+          {"provider_key", rc.provider_key},
+          {"price", rc.price},
+          {"attempt", rc.attempt},
+          {"started_at_us", rc.started_at_us},
+          {"finished_at_us", rc.finished_at_us},
+          {"signature", rc.signature}};
+}
+
+result<verify::receipt> parse_receipt_json(const nlohmann::json& j) {
+  reader r(j, "receipt", "receipt");
+  auto out = read_receipt(r);
+  if (r.err) return *r.err;
+  return out;
+}
+
+} // namespace haca::proto

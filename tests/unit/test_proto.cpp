@@ -1,0 +1,751 @@
+#include <doctest/doctest.h>
+
+#include <functional>
+#include <optional>
+#include <random>
+
+#include "proto/commands.hpp"
+#include "proto/message.hpp"
+#include "verify/hash.hpp"
+#include "verify/receipt.hpp"
+#include "verify/signing.hpp"
+
+using namespace haca;
+using namespace haca::proto;
+using json = nlohmann::json;
+
+namespace {
+
+const std::string model_hash = verify::sha256_hex("model");
+
+kernels::tensor i8_tensor(std::vector<std::int64_t> shape) {
+  kernels::tensor t;
+  t.type = kernels::dtype::i8;
+  t.shape = std::move(shape);
+  t.data.resize(static_cast<std::size_t>(t.elements()));
+  for (std::size_t i = 0; i < t.data.size(); ++i) t.data[i] = static_cast<char>(i * 7 - 100);
+  return t;
+}
+
+kernels::tensor i32_tensor(std::vector<std::int64_t> shape) {
+  kernels::tensor t;
+  t.type = kernels::dtype::i32;
+  t.shape = std::move(shape);
+  t.data.resize(static_cast<std::size_t>(t.elements()) * 4);
+  for (std::size_t i = 0; i < t.data.size(); ++i) t.data[i] = static_cast<char>(i * 13);
+  return t;
+}
+
+verify::key_pair& provider_key() {
+  static verify::key_pair k = verify::generate_key_pair();
+  return k;
+}
+
+verify::receipt signed_receipt(const kernels::tensor& input, const kernels::tensor& output) {
+  verify::receipt r;
+  r.job_id = 42;
+  r.model_hash = model_hash;
+  r.input_hash = verify::sha256_hex(input.data);
+  r.output_hash = verify::sha256_hex(output.data);
+  r.trace_root = verify::sha256_hex("trace");
+  r.price = 1500;
+  r.attempt = 2;
+  r.started_at_us = 1'700'000'000'000'000;
+  r.finished_at_us = 1'700'000'000'001'234;
+  verify::sign_receipt(r, provider_key());
+  return r;
+}
+
+void check_receipt_equal(const verify::receipt& a, const verify::receipt& b) {
+  CHECK(a.job_id == b.job_id);
+  CHECK(a.model_hash == b.model_hash);
+  CHECK(a.input_hash == b.input_hash);
+  CHECK(a.output_hash == b.output_hash);
+  CHECK(a.trace_root == b.trace_root);
+  CHECK(a.provider_key == b.provider_key);
+  CHECK(a.price == b.price);
+  CHECK(a.attempt == b.attempt);
+  CHECK(a.started_at_us == b.started_at_us);
+  CHECK(a.finished_at_us == b.finished_at_us);
+  CHECK(a.signature == b.signature);
+}
+
+void check_tensor_equal(const kernels::tensor& a, const kernels::tensor& b) {
+  CHECK(a.type == b.type);
+  CHECK(a.shape == b.shape);
+  CHECK(a.data == b.data);
+}
+
+// Through the wire and back.
+message wire(const message& m) {
+  auto d = decode(encode(m));
+  REQUIRE_MESSAGE(d.ok(), (d.ok() ? std::string() : d.err().reason));
+  return d.value();
+}
+
+capabilities sample_capabilities() {
+  capabilities c;
+  c.role = "provider";
+  c.name = "gpu-box-1";
+  c.public_key = provider_key().public_key_hex;
+  c.device = "cuda";
+  c.backends = {"reference", "cpu", "cuda"};
+  c.models = {model_hash};
+  c.price = 1200;
+  c.stake = 1'000'000;
+  c.memory_bytes = 80LL << 30;
+  c.int8 = true;
+  c.timestamp_us = 1'700'000'000'000'000;
+  return c;
+}
+
+// A valid frame set with one i8 [1, 4] tensor.
+std::vector<std::string> valid_frames() { return encode(make_submit({"alice", "r1", model_hash, "full", 10, 0, i8_tensor({1, 4})})); }
+
+error decode_error(const std::vector<std::string>& frames, const limits& lim = {}) {
+  auto d = decode(frames, lim);
+  REQUIRE_FALSE(d.ok());
+  return d.err();
+}
+
+std::vector<std::string> with_header(std::vector<std::string> frames, const json& header) {
+  frames[2] = header.dump();
+  return frames;
+}
+
+using parse_fn = std::function<std::optional<error>(const message&)>;
+
+template <class F>
+parse_fn checker(F f) {
+  return [f](const message& m) -> std::optional<error> {
+    auto r = f(m);
+    if (r.ok()) return std::nullopt;
+    return r.err();
+  };
+}
+
+// A value of a different JSON type than `v`.
+json mistyped(const json& v) {
+  if (v.is_string()) return 17;
+  if (v.is_number()) return "17";
+  if (v.is_boolean()) return "true";
+  if (v.is_array()) return json::object();
+  return json::array();
+}
+
+// Drops and mistypes each field of header (or of the object at `nested`), expecting
+// missing_field / malformed_frame naming the field; `optional` fields may be absent.
+void check_fields(const message& valid, const parse_fn& parse, const std::vector<std::string>& optional = {},
+                  const std::string& nested = {}) {
+  REQUIRE_FALSE(parse(valid).has_value());
+  const json& obj = nested.empty() ? valid.header : valid.header.at(nested);
+  const std::string prefix = nested.empty() ? "" : nested + ".";
+  for (const auto& [key, value] : obj.items()) {
+    CAPTURE(valid.command);
+    CAPTURE(key);
+    const bool is_optional = std::find(optional.begin(), optional.end(), key) != optional.end();
+    message dropped = valid;
+    json& target = nested.empty() ? dropped.header : dropped.header[nested];
+    target.erase(key);
+    auto e = parse(dropped);
+    if (is_optional) {
+      CHECK_FALSE(e.has_value());
+    } else {
+      REQUIRE(e.has_value());
+      CHECK(e->code == errc::missing_field);
+      CHECK(e->reason == valid.command + " header lacks '" + prefix + key + "'");
+    }
+    message wrong = valid;
+    json& wtarget = nested.empty() ? wrong.header : wrong.header[nested];
+    wtarget[key] = mistyped(value);
+    e = parse(wrong);
+    REQUIRE(e.has_value());
+    CHECK(e->code == errc::malformed_frame);
+    CHECK(e->reason.find(valid.command + " field '" + prefix + key) == 0);
+  }
+}
+
+} // namespace
+
+TEST_SUITE("proto") {
+
+TEST_CASE("encode lays out tag, command, header and one raw frame per tensor") {
+  auto input = i8_tensor({2, 3});
+  auto frames = encode(make_submit({"alice", "r1", model_hash, "none", 5, 100, input}));
+  REQUIRE(frames.size() == 4);
+  CHECK(frames[0] == "HACA/1");
+  CHECK(frames[1] == "SUBMIT");
+  auto header = json::parse(frames[2]);
+  CHECK(header["tensors"] == json::parse(R"([{"dtype":"i8","shape":[2,3]}])"));
+  CHECK(header["model"] == model_hash);
+  CHECK(frames[3] == input.data);
+}
+
+TEST_CASE("encode omits the tensors key when a message has no tensors") {
+  message m = make_ack({"r1", 7});
+  m.header["tensors"] = json::array({1}); // stale, must not reach the wire
+  auto frames = encode(m);
+  REQUIRE(frames.size() == 3);
+  CHECK_FALSE(json::parse(frames[2]).contains("tensors"));
+  CHECK(encode(make_heartbeat())[2] == "{}");
+}
+
+TEST_CASE("decode returns the header without the tensor descriptors and the tensors by value") {
+  auto input = i32_tensor({3, 2});
+  message m{"JOB", {{"job_id", 1}}, {input}};
+  auto d = wire(m);
+  CHECK(d.command == "JOB");
+  CHECK(d.header == json{{"job_id", 1}});
+  REQUIRE(d.tensors.size() == 1);
+  check_tensor_equal(d.tensors[0], input);
+}
+
+TEST_CASE("every command survives a round trip through the wire") {
+  auto input = i8_tensor({2, 784});
+  auto output = i8_tensor({2, 10});
+  auto receipt = signed_receipt(input, output);
+
+  SUBCASE("SUBMIT") {
+    submit_request s{"alice", "req-1", model_hash, "full", 2500, 3000, input};
+    auto p = parse_submit(wire(make_submit(s)));
+    REQUIRE(p.ok());
+    CHECK(p->client_id == "alice");
+    CHECK(p->request_id == "req-1");
+    CHECK(p->model == model_hash);
+    CHECK(p->tier == "full");
+    CHECK(p->max_price == 2500);
+    CHECK(p->deadline_ms == 3000);
+    check_tensor_equal(p->input, input);
+  }
+  SUBCASE("ACK") {
+    auto p = parse_ack(wire(make_ack({"req-1", 99})));
+    REQUIRE(p.ok());
+    CHECK(p->request_id == "req-1");
+    CHECK(p->job_id == 99);
+  }
+  SUBCASE("ERROR from a reply") {
+    auto p = parse_error(wire(make_error(error_reply{errc::queue_full, "queue holds 10000 jobs", "req-9", 5})));
+    REQUIRE(p.ok());
+    CHECK(p->code == "queue_full");
+    CHECK(p->reason == "queue holds 10000 jobs");
+    CHECK(p->request_id == "req-9");
+    CHECK(p->job_id == 5);
+  }
+  SUBCASE("ERROR from an error") {
+    auto m = make_error(make_error(errc::unknown_model, "no such model"));
+    CHECK_FALSE(m.header.contains("request_id"));
+    CHECK_FALSE(m.header.contains("job_id"));
+    auto p = parse_error(wire(m));
+    REQUIRE(p.ok());
+    CHECK(p->code == "unknown_model");
+    CHECK(p->reason == "no such model");
+    CHECK(p->request_id.empty());
+    CHECK(p->job_id == 0);
+  }
+  SUBCASE("RESULT") {
+    auto p = parse_result(wire(make_result({"req-1", 42, {3, 7}, output, receipt})));
+    REQUIRE(p.ok());
+    CHECK(p->request_id == "req-1");
+    CHECK(p->job_id == 42);
+    CHECK(p->classes == std::vector<std::int32_t>{3, 7});
+    check_tensor_equal(p->output, output);
+    check_receipt_equal(p->receipt, receipt);
+    CHECK(verify::verify_receipt(p->receipt));
+  }
+  SUBCASE("STATUS request") {
+    auto p = parse_status_request(wire(make_status_request({77})));
+    REQUIRE(p.ok());
+    CHECK(p->job_id == 77);
+  }
+  SUBCASE("STATUS reply") {
+    status_reply s{77, "running", 1, {{"queued", "", 10}, {"assigned", "provider ab12", 20}}};
+    auto p = parse_status_reply(wire(make_status_reply(s)));
+    REQUIRE(p.ok());
+    CHECK(p->job_id == 77);
+    CHECK(p->state == "running");
+    CHECK(p->attempt == 1);
+    REQUIRE(p->events.size() == 2);
+    CHECK(p->events[1].state == "assigned");
+    CHECK(p->events[1].detail == "provider ab12");
+    CHECK(p->events[1].at_us == 20);
+  }
+  SUBCASE("HELLO") {
+    auto c = sample_capabilities();
+    auto p = parse_hello(wire(make_hello(c, provider_key())));
+    REQUIRE_MESSAGE(p.ok(), (p.ok() ? "" : p.err().reason));
+    CHECK(capabilities_json(*p) == capabilities_json(c));
+  }
+  SUBCASE("WELCOME") {
+    auto p = parse_welcome(wire(make_welcome({500, provider_key().public_key_hex})));
+    REQUIRE(p.ok());
+    CHECK(p->heartbeat_ms == 500);
+    CHECK(p->coordinator_key == provider_key().public_key_hex);
+  }
+  SUBCASE("READY") {
+    auto p = parse_ready(wire(make_ready(16)));
+    REQUIRE(p.ok());
+    CHECK(*p == 16);
+  }
+  SUBCASE("HEARTBEAT") {
+    auto m = wire(make_heartbeat());
+    CHECK(m.command == "HEARTBEAT");
+    CHECK(m.header == json::object());
+  }
+  SUBCASE("DISCONNECT") {
+    auto m = wire(make_disconnect("shutting down"));
+    CHECK(m.command == "DISCONNECT");
+    CHECK(m.header["reason"] == "shutting down");
+  }
+  SUBCASE("JOB") {
+    auto p = parse_job(wire(make_job({42, 2, model_hash, 1500, input})));
+    REQUIRE(p.ok());
+    CHECK(p->job_id == 42);
+    CHECK(p->attempt == 2);
+    CHECK(p->model == model_hash);
+    CHECK(p->price == 1500);
+    check_tensor_equal(p->input, input);
+  }
+  SUBCASE("DONE") {
+    auto p = parse_done(wire(make_done({42, 2, {1, 9}, output, receipt})));
+    REQUIRE(p.ok());
+    CHECK(p->job_id == 42);
+    CHECK(p->attempt == 2);
+    CHECK(p->classes == std::vector<std::int32_t>{1, 9});
+    check_tensor_equal(p->output, output);
+    check_receipt_equal(p->receipt, receipt);
+  }
+  SUBCASE("FAIL") {
+    auto p = parse_fail(wire(make_fail({42, 2, errc::bad_model, "model file truncated"})));
+    REQUIRE(p.ok());
+    CHECK(p->job_id == 42);
+    CHECK(p->attempt == 2);
+    CHECK(p->code == "bad_model");
+    CHECK(p->reason == "model file truncated");
+  }
+  SUBCASE("VERIFY") {
+    auto p = parse_verify(wire(make_verify({42, model_hash, input, receipt})));
+    REQUIRE(p.ok());
+    CHECK(p->job_id == 42);
+    CHECK(p->model == model_hash);
+    check_tensor_equal(p->input, input);
+    check_receipt_equal(p->receipt, receipt);
+  }
+  SUBCASE("VERDICT") {
+    verdict_reply v{42, true, receipt.trace_root, receipt.output_hash, {model_hash, receipt.trace_root}, ""};
+    auto p = parse_verdict(wire(make_verdict(v)));
+    REQUIRE(p.ok());
+    CHECK(p->job_id == 42);
+    CHECK(p->match);
+    CHECK(p->trace_root == v.trace_root);
+    CHECK(p->output_hash == v.output_hash);
+    CHECK(p->layer_hashes == v.layer_hashes);
+    CHECK(p->reason.empty());
+  }
+}
+
+TEST_CASE("a receipt converts to JSON with every field and back") {
+  auto r = signed_receipt(i8_tensor({1, 4}), i8_tensor({1, 2}));
+  auto j = receipt_json(r);
+  CHECK(j.size() == 11);
+  CHECK(j["signature"] == r.signature);
+  auto p = parse_receipt_json(j);
+  REQUIRE(p.ok());
+  check_receipt_equal(*p, r);
+  j.erase("trace_root");
+  auto e = parse_receipt_json(j);
+  REQUIRE_FALSE(e.ok());
+  CHECK(e.err().code == errc::missing_field);
+  CHECK(e.err().reason == "receipt lacks 'trace_root'");
+  CHECK(parse_receipt_json(json::array()).err().code == errc::malformed_frame);
+}
+
+TEST_CASE("decode rejects fewer than three frames") {
+  for (std::size_t n : {0u, 1u, 2u}) {
+    CAPTURE(n);
+    auto frames = valid_frames();
+    frames.resize(n);
+    auto e = decode_error(frames);
+    CHECK(e.code == errc::malformed_frame);
+    CHECK(e.reason == "expected at least 3 frames (tag, command, header), got " + std::to_string(n));
+  }
+}
+
+TEST_CASE("decode rejects more frames than the limit") {
+  auto frames = valid_frames();
+  limits lim;
+  lim.max_frames = 3;
+  auto e = decode_error(frames, lim);
+  CHECK(e.code == errc::oversized);
+  CHECK(e.reason == "expected at most 3 frames, got 4");
+}
+
+TEST_CASE("decode rejects a protocol tag other than HACA/1") {
+  auto frames = valid_frames();
+  frames[0] = "HACA/2";
+  auto e = decode_error(frames);
+  CHECK(e.code == errc::unknown_version);
+  CHECK(e.reason == "unknown protocol version 'HACA/2', this coordinator speaks HACA/1");
+  frames[0] = "";
+  CHECK(decode_error(frames).code == errc::unknown_version);
+}
+
+TEST_CASE("decode rejects an unknown command") {
+  auto frames = valid_frames();
+  frames[1] = "FOO";
+  auto e = decode_error(frames);
+  CHECK(e.code == errc::unknown_command);
+  CHECK(e.reason == "unknown command 'FOO'");
+  frames[1] = "submit"; // commands are case-sensitive
+  CHECK(decode_error(frames).code == errc::unknown_command);
+}
+
+TEST_CASE("decode rejects a header that is not JSON") {
+  auto frames = valid_frames();
+  frames[2] = "{\"model\": ";
+  auto e = decode_error(frames);
+  CHECK(e.code == errc::malformed_frame);
+  CHECK(e.reason.find("header is not a JSON object: ") == 0);
+  frames[2] = std::string("{\"a\":\"\xff\xfe\"}"); // invalid UTF-8
+  CHECK(decode_error(frames).code == errc::malformed_frame);
+  frames[2] = "";
+  CHECK(decode_error(frames).code == errc::malformed_frame);
+}
+
+TEST_CASE("decode rejects a JSON header that is not an object") {
+  auto frames = valid_frames();
+  for (const char* text : {"[1,2]", "42", "\"x\"", "null"}) {
+    CAPTURE(text);
+    frames[2] = text;
+    auto e = decode_error(frames);
+    CHECK(e.code == errc::malformed_frame);
+    CHECK(e.reason.find("header is not a JSON object") == 0);
+  }
+}
+
+TEST_CASE("decode rejects a header over the byte limit before parsing it") {
+  auto frames = valid_frames();
+  limits lim;
+  lim.max_header_bytes = 16;
+  auto e = decode_error(frames, lim);
+  CHECK(e.code == errc::oversized);
+  CHECK(e.reason == "header has " + std::to_string(frames[2].size()) + " bytes, over the 16-byte limit");
+  frames[2] = std::string(100, '['); // not even JSON: the size check comes first
+  CHECK(decode_error(frames, lim).code == errc::oversized);
+}
+
+TEST_CASE("decode rejects a tensor count that differs from the payload frames") {
+  auto frames = valid_frames();
+  auto header = json::parse(frames[2]);
+
+  auto missing_frame = frames;
+  missing_frame.pop_back();
+  auto e = decode_error(missing_frame);
+  CHECK(e.code == errc::malformed_frame);
+  CHECK(e.reason == "header describes 1 tensors, got 0 payload frames");
+
+  auto extra_frame = frames;
+  extra_frame.push_back("abcd");
+  CHECK(decode_error(extra_frame).code == errc::malformed_frame);
+
+  auto no_descriptors = header;
+  no_descriptors.erase("tensors");
+  e = decode_error(with_header(frames, no_descriptors));
+  CHECK(e.code == errc::malformed_frame);
+  CHECK(e.reason == "header describes 0 tensors, got 1 payload frames");
+
+  auto not_array = header;
+  not_array["tensors"] = json::object();
+  CHECK(decode_error(with_header(frames, not_array)).code == errc::malformed_frame);
+
+  auto not_object = header;
+  not_object["tensors"] = json::array({"i8"});
+  CHECK(decode_error(with_header(frames, not_object)).code == errc::malformed_frame);
+}
+
+TEST_CASE("decode rejects an unknown dtype") {
+  auto frames = valid_frames();
+  auto header = json::parse(frames[2]);
+  header["tensors"][0]["dtype"] = "f32";
+  auto e = decode_error(with_header(frames, header));
+  CHECK(e.code == errc::malformed_frame);
+  CHECK(e.reason == "tensor 0 has unknown dtype 'f32' (expected i8 or i32)");
+  header["tensors"][0]["dtype"] = 8;
+  CHECK(decode_error(with_header(frames, header)).code == errc::malformed_frame);
+  header["tensors"][0].erase("dtype");
+  CHECK(decode_error(with_header(frames, header)).code == errc::missing_field);
+}
+
+TEST_CASE("decode rejects zero, negative and non-integer dimensions") {
+  auto frames = valid_frames();
+  auto header = json::parse(frames[2]);
+  for (const json& shape : {json::parse("[1,0]"), json::parse("[-1,-4]"), json::parse("[1,4.0]"),
+                            json::parse("[1,\"4\"]"), json::parse("[]"), json::parse("[1,1,1,1,1,1,1,1,4]"),
+                            json::parse("\"1x4\"")}) {
+    CAPTURE(shape.dump());
+    header["tensors"][0]["shape"] = shape;
+    auto e = decode_error(with_header(frames, header));
+    CHECK(e.code == errc::malformed_frame);
+  }
+  header["tensors"][0]["shape"] = json::parse("[2,-2]");
+  CHECK(decode_error(with_header(frames, header)).reason == "tensor 0 dimension 1 must be a positive integer, got -2");
+}
+
+TEST_CASE("decode rejects an oversized tensor from its header even when the frame is small") {
+  auto frames = valid_frames();
+  auto header = json::parse(frames[2]);
+  header["tensors"][0]["shape"] = {1, 10'000'000};
+  auto e = decode_error(with_header(frames, header));
+  CHECK(e.code == errc::oversized);
+  CHECK(e.reason == "tensor 0 declares 1x10000000 i8 = 10000000 bytes, over the 1048576-byte limit");
+
+  // i32 counts four bytes an element.
+  header["tensors"][0] = {{"dtype", "i32"}, {"shape", {512, 513}}};
+  e = decode_error(with_header(frames, header));
+  CHECK(e.code == errc::oversized);
+
+  // Products that overflow 64 bits and dimensions past int64 are oversized, not wrapped.
+  header["tensors"][0] = {{"dtype", "i8"}, {"shape", {4'000'000'000LL, 4'000'000'000LL, 4'000'000'000LL}}};
+  CHECK(decode_error(with_header(frames, header)).code == errc::oversized);
+  header["tensors"][0] = {{"dtype", "i8"}, {"shape", {18'446'744'073'709'551'615ULL}}};
+  CHECK(decode_error(with_header(frames, header)).code == errc::oversized);
+}
+
+TEST_CASE("decode rejects a payload frame whose byte count differs from its descriptor") {
+  auto frames = valid_frames();
+  auto header = json::parse(frames[2]);
+  header["tensors"][0]["shape"] = {1, 784};
+  frames = with_header(frames, header);
+  frames[3] = std::string(783, 'x');
+  auto e = decode_error(frames);
+  CHECK(e.code == errc::bad_input);
+  CHECK(e.reason == "tensor 0 frame has 783 bytes, header declares 784");
+  frames[3] = std::string(785, 'x');
+  CHECK(decode_error(frames).code == errc::bad_input);
+  frames[3] = std::string(784, 'x');
+  CHECK(decode(frames).ok());
+}
+
+TEST_CASE("decode and the parsers never throw on mutated frames") {
+  auto input = i8_tensor({1, 8});
+  auto receipt = signed_receipt(input, input);
+  std::vector<std::vector<std::string>> seeds = {
+      encode(make_submit({"a", "r", model_hash, "none", 1, 0, input})),
+      encode(make_result({"r", 1, {2}, input, receipt})),
+      encode(make_hello(sample_capabilities(), provider_key())),
+      encode(make_status_reply({1, "done", 0, {{"queued", "", 1}}})),
+  };
+  std::mt19937 rng(1234);
+  int decoded = 0;
+  for (int round = 0; round < 3000; ++round) {
+    auto frames = seeds[round % seeds.size()];
+    auto& f = frames[rng() % frames.size()];
+    const int edits = 1 + static_cast<int>(rng() % 4);
+    for (int k = 0; k < edits && !f.empty(); ++k) {
+      switch (rng() % 3) {
+      case 0: f[rng() % f.size()] = static_cast<char>(rng()); break;
+      case 1: f.erase(rng() % f.size(), 1); break;
+      default: f.insert(f.begin() + static_cast<std::ptrdiff_t>(rng() % f.size()), "[]{}\",:-019e"[rng() % 13]);
+      }
+    }
+    CHECK_NOTHROW({
+      auto d = decode(frames);
+      if (d.ok()) {
+        ++decoded;
+        (void)parse_submit(*d);
+        (void)parse_result(*d);
+        (void)parse_hello(*d);
+        (void)parse_status_reply(*d);
+        (void)parse_status_request(*d);
+        (void)encode(*d);
+      }
+    });
+  }
+  CHECK(decoded > 0);
+}
+
+TEST_CASE("each parser names a missing or mistyped field with its error code") {
+  auto input = i8_tensor({1, 4});
+  auto output = i8_tensor({1, 2});
+  auto receipt = signed_receipt(input, output);
+
+  check_fields(make_submit({"alice", "r1", model_hash, "full", 10, 5, input}), checker(parse_submit),
+               {"tier", "deadline_ms"});
+  check_fields(make_ack({"r1", 3}), checker(parse_ack));
+  check_fields(make_error(error_reply{"queue_full", "full", "r1", 3}), checker(parse_error), {"request_id", "job_id"});
+  auto result_msg = make_result({"r1", 3, {1}, output, receipt});
+  check_fields(result_msg, checker(parse_result));
+  check_fields(result_msg, checker(parse_result), {}, "receipt");
+  check_fields(make_status_request({3}), checker(parse_status_request));
+  check_fields(make_status_reply({3, "queued", 0, {}}), checker(parse_status_reply));
+  auto hello_msg = make_hello(sample_capabilities(), provider_key());
+  check_fields(hello_msg, checker(parse_hello));
+  check_fields(hello_msg, checker(parse_hello), {}, "capabilities");
+  check_fields(make_welcome({500, "k"}), checker(parse_welcome));
+  check_fields(make_ready(4), checker(parse_ready));
+  check_fields(make_job({3, 0, model_hash, 10, input}), checker(parse_job));
+  auto done_msg = make_done({3, 0, {1}, output, receipt});
+  check_fields(done_msg, checker(parse_done));
+  check_fields(done_msg, checker(parse_done), {}, "receipt");
+  check_fields(make_fail({3, 0, "bad_model", "x"}), checker(parse_fail));
+  auto verify_msg = make_verify({3, model_hash, input, receipt});
+  check_fields(verify_msg, checker(parse_verify));
+  check_fields(verify_msg, checker(parse_verify), {}, "receipt");
+  check_fields(make_verdict({3, false, "", "", {}, "model failed to load"}), checker(parse_verdict), {"reason"});
+}
+
+TEST_CASE("parse_submit reports the exact reasons for a missing model and a mistyped price") {
+  auto m = make_submit({"alice", "r1", model_hash, "full", 10, 0, i8_tensor({1, 4})});
+  auto missing = m;
+  missing.header.erase("model");
+  CHECK(parse_submit(missing).err().reason == "SUBMIT header lacks 'model'");
+  auto mistyped_price = m;
+  mistyped_price.header["max_price"] = "10";
+  auto e = parse_submit(mistyped_price).err();
+  CHECK(e.code == errc::malformed_frame);
+  CHECK(e.reason == "SUBMIT field 'max_price' must be an integer, got string");
+  mistyped_price.header["max_price"] = 10.5;
+  CHECK(parse_submit(mistyped_price).err().reason == "SUBMIT field 'max_price' must be an integer, got float");
+}
+
+TEST_CASE("parse_submit checks values: hash form, tier, signs, input count and dtype") {
+  auto m = make_submit({"alice", "r1", model_hash, "full", 10, 0, i8_tensor({1, 4})});
+  auto expect_code = [](message bad, const char* code) {
+    auto p = parse_submit(bad);
+    REQUIRE_FALSE(p.ok());
+    CHECK(p.err().code == code);
+    return p.err().reason;
+  };
+  auto bad = m;
+  bad.header["model"] = "abc";
+  expect_code(bad, errc::malformed_frame);
+  bad.header["model"] = verify::sha256_hex("x").substr(0, 63) + "A";
+  expect_code(bad, errc::malformed_frame);
+  bad = m;
+  bad.header["tier"] = "gold";
+  CHECK(expect_code(bad, errc::malformed_frame) == "SUBMIT field 'tier' must be one of none|sampled|full, got \"gold\"");
+  bad = m;
+  bad.header["max_price"] = -1;
+  CHECK(expect_code(bad, errc::malformed_frame) == "SUBMIT field 'max_price' must be >= 0, got -1");
+  bad = m;
+  bad.header["deadline_ms"] = -5;
+  expect_code(bad, errc::malformed_frame);
+  bad = m;
+  bad.header["max_price"] = 18'446'744'073'709'551'615ULL;
+  expect_code(bad, errc::malformed_frame);
+  bad = m;
+  bad.tensors.clear();
+  CHECK(expect_code(bad, errc::malformed_frame) == "SUBMIT carries 1 tensor (the input), got 0");
+  bad = m;
+  bad.tensors.push_back(bad.tensors[0]);
+  expect_code(bad, errc::malformed_frame);
+  bad = m;
+  bad.tensors[0] = i32_tensor({1, 4});
+  CHECK(expect_code(bad, errc::bad_input) == "SUBMIT input tensor must be i8, got i32");
+  bad = m;
+  bad.command = "JOB";
+  expect_code(bad, errc::malformed_frame);
+
+  auto defaults = m;
+  defaults.header.erase("tier");
+  defaults.header.erase("deadline_ms");
+  auto p = parse_submit(defaults);
+  REQUIRE(p.ok());
+  CHECK(p->tier == "sampled");
+  CHECK(p->deadline_ms == 0);
+}
+
+TEST_CASE("commands without tensors refuse payload frames and commands with one refuse two") {
+  auto ack = make_ack({"r", 1});
+  ack.tensors.push_back(i8_tensor({1}));
+  CHECK(parse_ack(ack).err().code == errc::malformed_frame);
+  auto done = make_done({1, 0, {}, i8_tensor({1, 2}), signed_receipt(i8_tensor({1}), i8_tensor({1, 2}))});
+  done.tensors.clear();
+  CHECK(parse_done(done).err().reason == "DONE carries 1 tensor (the output), got 0");
+  auto job = make_job({1, 0, model_hash, 0, i8_tensor({1})});
+  job.tensors.push_back(i8_tensor({1}));
+  CHECK(parse_job(job).err().code == errc::malformed_frame);
+}
+
+TEST_CASE("ready needs a credit of at least one and welcome a positive heartbeat") {
+  CHECK(parse_ready(make_ready(0)).err().code == errc::malformed_frame);
+  CHECK(parse_ready(make_ready(-3)).err().code == errc::malformed_frame);
+  auto big = make_ready(1);
+  big.header["credit"] = 1LL << 40;
+  CHECK(parse_ready(big).err().code == errc::malformed_frame);
+  CHECK(parse_welcome(make_welcome({0, ""})).err().code == errc::malformed_frame);
+}
+
+TEST_CASE("hello with tampered capabilities fails with bad_signature") {
+  auto m = make_hello(sample_capabilities(), provider_key());
+  REQUIRE(parse_hello(m).ok());
+
+  auto tampered = m;
+  tampered.header["capabilities"]["price"] = 1;
+  auto p = parse_hello(wire(tampered));
+  REQUIRE_FALSE(p.ok());
+  CHECK(p.err().code == errc::bad_signature);
+  CHECK(p.err().reason.find("HELLO signature does not verify against public key " +
+                            provider_key().public_key_hex.substr(0, 8) + "..") == 0);
+
+  auto other_key = m;
+  other_key.header["capabilities"]["public_key"] = verify::generate_key_pair().public_key_hex;
+  CHECK(parse_hello(other_key).err().code == errc::bad_signature);
+
+  auto bad_sig = m;
+  bad_sig.header["signature"] = "zz";
+  CHECK(parse_hello(bad_sig).err().code == errc::bad_signature);
+
+  auto extra_key = m; // an unsigned extra key changes the signed bytes
+  extra_key.header["capabilities"]["region"] = "eu";
+  CHECK(parse_hello(extra_key).err().code == errc::bad_signature);
+}
+
+TEST_CASE("hello verifies a signed capabilities key this version does not read") {
+  auto caps = capabilities_json(sample_capabilities());
+  caps["region"] = "eu";
+  message m{"HELLO", {{"capabilities", caps}, {"signature", verify::sign_hex(provider_key(), caps.dump())}}, {}};
+  auto p = parse_hello(wire(m));
+  REQUIRE_MESSAGE(p.ok(), (p.ok() ? "" : p.err().reason));
+  CHECK(p->name == "gpu-box-1");
+}
+
+TEST_CASE("hello role must be provider or verifier") {
+  auto c = sample_capabilities();
+  c.role = "client";
+  auto p = parse_hello(make_hello(c, provider_key()));
+  REQUIRE_FALSE(p.ok());
+  CHECK(p.err().code == errc::malformed_frame);
+  c.role = "verifier";
+  CHECK(parse_hello(make_hello(c, provider_key())).ok());
+}
+
+TEST_CASE("the signed capabilities bytes match Python's sorted compact json.dumps") {
+  capabilities c;
+  c.role = "provider";
+  c.name = "n";
+  c.public_key = "ab";
+  c.device = "cpu";
+  c.backends = {"cpu"};
+  c.models = {};
+  c.price = 5;
+  c.stake = 0;
+  c.memory_bytes = 1024;
+  c.int8 = true;
+  c.timestamp_us = 7;
+  // json.dumps(c, sort_keys=True, separators=(",", ":"))
+  CHECK(capabilities_json(c).dump() ==
+        R"({"backends":["cpu"],"device":"cpu","int8":true,"memory_bytes":1024,"models":[],"name":"n",)"
+        R"("price":5,"public_key":"ab","role":"provider","stake":0,"timestamp_us":7})");
+}
+
+TEST_CASE("verdict accepts empty hashes when the verifier could not compute them") {
+  auto p = parse_verdict(make_verdict({3, false, "", "", {}, "model failed to load"}));
+  REQUIRE(p.ok());
+  CHECK_FALSE(p->match);
+  auto bad = make_verdict({3, false, "xyz", "", {}, ""});
+  CHECK(parse_verdict(bad).err().code == errc::malformed_frame);
+  auto bad_layer = make_verdict({3, true, model_hash, model_hash, {"nothex"}, ""});
+  CHECK(parse_verdict(bad_layer).err().reason.find("VERDICT field 'layer_hashes[0]'") == 0);
+}
+
+} // TEST_SUITE
