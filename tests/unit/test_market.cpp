@@ -1,0 +1,99 @@
+#include <doctest/doctest.h>
+
+#include <limits>
+#include <random>
+
+#include "market/ledger.hpp"
+
+using namespace haca;
+using namespace haca::market;
+
+namespace {
+micros amount_for(const std::vector<posting>& ps, const std::string& account) {
+  micros s = 0;
+  for (const auto& p : ps)
+    if (p.account == account) s += p.amount;
+  return s;
+}
+} // namespace
+
+TEST_CASE("account names follow the client:/provider: convention") {
+  CHECK(client_account("alice") == "client:alice");
+  CHECK(provider_account("ab12") == "provider:ab12");
+}
+
+TEST_CASE("settlement postings sum to zero for many prices and fees") {
+  std::mt19937_64 rng(1);
+  std::vector<micros> prices = {0, 1, 9, 10, 99, 9999, 10000, 10001, 123456789,
+                                std::numeric_limits<micros>::max() / 2, std::numeric_limits<micros>::max()};
+  for (int i = 0; i < 2000; ++i) prices.push_back(static_cast<micros>(rng() % 100000000));
+  for (micros price : prices)
+    for (int fee : {0, 1, 7, 250, 333, 5000, 9999, 10000}) {
+      const auto ps = settlement_postings("alice", "pk", price, fee);
+      CHECK(balanced(ps));
+      CHECK(sum(ps) == 0);
+      CHECK(amount_for(ps, "client:alice") == -price);
+      const micros f = amount_for(ps, fee_account);
+      CHECK(f >= 0);
+      CHECK(amount_for(ps, "provider:pk") == price - f);
+    }
+}
+
+TEST_CASE("the protocol fee is rounded down and the provider gets the rest") {
+  auto ps = settlement_postings("c", "p", 999, 250); // 24.975 -> 24
+  CHECK(amount_for(ps, fee_account) == 24);
+  CHECK(amount_for(ps, "provider:p") == 975);
+  ps = settlement_postings("c", "p", 10000, 250);
+  CHECK(amount_for(ps, fee_account) == 250);
+  CHECK(amount_for(ps, "provider:p") == 9750);
+  ps = settlement_postings("c", "p", 39, 250); // 0.975 -> 0: no fee posting at all
+  CHECK(amount_for(ps, fee_account) == 0);
+  CHECK(ps.size() == 2);
+  ps = settlement_postings("c", "p", 1000, 10000);
+  CHECK(amount_for(ps, fee_account) == 1000);
+  CHECK(amount_for(ps, "provider:p") == 0);
+}
+
+TEST_CASE("funding from the mint is balanced") {
+  const auto ps = funding_postings("bob", 5000);
+  CHECK(balanced(ps));
+  CHECK(amount_for(ps, mint_account) == -5000);
+  CHECK(amount_for(ps, "client:bob") == 5000);
+}
+
+TEST_CASE("an escrow hold beyond the available balance fails with insufficient_funds and changes nothing") {
+  escrow_book book;
+  CHECK_FALSE(book.known("alice"));
+  book.credit("alice", 1000);
+  CHECK(book.known("alice"));
+  REQUIRE(book.hold("alice", 600).ok());
+  CHECK(book.held("alice") == 600);
+  CHECK(book.available("alice") == 400);
+  auto s = book.hold("alice", 401);
+  REQUIRE_FALSE(s.ok());
+  CHECK(s.err().code == errc::insufficient_funds);
+  CHECK(s.err().reason.find("alice") != std::string::npos);
+  CHECK(book.balance("alice") == 1000);
+  CHECK(book.held("alice") == 600);
+  CHECK(book.available("alice") == 400);
+  CHECK(book.hold("alice", 400).ok());
+  CHECK(book.available("alice") == 0);
+  CHECK(book.hold("nobody", 1).err().code == errc::insufficient_funds);
+  CHECK_FALSE(book.known("nobody"));
+}
+
+TEST_CASE("capture debits the real price and releases the whole hold; release frees a failed job's hold") {
+  escrow_book book;
+  book.credit("c", 1000);
+  REQUIRE(book.hold("c", 300).ok());
+  REQUIRE(book.hold("c", 200).ok());
+  book.capture("c", 300, 120);
+  CHECK(book.balance("c") == 880);
+  CHECK(book.held("c") == 200);
+  CHECK(book.available("c") == 680);
+  book.release("c", 200);
+  CHECK(book.held("c") == 0);
+  CHECK(book.available("c") == 880);
+  book.release("c", 50); // nothing held: stays at zero
+  CHECK(book.held("c") == 0);
+}
