@@ -57,7 +57,9 @@ create table receipts (
   finished_at   bigint      not null,
   signature     text        not null,
   verdict       text,                   -- verified | mismatch | unsampled
-  block_height  bigint
+  block_height  bigint,
+  block_index   int,                    -- position in its block's Merkle batch
+  unique (block_height, block_index)
 );
 
 create table blocks (

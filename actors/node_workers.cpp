@@ -1,0 +1,87 @@
+#include "actors/node_workers.hpp"
+
+#include <chrono>
+#include <thread>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "net/node_session.hpp"
+#include "verify/hash.hpp"
+#include "verify/receipt.hpp"
+
+namespace haca::actors {
+namespace {
+
+std::int64_t wall_us() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+result<kernels::inference> run_job(const worker_config& cfg, const std::string& model_hash, const kernels::tensor& input) {
+  auto m = cfg.models->find(model_hash);
+  if (m == cfg.models->end())
+    return make_error(errc::unknown_model, fmt::format("model {} is not on this node", model_hash.substr(0, 12)));
+  return kernels::run_model(m->second, input, *cfg.backend, cfg.max_rows);
+}
+
+caf::behavior gpu_worker(caf::event_based_actor*, worker_config cfg) {
+  return {
+      [=](proto::job_order& job) {
+        if (cfg.fault_delay_ms > 0)
+          std::this_thread::sleep_for(std::chrono::milliseconds(cfg.fault_delay_ms));
+        auto started = wall_us();
+        auto out = run_job(cfg, job.model, job.input);
+        if (!out) {
+          net::node_session::post(proto::make_fail({job.job_id, job.attempt, out.err().code, out.err().reason}));
+          return;
+        }
+        verify::receipt r;
+        r.job_id = job.job_id;
+        r.model_hash = job.model;
+        r.input_hash = verify::sha256_hex(job.input.data);
+        r.output_hash = out->output_hash;
+        r.trace_root = out->trace_root;
+        r.price = job.price;
+        r.attempt = job.attempt;
+        r.started_at_us = started;
+        r.finished_at_us = wall_us();
+        verify::sign_receipt(r, cfg.key);
+        net::node_session::post(
+            proto::make_done({job.job_id, job.attempt, std::move(out->classes), std::move(out->output), std::move(r)}));
+      },
+  };
+}
+
+caf::behavior verify_worker(caf::event_based_actor*, worker_config cfg) {
+  return {
+      [=](proto::verify_task& task) {
+        proto::verdict_reply v;
+        v.job_id = task.job_id;
+        if (!verify::verify_receipt(task.receipt)) {
+          v.reason = "the receipt's signature does not verify";
+        } else if (auto out = run_job(cfg, task.model, task.input); !out) {
+          v.reason = out.err().reason;
+        } else {
+          v.trace_root = out->trace_root;
+          v.output_hash = out->output_hash;
+          v.layer_hashes = out->layer_hashes;
+          v.match = v.trace_root == task.receipt.trace_root && v.output_hash == task.receipt.output_hash;
+          v.reason = v.match ? "trace root and output hash match" : "re-execution differs from the receipt";
+        }
+        net::node_session::post(proto::make_verdict(v));
+      },
+  };
+}
+
+} // namespace
+
+caf::actor spawn_gpu_worker(caf::actor_system& sys, worker_config cfg) {
+  return sys.spawn<caf::detached>(gpu_worker, std::move(cfg));
+}
+
+caf::actor spawn_verify_worker(caf::actor_system& sys, worker_config cfg) {
+  return sys.spawn<caf::detached>(verify_worker, std::move(cfg));
+}
+
+} // namespace haca::actors

@@ -1,0 +1,192 @@
+// `haca submit` and `haca status`: the client side.
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include <fmt/chrono.h>
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "app/common.hpp"
+#include "app/workload.hpp"
+#include "net/client.hpp"
+#include "verify/hash.hpp"
+
+namespace haca::app {
+namespace {
+
+struct submit_cli {
+  std::string connect = "tcp://127.0.0.1:7700";
+  std::string model;
+  std::string input;
+  int input_dim = 0;
+  std::size_t random = 0;
+  std::uint64_t seed = 1;
+  std::string client_id = "cli";
+  std::string request_prefix;
+  std::string tier = "sampled";
+  std::int64_t max_price = 100;
+  std::int64_t deadline_ms = 0;
+  std::size_t window = 1000;
+  bool json = false;
+};
+
+// --model takes a hash or a model file (whose hash and input size are then known).
+int resolve_model(submit_cli& o) {
+  if (verify::is_hash_hex(o.model))
+    return 0;
+  auto m = kernels::load_model_file(o.model);
+  if (!m) {
+    std::cerr << fmt::format("error: --model '{}' is neither a model hash nor a model file: {}\n", o.model,
+                             m.err().reason);
+    return 2;
+  }
+  o.model = m->hash;
+  if (o.input_dim == 0)
+    o.input_dim = m->input_dim();
+  return 0;
+}
+
+int run_submit(submit_cli o) {
+  if (int rc = resolve_model(o))
+    return rc;
+  workload_options w;
+  w.endpoint = o.connect;
+  w.client_id = o.client_id;
+  w.request_prefix = o.request_prefix.empty() ? fmt::format("cli-{}-", std::chrono::system_clock::now().time_since_epoch().count())
+                                              : o.request_prefix;
+  w.model = o.model;
+  w.tier = o.tier;
+  w.max_price = o.max_price;
+  w.deadline_ms = o.deadline_ms;
+  w.window = o.window;
+  if (!o.input.empty()) {
+    std::ifstream f{o.input, std::ios::binary};
+    if (!f) {
+      std::cerr << fmt::format("error: cannot read --input '{}'\n", o.input);
+      return 2;
+    }
+    std::stringstream ss;
+    ss << f.rdbuf();
+    auto bytes = ss.str();
+    if (o.input_dim <= 0 || bytes.empty() || bytes.size() % static_cast<std::size_t>(o.input_dim) != 0) {
+      std::cerr << fmt::format("error: --input has {} bytes, not a whole number of rows of --input-dim {} int8 values\n",
+                               bytes.size(), o.input_dim);
+      return 2;
+    }
+    kernels::tensor t{kernels::dtype::i8, {static_cast<std::int64_t>(bytes.size()) / o.input_dim, o.input_dim}, bytes};
+    w.inputs.push_back(std::move(t));
+  } else if (o.random > 0) {
+    if (o.input_dim <= 0) {
+      std::cerr << "error: --random needs --input-dim (or --model given as a file)\n";
+      return 2;
+    }
+    w.inputs = random_inputs(o.random, o.input_dim, o.seed);
+  } else {
+    std::cerr << "error: give --input FILE or --random N\n";
+    return 2;
+  }
+  auto rep = run_workload(w);
+  for (const auto& j : rep.jobs) {
+    if (o.json) {
+      nlohmann::json line{{"request_id", j.request_id}, {"job_id", j.job_id}};
+      if (j.done) {
+        line["classes"] = j.classes;
+        line["receipt"] = proto::receipt_json(j.receipt);
+        line["receipt_valid"] = j.receipt_valid;
+        line["latency_ms"] = static_cast<double>(j.latency_us) / 1000.0;
+      } else {
+        line["error"] = {{"code", j.error_code.empty() ? "timeout" : j.error_code}, {"reason", j.error_reason}};
+      }
+      std::cout << line.dump() << "\n";
+    } else if (j.done) {
+      std::cout << fmt::format("{}: job {} -> class {}  receipt {} (trace root {}..)  {:.2f} ms\n", j.request_id,
+                               j.job_id, fmt::join(j.classes, ","), j.receipt_valid ? "valid" : "INVALID",
+                               j.receipt.trace_root.substr(0, 12), static_cast<double>(j.latency_us) / 1000.0);
+    } else {
+      std::cout << fmt::format("{}: error {}: {}\n", j.request_id, j.error_code.empty() ? "timeout" : j.error_code,
+                               j.error_reason.empty() ? "no answer before the timeout" : j.error_reason);
+    }
+  }
+  if (!o.json)
+    std::cerr << fmt::format("{} results, {} errors, {} invalid receipts in {:.2f} s\n", rep.results, rep.errors,
+                             rep.invalid_receipts, rep.seconds);
+  return rep.errors == 0 && rep.invalid_receipts == 0 && !rep.timed_out ? 0 : 1;
+}
+
+int run_status(const std::string& connect, std::int64_t job_id, bool json) {
+  net::client conn{connect};
+  conn.send(proto::make_status_request({job_id}));
+  auto msg = conn.receive(std::chrono::seconds(10));
+  if (!msg) {
+    std::cerr << fmt::format("error: no answer from {} within 10 s (is the coordinator running?)\n", connect);
+    return 1;
+  }
+  if (!*msg) {
+    std::cerr << "error: " << msg->err().reason << "\n";
+    return 1;
+  }
+  if (msg->value().command == proto::cmd::error) {
+    auto e = proto::parse_error(msg->value());
+    std::cerr << fmt::format("error {}: {}\n", e ? e->code : "?", e ? e->reason : "?");
+    return 1;
+  }
+  if (json) {
+    std::cout << msg->value().header.dump(2) << "\n";
+    return 0;
+  }
+  auto s = proto::parse_status_reply(msg->value());
+  if (!s) {
+    std::cerr << "error: " << s.err().reason << "\n";
+    return 1;
+  }
+  std::cout << fmt::format("job {}: {} (attempt {})\n", s->job_id, s->state, s->attempt);
+  for (const auto& e : s->events) {
+    auto t = std::chrono::system_clock::time_point(std::chrono::microseconds(e.at_us));
+    std::cout << fmt::format("  {:%H:%M:%S}  {:<10} {}\n", fmt::localtime(std::chrono::system_clock::to_time_t(t)),
+                             e.state, e.detail);
+  }
+  return 0;
+}
+
+} // namespace
+
+void add_client_commands(CLI::App& app) {
+  auto o = std::make_shared<submit_cli>();
+  auto* sub = app.add_subcommand("submit", "Submit inference jobs and print results with their signed receipts");
+  sub->add_option("--connect", o->connect, "the coordinator's client endpoint")->capture_default_str();
+  sub->add_option("--model", o->model, "model hash, or a model file (then its hash and input size are used)")
+      ->required();
+  sub->add_option("--input", o->input, "raw int8 input file: rows x input-dim bytes, one job");
+  sub->add_option("--input-dim", o->input_dim, "values per input row (known from --model when it is a file)");
+  sub->add_option("--random", o->random, "submit N jobs with random inputs instead of --input");
+  sub->add_option("--seed", o->seed, "seed for --random")->capture_default_str();
+  sub->add_option("--client-id", o->client_id, "the account that pays")->capture_default_str();
+  sub->add_option("--request-prefix", o->request_prefix, "request ids are <prefix><n> (default: unique per run)");
+  sub->add_option("--tier", o->tier, "verification tier")->check(CLI::IsMember({"none", "sampled", "full"}))
+      ->capture_default_str();
+  sub->add_option("--max-price", o->max_price, "the most this job may cost, micro-units")->capture_default_str();
+  sub->add_option("--deadline-ms", o->deadline_ms, "expire the job if not run within this many ms (0 = default)")
+      ->capture_default_str();
+  sub->add_option("--window", o->window, "unanswered SUBMITs in flight at most")->capture_default_str();
+  sub->add_flag("--json", o->json, "print one JSON object per job");
+  sub->callback([o] {
+    if (int rc = run_submit(*o))
+      throw CLI::RuntimeError(rc);
+  });
+
+  auto connect = std::make_shared<std::string>("tcp://127.0.0.1:7700");
+  auto job_id = std::make_shared<std::int64_t>(0);
+  auto json = std::make_shared<bool>(false);
+  auto* st = app.add_subcommand("status", "Show a job's state and every transition it went through");
+  st->add_option("job", *job_id, "job id (from ACK or 'haca submit')")->required();
+  st->add_option("--connect", *connect, "the coordinator's client endpoint")->capture_default_str();
+  st->add_flag("--json", *json, "print the raw STATUS header");
+  st->callback([=] {
+    if (int rc = run_status(*connect, *job_id, *json))
+      throw CLI::RuntimeError(rc);
+  });
+}
+
+} // namespace haca::app

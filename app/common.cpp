@@ -1,0 +1,49 @@
+#include "app/common.hpp"
+
+#include <csignal>
+#include <filesystem>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+namespace haca::app {
+namespace {
+std::atomic<bool> stop_flag{false};
+extern "C" void on_stop_signal(int) { stop_flag = true; }
+} // namespace
+
+result<std::map<std::string, kernels::model>> load_models_dir(const std::string& dir) {
+  std::map<std::string, kernels::model> out;
+  std::error_code ec;
+  if (!std::filesystem::is_directory(dir, ec))
+    return make_error(errc::io_error, fmt::format("model directory '{}' does not exist (create one with "
+                                                  "'haca model gen --out {}/mlp.safetensors')",
+                                                  dir, dir));
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    if (entry.path().extension() != ".safetensors")
+      continue;
+    auto m = kernels::load_model_file(entry.path().string());
+    if (!m)
+      return error{m.err().code, fmt::format("{}: {}", entry.path().string(), m.err().reason)};
+    out.emplace(m->hash, std::move(m.value()));
+  }
+  return out;
+}
+
+const std::atomic<bool>& stop_requested() { return stop_flag; }
+
+void install_stop_handlers() {
+  std::signal(SIGINT, on_stop_signal);
+  std::signal(SIGTERM, on_stop_signal);
+}
+
+void add_log_level_option(CLI::App& cmd, std::string& level) {
+  cmd.add_option("--log-level", level, "trace, debug, info, warn, error or off")->capture_default_str();
+}
+
+void set_log_level(const std::string& level) {
+  spdlog::set_level(spdlog::level::from_str(level));
+  spdlog::set_pattern("%H:%M:%S.%e %^%l%$ [%n] %v");
+}
+
+} // namespace haca::app

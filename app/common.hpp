@@ -1,0 +1,31 @@
+#pragma once
+// Small pieces the subcommands share: model directories, stop signals, logging.
+#include <atomic>
+#include <map>
+#include <memory>
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+#include "kernels/model.hpp"
+
+namespace haca::app {
+
+// Loads every *.safetensors file in dir; a file that fails to load is an error naming it.
+result<std::map<std::string, kernels::model>> load_models_dir(const std::string& dir);
+
+// SIGINT/SIGTERM set this flag (and wake waiters polling it).
+const std::atomic<bool>& stop_requested();
+void install_stop_handlers();
+
+void add_log_level_option(CLI::App& cmd, std::string& level);
+void set_log_level(const std::string& level);
+
+// Registration of each subcommand (one file each).
+void add_coordinator_command(CLI::App& app);
+void add_node_commands(CLI::App& app);       // provider, verifier
+void add_client_commands(CLI::App& app);     // submit, status
+void add_model_command(CLI::App& app);
+void add_demo_command(CLI::App& app);
+
+} // namespace haca::app

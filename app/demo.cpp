@@ -1,0 +1,210 @@
+// `haca demo`: a whole local network (coordinator, two providers, one verifier) as child
+// processes on loopback, a pipelined workload, then a summary checked against Postgres.
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "app/common.hpp"
+#include "app/process.hpp"
+#include "app/workload.hpp"
+#include "db/audit.hpp"
+
+namespace haca::app {
+namespace {
+
+struct demo_options {
+  std::size_t jobs = 1000;
+  std::string db = "postgresql:///haca";
+  std::string work_dir = "haca-demo";
+  int client_port = 7700;
+  int node_port = 7701;
+  int providers = 2;
+  double sample_rate = 1.0;
+  std::size_t window = 1000;
+  int settle_timeout_s = 120;
+};
+
+class progress_bar {
+public:
+  progress_bar(std::string label, std::size_t total) : label_(std::move(label)), total_(total) {}
+  void update(std::size_t done) {
+    auto now = std::chrono::steady_clock::now();
+    if (done < total_ && now - last_ < std::chrono::milliseconds(100))
+      return;
+    last_ = now;
+    double secs = std::chrono::duration<double>(now - start_).count();
+    std::size_t width = 30, filled = total_ ? done * width / total_ : width;
+    std::cerr << fmt::format("\r{:<9} [{}{}] {}/{}  {:.0f}/s ", label_, std::string(filled, '#'),
+                             std::string(width - filled, ' '), done, total_, secs > 0 ? done / secs : 0.0)
+              << std::flush;
+    if (done >= total_)
+      std::cerr << "\n";
+  }
+
+private:
+  std::string label_;
+  std::size_t total_;
+  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now(), last_{};
+};
+
+int run_demo(const demo_options& o) {
+  install_stop_handlers();
+  namespace fs = std::filesystem;
+  for (auto sub : {"models", "keys", "logs"})
+    fs::create_directories(fs::path(o.work_dir) / sub);
+  auto models_dir = (fs::path(o.work_dir) / "models").string();
+  auto model_file = models_dir + "/mlp.safetensors";
+  {
+    auto bytes = kernels::save_model(kernels::generate_mlp(1, {784, 128, 10}, "demo-mlp"));
+    std::ofstream f{model_file, std::ios::binary | std::ios::trunc};
+    f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  }
+  auto model = kernels::load_model_file(model_file);
+  if (!model) {
+    std::cerr << "error: " << model.err().reason << "\n";
+    return 1;
+  }
+
+  auto exe = self_executable();
+  auto log = [&](const std::string& name) { return (fs::path(o.work_dir) / "logs" / (name + ".log")).string(); };
+  auto key = [&](const std::string& name) { return (fs::path(o.work_dir) / "keys" / (name + ".key")).string(); };
+  auto node_endpoint = fmt::format("tcp://127.0.0.1:{}", o.node_port);
+  std::vector<child_process> children;
+  auto stop_all = [&] {
+    for (auto it = children.rbegin(); it != children.rend(); ++it) // nodes first, then the coordinator
+      stop_process(*it);
+  };
+  try {
+    children.push_back(start_process("coordinator", exe,
+                                     {"coordinator", "--db", o.db, "--models", models_dir, "--client-port",
+                                      std::to_string(o.client_port), "--node-port", std::to_string(o.node_port),
+                                      "--sample-rate", std::to_string(o.sample_rate), "--faucet", "1000000000000",
+                                      "--key", key("coordinator")},
+                                     log("coordinator")));
+    for (int i = 1; i <= o.providers; ++i) {
+      auto name = fmt::format("provider-{}", i);
+      children.push_back(start_process(name, exe,
+                                       {"provider", "--connect", node_endpoint, "--models", models_dir, "--name", name,
+                                        "--key", key(name), "--price", std::to_string(8 + 2 * i)},
+                                       log(name)));
+    }
+    children.push_back(start_process("verifier-1", exe,
+                                     {"verifier", "--connect", node_endpoint, "--models", models_dir, "--name",
+                                      "verifier-1", "--key", key("verifier-1")},
+                                     log("verifier-1")));
+  } catch (const std::exception& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    stop_all();
+    return 1;
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  for (auto& c : children)
+    if (!running(c)) {
+      std::cerr << fmt::format("error: {} exited at start; its log ({}):\n{}\n", c.name, c.log_path,
+                               tail_file(c.log_path));
+      stop_all();
+      return 1;
+    }
+  std::cerr << fmt::format("haca demo: coordinator on :{} / :{}, {} providers, 1 verifier; logs in {}/logs\n",
+                           o.client_port, o.node_port, o.providers, o.work_dir);
+  std::cerr << fmt::format("model {} ({} -> {}), {} jobs, sample rate {}\n", model->hash.substr(0, 16),
+                           model->input_dim(), model->output_dim(), o.jobs, o.sample_rate);
+
+  workload_options w;
+  w.endpoint = fmt::format("tcp://127.0.0.1:{}", o.client_port);
+  w.client_id = fmt::format("demo-{}", std::chrono::system_clock::now().time_since_epoch().count() / 1000);
+  w.model = model->hash;
+  w.tier = "sampled";
+  w.max_price = 100;
+  w.window = o.window;
+  w.inputs = random_inputs(o.jobs, model->input_dim(), 42);
+  w.stop = &stop_requested();
+  w.timeout_ms = 30000;
+  progress_bar bar{"results", o.jobs};
+  w.progress = [&](std::size_t done, std::size_t) { bar.update(done); };
+  auto rep = run_workload(w);
+  if (rep.stopped) {
+    std::cerr << "\ninterrupted: stopping the network\n";
+    stop_all();
+    return 130;
+  }
+
+  // Settlement runs after the results, off the client's path: wait for it.
+  progress_bar settle_bar{"settled", o.jobs};
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(o.settle_timeout_s);
+  std::int64_t final_jobs = 0;
+  while (!stop_requested() && std::chrono::steady_clock::now() < deadline) {
+    auto n = db::count_final(o.db, w.client_id);
+    if (!n) {
+      std::cerr << "\nerror: " << n.err().reason << "\n";
+      break;
+    }
+    final_jobs = n.value();
+    settle_bar.update(static_cast<std::size_t>(final_jobs));
+    if (final_jobs >= static_cast<std::int64_t>(rep.results + rep.errors))
+      break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  auto a = db::audit(o.db, w.client_id);
+  stop_all();
+  if (!a) {
+    std::cerr << "error: " << a.err().reason << "\n";
+    return 1;
+  }
+  std::vector<std::int64_t> lat;
+  for (const auto& j : rep.jobs)
+    if (j.done)
+      lat.push_back(j.latency_us);
+  bool balanced = a->postings_balanced && a->chain_valid && a->receipts_valid;
+  std::cout << fmt::format(
+      "\nhaca demo summary (client {})\n"
+      "  jobs submitted:     {}\n"
+      "  results:            {} ({} errors, {} invalid receipts, {} duplicate results)\n"
+      "  throughput:         {:.0f} jobs/s\n"
+      "  client latency:     p50 {:.2f} ms, p99 {:.2f} ms\n"
+      "  verified:           {} (re-executed by a verifier; {} unsampled, {} disputed)\n"
+      "  settled:            {}\n"
+      "  blocks:             {} in the chain (hashes, signatures, batch roots checked: {})\n"
+      "  receipts checked:   {} ({})\n"
+      "  ledger balanced:    {}\n",
+      w.client_id, o.jobs, rep.results, rep.errors, rep.invalid_receipts, rep.duplicate_results,
+      rep.seconds > 0 ? static_cast<double>(rep.results) / rep.seconds : 0.0, percentile_ms(lat, 0.5),
+      percentile_ms(lat, 0.99), a->verified, a->unsampled, a->disputed, a->settled, a->blocks,
+      a->chain_valid ? "ok" : "BROKEN", a->receipts_checked, a->receipts_valid ? "all signatures valid" : "INVALID",
+      balanced ? "yes" : "NO");
+  if (!a->problem.empty())
+    std::cout << "  problem:            " << a->problem << "\n";
+  std::cout << fmt::format("  data kept in {} (tables jobs, job_events, receipts, blocks, postings, accounts)\n", o.db);
+  bool ok = balanced && rep.results == o.jobs && rep.invalid_receipts == 0 && rep.duplicate_results == 0 &&
+            a->settled == static_cast<std::int64_t>(o.jobs);
+  return ok ? 0 : 1;
+}
+
+} // namespace
+
+void add_demo_command(CLI::App& app) {
+  auto o = std::make_shared<demo_options>();
+  auto* cmd = app.add_subcommand("demo", "Run a whole local network (coordinator, providers, verifier) and a workload, "
+                                         "then print a summary checked against Postgres");
+  cmd->add_option("--jobs", o->jobs, "jobs to submit (pipelined)")->capture_default_str();
+  cmd->add_option("--db", o->db, "PostgreSQL connection URL")->capture_default_str();
+  cmd->add_option("--work-dir", o->work_dir, "where models, keys and logs go")->capture_default_str();
+  cmd->add_option("--client-port", o->client_port, "coordinator client port")->capture_default_str();
+  cmd->add_option("--node-port", o->node_port, "coordinator node port")->capture_default_str();
+  cmd->add_option("--providers", o->providers, "provider processes")->check(CLI::Range(1, 16))->capture_default_str();
+  cmd->add_option("--sample-rate", o->sample_rate, "share of jobs re-executed by the verifier")
+      ->check(CLI::Range(0.0, 1.0))
+      ->capture_default_str();
+  cmd->add_option("--window", o->window, "unanswered SUBMITs in flight at most")->capture_default_str();
+  cmd->add_option("--settle-timeout", o->settle_timeout_s, "seconds to wait for settlement")->capture_default_str();
+  cmd->callback([o] {
+    if (int rc = run_demo(*o))
+      throw CLI::RuntimeError(rc);
+  });
+}
+
+} // namespace haca::app

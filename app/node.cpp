@@ -1,0 +1,108 @@
+// `haca provider` and `haca verifier`: execution and verification nodes.
+#include <spdlog/spdlog.h>
+
+#include "actors/node_workers.hpp"
+#include "app/common.hpp"
+#include "net/node_session.hpp"
+
+namespace haca::app {
+namespace {
+
+struct node_cli {
+  std::string role;
+  std::string connect = "tcp://127.0.0.1:7701";
+  std::string models = "models";
+  std::string key;
+  std::string name;
+  std::int64_t price = 10;
+  std::int64_t stake = 0;
+  int credit = 4;
+  int fault_delay_ms = 0;
+  std::string log_level = "info";
+};
+
+int run_node(const node_cli& o) {
+  set_log_level(o.log_level);
+  install_stop_handlers();
+  auto models = load_models_dir(o.models);
+  if (!models) {
+    spdlog::error("{}", models.err().reason);
+    return 2;
+  }
+  auto key_path = o.key.empty() ? "haca-keys/" + o.name + ".key" : o.key;
+  auto key = verify::load_or_create_key(key_path);
+  if (!key) {
+    spdlog::error("{} key: {}", o.role, key.err().reason);
+    return 2;
+  }
+  auto library = std::make_shared<const actors::model_library>(std::move(models.value()));
+
+  net::node_options opts;
+  opts.endpoint = o.connect;
+  opts.key = key.value();
+  opts.credit = o.credit;
+  opts.caps.role = o.role;
+  opts.caps.name = o.name;
+  opts.caps.device = "cpu";
+  opts.caps.backends = {kernels::reference_backend().name};
+  for (const auto& [hash, m] : *library)
+    opts.caps.models.push_back(hash);
+  opts.caps.price = o.role == "provider" ? o.price : 0;
+  opts.caps.stake = o.stake;
+
+  caf::actor_system_config sys_cfg;
+  caf::actor_system sys{sys_cfg};
+  actors::worker_config wcfg{library, key.value(), &kernels::reference_backend(), 256, o.fault_delay_ms};
+  auto worker = o.role == "provider" ? actors::spawn_gpu_worker(sys, wcfg) : actors::spawn_verify_worker(sys, wcfg);
+  spdlog::info("{} '{}': key {}, {} models, backend {}", o.role, o.name, key->public_key_hex.substr(0, 12),
+               library->size(), wcfg.backend->name);
+
+  net::node_session session{opts, [&](proto::message m) {
+                              if (m.command == proto::cmd::job) {
+                                if (auto job = proto::parse_job(m))
+                                  caf::anon_send(worker, std::move(job.value()));
+                                else
+                                  spdlog::warn("bad JOB: {}", job.err().reason);
+                              } else if (auto task = proto::parse_verify(m)) {
+                                caf::anon_send(worker, std::move(task.value()));
+                              } else {
+                                spdlog::warn("bad VERIFY: {}", task.err().reason);
+                              }
+                            }};
+  session.run(stop_requested());
+  caf::anon_send_exit(worker, caf::exit_reason::user_shutdown);
+  return 0;
+}
+
+void add_node(CLI::App& app, const std::string& role, const std::string& help) {
+  auto o = std::make_shared<node_cli>();
+  o->role = role;
+  o->name = role;
+  auto* cmd = app.add_subcommand(role, help);
+  cmd->add_option("--connect", o->connect, "the coordinator's node endpoint")->capture_default_str();
+  cmd->add_option("--models", o->models, "directory of *.safetensors models this node serves")->capture_default_str();
+  cmd->add_option("--name", o->name, "a name for logs and the dashboard")->capture_default_str();
+  cmd->add_option("--key", o->key, "Ed25519 key file (created if absent; default haca-keys/<name>.key)");
+  cmd->add_option("--credit", o->credit, "jobs this node takes at once (READY n)")->capture_default_str();
+  cmd->add_option("--stake", o->stake, "stake offered, micro-units")->capture_default_str();
+  if (role == "provider") {
+    cmd->add_option("--price", o->price, "price per job, micro-units")->capture_default_str();
+    cmd->add_option("--fault-delay-ms", o->fault_delay_ms,
+                    "testing only: sleep this long before each job, to hold jobs in flight")
+        ->capture_default_str();
+  }
+  add_log_level_option(*cmd, o->log_level);
+  cmd->callback([o] {
+    if (int rc = run_node(*o))
+      throw CLI::RuntimeError(rc);
+  });
+}
+
+} // namespace
+
+void add_node_commands(CLI::App& app) {
+  add_node(app, "provider", "Run an execution node: register with the coordinator, run jobs, sign receipts");
+  add_node(app, "verifier", "Run a verification node: re-execute sampled jobs and return verdicts");
+}
+
+} // namespace haca::app

@@ -1,0 +1,26 @@
+#pragma once
+// Child processes for the demo and the integration tests: start with output to a log file,
+// stop with SIGTERM then SIGKILL.
+#include <string>
+#include <sys/types.h>
+#include <vector>
+
+namespace haca::app {
+
+struct child_process {
+  std::string name;
+  pid_t pid = -1;
+  std::string log_path;
+};
+
+// Runs `program args...` with stdout and stderr appended to log_path. Throws on failure.
+child_process start_process(const std::string& name, const std::string& program, const std::vector<std::string>& args,
+                            const std::string& log_path);
+bool running(child_process& c);          // reaps it when it has exited
+void kill_hard(child_process& c);        // SIGKILL, as a crash would
+// SIGTERM, then SIGKILL after grace_ms; returns the exit status (or -signal).
+int stop_process(child_process& c, int grace_ms = 5000);
+std::string tail_file(const std::string& path, std::size_t max_bytes = 2000);
+std::string self_executable();
+
+} // namespace haca::app

@@ -1,0 +1,55 @@
+#pragma once
+// A client workload: pipelines SUBMITs over one DEALER (at most `window` unanswered), collects
+// ACK / ERROR / RESULT, checks every receipt's signature, measures latency per job.
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "proto/commands.hpp"
+
+namespace haca::app {
+
+struct workload_options {
+  std::string endpoint = "tcp://127.0.0.1:7700";
+  std::string client_id = "demo";
+  std::string request_prefix = "r";
+  std::string model;
+  std::string tier = "sampled";
+  std::int64_t max_price = 100;
+  std::int64_t deadline_ms = 0;
+  std::vector<kernels::tensor> inputs; // one job each
+  std::size_t window = 1000;
+  int timeout_ms = 120000;             // give up waiting after this long without progress
+  std::function<void(std::size_t finished, std::size_t total)> progress;
+  const std::atomic<bool>* stop = nullptr; // set (by a signal) to give up early
+};
+
+struct job_outcome {
+  std::string request_id;
+  std::int64_t job_id = 0;
+  bool done = false;                   // a RESULT arrived
+  std::string error_code;              // or an ERROR did
+  std::string error_reason;
+  std::vector<std::int32_t> classes;
+  verify::receipt receipt;
+  bool receipt_valid = false;
+  std::int64_t latency_us = 0;         // SUBMIT sent -> RESULT received
+};
+
+struct workload_report {
+  std::vector<job_outcome> jobs;
+  double seconds = 0;
+  std::size_t results = 0, errors = 0, invalid_receipts = 0, duplicate_results = 0;
+  bool timed_out = false;
+  bool stopped = false;
+};
+
+workload_report run_workload(const workload_options& o);
+
+// Random i8 inputs [1, input_dim] from a seed.
+std::vector<kernels::tensor> random_inputs(std::size_t count, int input_dim, std::uint64_t seed);
+double percentile_ms(std::vector<std::int64_t> latencies_us, double q);
+
+} // namespace haca::app

@@ -1,0 +1,35 @@
+#include "net/zmq_io.hpp"
+
+namespace haca::net {
+
+zmq::context_t& context() {
+  static zmq::context_t ctx{1};
+  return ctx;
+}
+
+void tune_socket(zmq::socket_t& s, const proto::limits& lim) {
+  s.set(zmq::sockopt::sndhwm, 200000);
+  s.set(zmq::sockopt::rcvhwm, 200000);
+  s.set(zmq::sockopt::linger, 200);
+  s.set(zmq::sockopt::maxmsgsize, lim.max_message_bytes);
+}
+
+void send_frames(zmq::socket_t& s, const std::vector<std::string>& frames) {
+  for (std::size_t i = 0; i < frames.size(); ++i) {
+    auto flags = i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none;
+    s.send(zmq::buffer(frames[i]), flags);
+  }
+}
+
+bool recv_frames(zmq::socket_t& s, std::vector<std::string>& frames) {
+  frames.clear();
+  do {
+    zmq::message_t part;
+    if (!s.recv(part, zmq::recv_flags::none))
+      return false;
+    frames.emplace_back(part.to_string());
+  } while (s.get(zmq::sockopt::rcvmore));
+  return true;
+}
+
+} // namespace haca::net

@@ -1,0 +1,24 @@
+#pragma once
+// ZeroMQ transport helpers shared by the coordinator's gateway and the node and client loops.
+// A socket is owned by one thread; these functions never share one.
+#include <string>
+#include <vector>
+
+#include <zmq.hpp>
+
+#include "proto/message.hpp"
+
+namespace haca::net {
+
+zmq::context_t& context(); // one per process
+
+// High-water marks sized for pipelined load: a ROUTER drops silently at its HWM.
+void tune_socket(zmq::socket_t& s, const proto::limits& lim = {});
+
+void send_frames(zmq::socket_t& s, const std::vector<std::string>& frames);
+// Receives one whole multipart message (blocking). False if interrupted.
+bool recv_frames(zmq::socket_t& s, std::vector<std::string>& frames);
+
+inline void send_message(zmq::socket_t& s, const proto::message& m) { send_frames(s, proto::encode(m)); }
+
+} // namespace haca::net
