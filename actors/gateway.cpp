@@ -86,7 +86,7 @@ void run_gateway(std::shared_ptr<gateway_sockets> sockets, proto::limits limits,
                              {outbox.handle(), 0, ZMQ_POLLIN, 0}};
   std::vector<std::string> frames;
   for (;;) {
-    zmq::poll(items, 3, std::chrono::milliseconds{-1}); // blocks: no timeout, no busy wait
+    net::poll(items, 3, std::chrono::milliseconds{-1}); // blocks: no timeout, no busy wait
     if (items[0].revents & ZMQ_POLLIN)
       on_router(clients, port_kind::client, limits, job_queue);
     if (items[1].revents & ZMQ_POLLIN)

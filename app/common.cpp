@@ -1,6 +1,7 @@
 #include "app/common.hpp"
 
 #include <csignal>
+#include <pthread.h>
 #include <filesystem>
 
 #include <fmt/format.h>
@@ -35,6 +36,28 @@ const std::atomic<bool>& stop_requested() { return stop_flag; }
 void install_stop_handlers() {
   std::signal(SIGINT, on_stop_signal);
   std::signal(SIGTERM, on_stop_signal);
+}
+
+namespace {
+sigset_t stop_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  return set;
+}
+} // namespace
+
+void block_stop_signals() {
+  auto set = stop_signals();
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+}
+
+void wait_for_stop_signal() {
+  auto set = stop_signals();
+  int sig = 0;
+  sigwait(&set, &sig);
+  stop_flag = true;
 }
 
 void add_log_level_option(CLI::App& cmd, std::string& level) {

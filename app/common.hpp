@@ -17,6 +17,10 @@ result<std::map<std::string, kernels::model>> load_models_dir(const std::string&
 // SIGINT/SIGTERM set this flag (and wake waiters polling it).
 const std::atomic<bool>& stop_requested();
 void install_stop_handlers();
+// For a process whose main thread only waits: block SIGINT/SIGTERM in every thread started
+// afterwards, then wait_for_stop_signal() returns when one arrives.
+void block_stop_signals();
+void wait_for_stop_signal();
 
 void add_log_level_option(CLI::App& cmd, std::string& level);
 void set_log_level(const std::string& level);

@@ -34,7 +34,7 @@ struct coordinator_options {
 
 int run_coordinator(const coordinator_options& o) {
   set_log_level(o.log_level);
-  install_stop_handlers();
+  block_stop_signals();
   auto models = load_models_dir(o.models);
   if (!models) {
     spdlog::error("{}", models.err().reason);
@@ -97,8 +97,7 @@ int run_coordinator(const coordinator_options& o) {
   spdlog::info("coordinator: clients on {}:{}, nodes on {}:{}, {} models, ledger height {}, key {}", o.bind,
                o.client_port, o.bind, o.node_port, cfg.model_input_dims.size(), cfg.ledger_head.next_height,
                cfg.key.public_key_hex.substr(0, 12));
-  while (!stop_requested())
-    std::this_thread::sleep_for(std::chrono::milliseconds(50)); // only watches the signal flag
+  wait_for_stop_signal();
   spdlog::info("coordinator: stopping");
   actors::gateway_stop();
   gateway.join();

@@ -14,7 +14,7 @@ void client::send(const proto::message& m) { send_message(socket_, m); }
 
 std::optional<result<proto::message>> client::receive(std::chrono::milliseconds timeout) {
   zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
-  if (zmq::poll(&item, 1, timeout) == 0)
+  if (poll(&item, 1, timeout) == 0)
     return std::nullopt;
   std::vector<std::string> frames;
   recv_frames(socket_, frames);

@@ -57,7 +57,7 @@ void node_session::run(const std::atomic<bool>& stop) {
     std::string drop_reason;
     while (!stop && drop_reason.empty()) {
       auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(next_beat - clock::now());
-      zmq::poll(items, 2, std::max(wait, std::chrono::milliseconds(0)));
+      poll(items, 2, std::max(wait, std::chrono::milliseconds(0)));
       if (items[0].revents & ZMQ_POLLIN) {
         recv_frames(dealer, frames);
         last_heard = clock::now();

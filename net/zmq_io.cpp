@@ -21,6 +21,19 @@ void send_frames(zmq::socket_t& s, const std::vector<std::string>& frames) {
   }
 }
 
+int poll(zmq::pollitem_t* items, std::size_t count, std::chrono::milliseconds timeout) {
+  try {
+    return zmq::poll(items, count, timeout);
+  } catch (const zmq::error_t& e) {
+    if (e.num() == EINTR) {
+      for (std::size_t i = 0; i < count; ++i)
+        items[i].revents = 0;
+      return 0;
+    }
+    throw;
+  }
+}
+
 bool recv_frames(zmq::socket_t& s, std::vector<std::string>& frames) {
   frames.clear();
   do {

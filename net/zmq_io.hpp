@@ -1,6 +1,7 @@
 #pragma once
 // ZeroMQ transport helpers shared by the coordinator's gateway and the node and client loops.
 // A socket is owned by one thread; these functions never share one.
+#include <chrono>
 #include <string>
 #include <vector>
 
@@ -18,6 +19,9 @@ void tune_socket(zmq::socket_t& s, const proto::limits& lim = {});
 void send_frames(zmq::socket_t& s, const std::vector<std::string>& frames);
 // Receives one whole multipart message (blocking). False if interrupted.
 bool recv_frames(zmq::socket_t& s, std::vector<std::string>& frames);
+
+// zmq::poll that treats a signal's interruption as "nothing ready" (the caller checks its stop flag).
+int poll(zmq::pollitem_t* items, std::size_t count, std::chrono::milliseconds timeout);
 
 inline void send_message(zmq::socket_t& s, const proto::message& m) { send_frames(s, proto::encode(m)); }
 

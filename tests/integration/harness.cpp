@@ -1,0 +1,152 @@
+#include "harness.hpp"
+
+#include <atomic>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <netinet/in.h>
+#include <pqxx/pqxx>
+#include <stdexcept>
+#include <sys/socket.h>
+#include <thread>
+#include <unistd.h>
+
+#include <fmt/format.h>
+
+#include "net/zmq_io.hpp"
+
+namespace haca::test {
+
+std::string test_db() {
+  const char* url = std::getenv("HACA_TEST_DB");
+  return url ? url : "postgresql:///haca_test";
+}
+
+int free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  socklen_t len = sizeof addr;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+std::string unique_id(const std::string& prefix) {
+  static std::atomic<int> counter{0};
+  return fmt::format("{}-{}-{}-{}", prefix, ::getpid(),
+                     std::chrono::system_clock::now().time_since_epoch().count() / 1000, counter++);
+}
+
+network::network(network_options o) : client_port_(free_port()), node_port_(free_port()) {
+  while (node_port_ == client_port_)
+    node_port_ = free_port();
+  tag_ = unique_id("it");
+  dir_ = (std::filesystem::temp_directory_path() / tag_).string();
+  models_dir_ = dir_ + "/models";
+  std::filesystem::create_directories(models_dir_);
+  std::filesystem::create_directories(dir_ + "/keys");
+  std::filesystem::create_directories(dir_ + "/logs");
+  auto bytes = kernels::save_model(kernels::generate_mlp(1, {784, 64, 10}, "test-mlp"));
+  std::ofstream(models_dir_ + "/mlp.safetensors", std::ios::binary).write(bytes.data(), static_cast<long>(bytes.size()));
+  model_ = kernels::load_model(bytes).value();
+
+  std::vector<std::string> args{"coordinator", "--db", test_db(), "--models", models_dir_, "--client-port",
+                                std::to_string(client_port_), "--node-port", std::to_string(node_port_),
+                                "--sample-rate", std::to_string(o.sample_rate), "--faucet", "1000000000",
+                                "--key", dir_ + "/keys/coordinator.key", "--heartbeat-ms", "200", "--batch-ms", "100"};
+  args.insert(args.end(), o.coordinator_args.begin(), o.coordinator_args.end());
+  children_.push_back(app::start_process("coordinator", HACA_BINARY, args, dir_ + "/logs/coordinator.log"));
+  for (int i = 0; i < o.providers; ++i) {
+    auto extra = i < static_cast<int>(o.provider_args.size()) ? o.provider_args[static_cast<std::size_t>(i)]
+                                                              : std::vector<std::string>{};
+    children_.push_back(start_provider(fmt::format("{}-p{}", tag_, i), extra));
+  }
+  for (int i = 0; i < o.verifiers; ++i) {
+    auto name = fmt::format("{}-v{}", tag_, i);
+    children_.push_back(app::start_process(name, HACA_BINARY,
+                                           {"verifier", "--connect", node_endpoint(), "--models", models_dir_, "--name",
+                                            name, "--key", dir_ + "/keys/" + name + ".key"},
+                                           dir_ + "/logs/" + name + ".log"));
+  }
+  if (o.wait_for_nodes && !wait_for_registered(o.providers + o.verifiers))
+    throw std::runtime_error("nodes did not register in time:\n" + logs());
+}
+
+app::child_process network::start_provider(const std::string& name, const std::vector<std::string>& extra) {
+  std::vector<std::string> args{"provider", "--connect", node_endpoint(), "--models", models_dir_, "--name", name,
+                                "--key", dir_ + "/keys/" + name + ".key"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  return app::start_process(name, HACA_BINARY, args, dir_ + "/logs/" + name + ".log");
+}
+
+network::~network() {
+  for (auto it = children_.rbegin(); it != children_.rend(); ++it)
+    app::stop_process(*it, 3000);
+}
+
+std::string network::client_endpoint() const { return fmt::format("tcp://127.0.0.1:{}", client_port_); }
+std::string network::node_endpoint() const { return fmt::format("tcp://127.0.0.1:{}", node_port_); }
+
+bool network::wait_for_registered(int count, std::chrono::milliseconds timeout) {
+  return eventually(
+      [&] {
+        return query_value(fmt::format("select count(*) from providers where name like '{}-%'", tag_)) ==
+               std::to_string(count);
+      },
+      timeout);
+}
+
+std::string network::logs() const {
+  std::string out;
+  for (const auto& c : children_)
+    out += fmt::format("--- {} ---\n{}\n", c.name, app::tail_file(c.log_path, 1500));
+  return out;
+}
+
+std::optional<proto::message> round_trip(net::client& c, const proto::message& m, std::chrono::milliseconds timeout) {
+  c.send(m);
+  auto reply = c.receive(timeout);
+  if (!reply || !*reply)
+    return std::nullopt;
+  return reply->value();
+}
+
+std::optional<proto::message> round_trip_frames(const std::string& endpoint, const std::vector<std::string>& frames,
+                                                std::chrono::milliseconds timeout) {
+  zmq::socket_t s{net::context(), zmq::socket_type::dealer};
+  s.set(zmq::sockopt::linger, 0);
+  s.connect(endpoint);
+  net::send_frames(s, frames);
+  zmq::pollitem_t item{s.handle(), 0, ZMQ_POLLIN, 0};
+  if (net::poll(&item, 1, timeout) == 0)
+    return std::nullopt;
+  std::vector<std::string> reply;
+  net::recv_frames(s, reply);
+  auto m = proto::decode(reply);
+  if (!m)
+    return std::nullopt;
+  return m.value();
+}
+
+std::string query_value(const std::string& sql) {
+  pqxx::connection conn{test_db()};
+  pqxx::read_transaction tx{conn};
+  auto r = tx.exec(sql);
+  return r.empty() || r[0][0].is_null() ? "" : r[0][0].c_str();
+}
+
+bool eventually(const std::function<bool()>& pred, std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (pred())
+      return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return pred();
+}
+
+} // namespace haca::test

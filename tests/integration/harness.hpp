@@ -1,0 +1,68 @@
+#pragma once
+// Integration-test harness: a real haca network (coordinator, providers, verifiers) as child
+// processes on free loopback ports, against the test database (HACA_TEST_DB, default
+// postgresql:///haca_test). Each network gets its own temporary directory for models, keys
+// and logs; its destructor stops every process.
+#include <chrono>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "app/process.hpp"
+#include "kernels/model.hpp"
+#include "net/client.hpp"
+
+namespace haca::test {
+
+std::string test_db();
+int free_port();
+std::string unique_id(const std::string& prefix); // unique per process and call
+
+struct network_options {
+  int providers = 1;
+  int verifiers = 1;
+  double sample_rate = 1.0;
+  std::vector<std::string> coordinator_args;    // extra flags
+  std::vector<std::vector<std::string>> provider_args; // extra flags per provider
+  bool wait_for_nodes = true;
+};
+
+class network {
+public:
+  explicit network(network_options o = {});
+  ~network();
+  network(const network&) = delete;
+  network& operator=(const network&) = delete;
+
+  std::string client_endpoint() const;
+  std::string node_endpoint() const;
+  const std::string& model_hash() const { return model_.hash; }
+  int input_dim() const { return model_.input_dim(); }
+  const std::string& dir() const { return dir_; }
+  const std::string& models_dir() const { return models_dir_; }
+  app::child_process& coordinator() { return children_.front(); }
+  app::child_process& provider(int i) { return children_.at(1 + static_cast<std::size_t>(i)); }
+  app::child_process start_provider(const std::string& name, const std::vector<std::string>& extra = {});
+  // Waits until `count` nodes started by this network have registered (providers table).
+  bool wait_for_registered(int count, std::chrono::milliseconds timeout = std::chrono::seconds(20));
+  std::string logs() const; // tails of every log, for failure messages
+
+private:
+  int client_port_, node_port_;
+  std::string dir_, models_dir_, tag_;
+  kernels::model model_;
+  std::vector<app::child_process> children_;
+};
+
+// Sends one message and waits for the next reply (nullopt on timeout).
+std::optional<proto::message> round_trip(net::client& c, const proto::message& m,
+                                         std::chrono::milliseconds timeout = std::chrono::seconds(10));
+std::optional<proto::message> round_trip_frames(const std::string& endpoint, const std::vector<std::string>& frames,
+                                                std::chrono::milliseconds timeout = std::chrono::seconds(10));
+
+// A single-value query against the test database, as text ("" when no row).
+std::string query_value(const std::string& sql);
+// Polls until pred() or the timeout.
+bool eventually(const std::function<bool()>& pred, std::chrono::milliseconds timeout = std::chrono::seconds(30));
+
+} // namespace haca::test

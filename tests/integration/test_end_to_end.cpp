@@ -1,0 +1,103 @@
+// Both paths end to end, on real processes, sockets and Postgres.
+#include <doctest/doctest.h>
+#include <fmt/format.h>
+#include <thread>
+
+#include "app/workload.hpp"
+#include "db/audit.hpp"
+#include "harness.hpp"
+
+using namespace haca;
+
+TEST_CASE("jobs come back with valid receipts and end verified and settled in a balanced, hash-chained ledger") {
+  test::network net;
+  app::workload_options w;
+  w.endpoint = net.client_endpoint();
+  w.client_id = test::unique_id("e2e");
+  w.model = net.model_hash();
+  w.tier = "sampled"; // the network samples at rate 1
+  w.inputs = app::random_inputs(20, net.input_dim(), 7);
+  auto rep = app::run_workload(w);
+  INFO(net.logs());
+  REQUIRE(rep.results == 20);
+  CHECK(rep.errors == 0);
+  CHECK(rep.invalid_receipts == 0);
+  CHECK(rep.duplicate_results == 0);
+
+  // The provider computed exactly what the reference engine computes here.
+  auto model = kernels::load_model_file(net.models_dir() + "/mlp.safetensors").value();
+  for (std::size_t i = 0; i < rep.jobs.size(); ++i) {
+    auto local = kernels::run_model(model, w.inputs[i], kernels::reference_backend()).value();
+    CHECK(rep.jobs[i].classes == local.classes);
+    CHECK(rep.jobs[i].receipt.trace_root == local.trace_root);
+  }
+
+  REQUIRE(test::eventually([&] { return db::count_final(test::test_db(), w.client_id).value() == 20; }));
+  auto a = db::audit(test::test_db(), w.client_id).value();
+  INFO(a.problem);
+  CHECK(a.settled == 20);
+  CHECK(a.verified == 20);
+  CHECK(a.receipts_valid);
+  CHECK(a.chain_valid);
+  CHECK(a.postings_balanced);
+  // Every job went through the whole life cycle, each step recorded.
+  auto states = test::query_value(fmt::format(
+      "select string_agg(state, ',' order by id) from job_events where job_id = {}", rep.jobs[0].job_id));
+  CHECK(states == "SUBMITTED,QUEUED,ASSIGNED,EXECUTED,VERIFIED,SETTLED");
+}
+
+TEST_CASE("tier none skips verification and the job still settles") {
+  test::network net;
+  app::workload_options w;
+  w.endpoint = net.client_endpoint();
+  w.client_id = test::unique_id("none");
+  w.model = net.model_hash();
+  w.tier = "none";
+  w.inputs = app::random_inputs(5, net.input_dim(), 8);
+  auto rep = app::run_workload(w);
+  REQUIRE(rep.results == 5);
+  REQUIRE(test::eventually([&] { return db::count_final(test::test_db(), w.client_id).value() == 5; }));
+  auto a = db::audit(test::test_db(), w.client_id).value();
+  CHECK(a.unsampled == 5);
+  CHECK(a.verified == 0);
+  CHECK(a.postings_balanced);
+}
+
+TEST_CASE("a job whose provider is killed while holding it completes on another provider exactly once") {
+  test::network_options o;
+  o.provider_args = {{"--fault-delay-ms", "4000", "--credit", "1"}};
+  test::network net{o};
+  auto client_id = test::unique_id("kill");
+
+  app::workload_options w;
+  w.endpoint = net.client_endpoint();
+  w.client_id = client_id;
+  w.model = net.model_hash();
+  w.inputs = app::random_inputs(1, net.input_dim(), 9);
+  app::workload_report rep;
+  std::thread client{[&] { rep = app::run_workload(w); }};
+
+  auto job_state = [&] { return test::query_value(fmt::format("select state from jobs where client_id = '{}'", client_id)); };
+  REQUIRE(test::eventually([&] { return job_state() == "ASSIGNED"; }, std::chrono::seconds(10)));
+  auto second = net.start_provider(client_id + "-rescuer");
+  app::kill_hard(net.provider(0)); // kill -9 while it holds the job
+  client.join();
+  app::stop_process(second);
+  INFO(net.logs());
+
+  REQUIRE(rep.results == 1);
+  CHECK(rep.duplicate_results == 0);
+  CHECK(rep.invalid_receipts == 0);
+  const auto& job = rep.jobs[0];
+  CHECK(job.receipt.attempt == 1);
+  auto rescuer_key = test::query_value(fmt::format("select public_key from providers where name = '{}-rescuer'", client_id));
+  CHECK(job.receipt.provider_key == rescuer_key);
+
+  REQUIRE(test::eventually([&] { return job_state() == "SETTLED"; }));
+  auto count = [&](const std::string& sql) { return test::query_value(fmt::format(fmt::runtime(sql), job.job_id)); };
+  CHECK(count("select count(*) from receipts where job_id = {}") == "1");
+  CHECK(count("select count(*) from job_events where job_id = {} and state = 'ASSIGNED'") == "2");
+  CHECK(count("select count(*) from job_events where job_id = {} and state = 'SETTLED'") == "1");
+  CHECK(count("select count(*) from postings where job_id = {} and amount < 0") == "1"); // charged once
+  CHECK(count("select sum(amount) from postings where job_id = {}") == "0");
+}
