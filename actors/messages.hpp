@@ -29,7 +29,6 @@ using lost_atom = caf::atom_constant<caf::atom("lost")>;
 using final_atom = caf::atom_constant<caf::atom("final")>;      // a job is ready to settle
 using settled_atom = caf::atom_constant<caf::atom("settled")>;
 using peers_atom = caf::atom_constant<caf::atom("peers")>;
-using stats_atom = caf::atom_constant<caf::atom("stats")>;
 
 enum class port_kind : std::uint8_t { client = 'c', node = 'n' };
 

@@ -171,7 +171,6 @@ caf::behavior scheduler_actor(self_ptr self, coordinator_config cfg) {
           self->send(self->state.p.job_queue, requeue_atom::value, job.order.job_id, job.order.attempt,
                      fmt::format("provider {} lost: {}", key.substr(0, 12), why));
       },
-      [=](stats_atom) { return static_cast<int>(self->state.providers.size()); },
   };
 }
 

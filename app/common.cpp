@@ -66,7 +66,7 @@ void add_log_level_option(CLI::App& cmd, std::string& level) {
 
 void set_log_level(const std::string& level) {
   spdlog::set_level(spdlog::level::from_str(level));
-  spdlog::set_pattern("%H:%M:%S.%e %^%l%$ [%n] %v");
+  spdlog::set_pattern("%H:%M:%S.%e %^%l%$ %v");
 }
 
 } // namespace haca::app

@@ -70,6 +70,7 @@ int run_node(const node_cli& o) {
                               }
                             }};
   session.run(stop_requested());
+  spdlog::info("{} '{}': stopping", o.role, o.name);
   caf::anon_send_exit(worker, caf::exit_reason::user_shutdown);
   return 0;
 }

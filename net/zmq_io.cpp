@@ -3,8 +3,10 @@
 namespace haca::net {
 
 zmq::context_t& context() {
-  static zmq::context_t ctx{1};
-  return ctx;
+  // Never destroyed: zmq_ctx_term at exit would wait for thread-local sockets of threads that
+  // are still winding down. The process's exit releases it.
+  static auto* ctx = new zmq::context_t{1};
+  return *ctx;
 }
 
 void tune_socket(zmq::socket_t& s, const proto::limits& lim) {

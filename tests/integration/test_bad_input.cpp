@@ -1,0 +1,554 @@
+// Bad input on both ports, against a real coordinator: every refusal is an ERROR with the
+// stable code (proto/error.hpp, docs/PROTOCOL.md section 6) and a readable reason, and changes
+// no state. The node-port cases use a fake provider written here, speaking the protocol with
+// its own key, so that it can send receipts no real provider would.
+#include <chrono>
+#include <deque>
+#include <functional>
+#include <thread>
+
+#include <doctest/doctest.h>
+#include <fmt/format.h>
+
+#include "app/workload.hpp"
+#include "harness.hpp"
+#include "kernels/model.hpp"
+#include "kernels/ops.hpp"
+#include "net/zmq_io.hpp"
+#include "proto/commands.hpp"
+#include "verify/hash.hpp"
+#include "verify/receipt.hpp"
+
+using namespace haca;
+using namespace std::chrono_literals;
+
+namespace {
+
+std::int64_t now_us() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// One coordinator, provider and no verifier, shared by the client-port cases (each uses its own
+// client id, so the state checks are per client). Jobs here use tier "none".
+test::network& client_net() {
+  static test::network net{[] {
+    test::network_options o;
+    o.verifiers = 0;
+    return o;
+  }()};
+  return net;
+}
+
+// A DEALER that sends raw frames or messages and reads replies (nullopt on timeout).
+class peer {
+public:
+  explicit peer(const std::string& endpoint) : s_(net::context(), zmq::socket_type::dealer) {
+    s_.set(zmq::sockopt::linger, 0);
+    s_.connect(endpoint);
+  }
+  void send(const std::vector<std::string>& frames) { net::send_frames(s_, frames); }
+  void send(const proto::message& m) { net::send_message(s_, m); }
+  std::optional<proto::message> receive(std::chrono::milliseconds timeout) {
+    zmq::pollitem_t item{s_.handle(), 0, ZMQ_POLLIN, 0};
+    if (net::poll(&item, 1, timeout) == 0)
+      return std::nullopt;
+    std::vector<std::string> frames;
+    net::recv_frames(s_, frames);
+    auto m = proto::decode(frames);
+    REQUIRE_MESSAGE(m.ok(), "the coordinator sent a message that does not decode: ", m.ok() ? "" : m.err().reason);
+    return m.value();
+  }
+
+private:
+  zmq::socket_t s_;
+};
+
+proto::submit_request submit_request(const std::string& client, const std::string& request, const std::string& model,
+                                     int input_dim, std::int64_t max_price = 100) {
+  proto::submit_request s;
+  s.client_id = client;
+  s.request_id = request;
+  s.model = model;
+  s.tier = "none";
+  s.max_price = max_price;
+  s.input = app::random_inputs(1, input_dim, 42)[0];
+  return s;
+}
+
+std::vector<std::string> submit_frames(test::network& net, const std::string& client, const std::string& request) {
+  return proto::encode(proto::make_submit(submit_request(client, request, net.model_hash(), net.input_dim())));
+}
+
+// Checks that `reply` is an ERROR with `code` and a non-empty reason; returns it.
+proto::error_reply expect_error(const std::optional<proto::message>& reply, const char* code) {
+  REQUIRE_MESSAGE(reply.has_value(), "no reply within the timeout; expected ERROR ", code);
+  REQUIRE_MESSAGE(reply->command == "ERROR", "expected ERROR ", code, ", got ", reply->command, " ",
+                  reply->header.dump());
+  auto e = proto::parse_error(*reply);
+  REQUIRE_MESSAGE(e.ok(), e.ok() ? "" : e.err().reason);
+  CHECK(e->code == code);
+  CHECK_MESSAGE(e->reason.size() >= 10, "reason is not a readable sentence: '", e->reason, "'");
+  MESSAGE("ERROR ", e->code, ": ", e->reason);
+  return e.value();
+}
+
+// What the coordinator has recorded about one client.
+struct client_state {
+  std::string jobs, events, receipts, account;
+  bool operator==(const client_state&) const = default;
+};
+
+client_state state_of(const std::string& client) {
+  auto q = [&](const char* sql) { return test::query_value(fmt::format(fmt::runtime(sql), client)); };
+  return {q("select count(*) from jobs where client_id = '{}'"),
+          q("select count(*) from job_events e join jobs j on j.id = e.job_id where j.client_id = '{}'"),
+          q("select count(*) from receipts r join jobs j on j.id = r.job_id where j.client_id = '{}'"),
+          q("select coalesce(max(balance)::text, 'none') from accounts where id = 'client:{}'")};
+}
+
+// Lets anything the coordinator might have started (writes go through its store actor) land:
+// a STATUS round trip passes the job queue and the store after the refused message did.
+void settle_down(test::network& net) {
+  peer p{net.client_endpoint()};
+  p.send(proto::make_status_request({0}));
+  auto reply = p.receive(5s);
+  REQUIRE(reply.has_value());
+  std::this_thread::sleep_for(100ms);
+}
+
+// Sends `frames` as a fresh client and expects ERROR `code` with no change to `client`'s state.
+proto::error_reply refused_without_effect(const std::vector<std::string>& frames, const char* code,
+                                          const std::string& client) {
+  auto& net = client_net();
+  auto before = state_of(client);
+  peer p{net.client_endpoint()};
+  p.send(frames);
+  auto e = expect_error(p.receive(10s), code);
+  CHECK(!p.receive(200ms).has_value()); // exactly one reply
+  settle_down(net);
+  CHECK(state_of(client) == before);
+  return e;
+}
+
+} // namespace
+
+// ---------------------------------------------------------------- client port: framing
+
+TEST_CASE("a single frame is refused as malformed_frame and creates nothing") {
+  auto& net = client_net();
+  auto client = test::unique_id("bad-1frame");
+  auto frames = submit_frames(net, client, "r-1");
+  auto e = refused_without_effect({frames[2]}, errc::malformed_frame, client); // the header alone
+  CHECK(e.reason.find("got 1") != std::string::npos);
+  CHECK(e.request_id.empty()); // an undecodable message has no request id
+}
+
+TEST_CASE("two frames are refused as malformed_frame and the same socket is still served afterwards") {
+  auto& net = client_net();
+  auto client = test::unique_id("bad-2frames");
+  auto before = state_of(client);
+  peer p{net.client_endpoint()};
+  p.send({"HACA/1", "SUBMIT"});
+  auto e = expect_error(p.receive(10s), errc::malformed_frame);
+  CHECK(e.reason.find("got 2") != std::string::npos);
+  settle_down(net);
+  CHECK(state_of(client) == before);
+
+  // The coordinator (and this connection) still serves a valid job, exactly once.
+  p.send(submit_frames(net, client, "r-ok"));
+  auto ack = p.receive(10s);
+  REQUIRE(ack.has_value());
+  REQUIRE_MESSAGE(ack->command == "ACK", ack->header.dump());
+  auto result = p.receive(10s);
+  REQUIRE(result.has_value());
+  REQUIRE_MESSAGE(result->command == "RESULT", result->header.dump());
+  auto r = proto::parse_result(*result);
+  REQUIRE(r.ok());
+  CHECK(r->request_id == "r-ok");
+  CHECK(verify::verify_receipt(r->receipt));
+  CHECK(verify::sha256_hex(r->output.data) == r->receipt.output_hash);
+  CHECK(!p.receive(300ms).has_value());
+  CHECK(test::query_value(fmt::format("select count(*) from jobs where client_id = '{}'", client)) == "1");
+}
+
+TEST_CASE("a wrong protocol tag HACA/2 is refused as unknown_version and creates nothing") {
+  auto& net = client_net();
+  auto client = test::unique_id("bad-version");
+  auto frames = submit_frames(net, client, "r-1");
+  frames[0] = "HACA/2";
+  auto e = refused_without_effect(frames, errc::unknown_version, client);
+  CHECK(e.reason.find("HACA/2") != std::string::npos);
+  CHECK(e.reason.find("HACA/1") != std::string::npos);
+}
+
+TEST_CASE("an unknown command FROB is refused as unknown_command and creates nothing") {
+  auto& net = client_net();
+  auto client = test::unique_id("bad-command");
+  auto frames = submit_frames(net, client, "r-1");
+  frames[1] = "FROB";
+  auto e = refused_without_effect(frames, errc::unknown_command, client);
+  CHECK(e.reason.find("FROB") != std::string::npos);
+}
+
+TEST_CASE("a header that is not JSON is refused as malformed_frame and creates nothing") {
+  auto& net = client_net();
+  auto client = test::unique_id("bad-json");
+  auto frames = submit_frames(net, client, "r-1");
+  frames[2] = frames[2].substr(0, frames[2].size() / 2); // cut in the middle
+  auto e = refused_without_effect(frames, errc::malformed_frame, client);
+  CHECK(e.reason.find("JSON") != std::string::npos);
+}
+
+TEST_CASE("a header that is a JSON array is refused as malformed_frame and creates nothing") {
+  auto& net = client_net();
+  auto client = test::unique_id("bad-array");
+  auto frames = submit_frames(net, client, "r-1");
+  frames[2] = "[" + frames[2] + "]";
+  auto e = refused_without_effect(frames, errc::malformed_frame, client);
+  CHECK(e.reason.find("array") != std::string::npos);
+}
+
+// ---------------------------------------------------------------- client port: SUBMIT fields
+
+TEST_CASE("a SUBMIT without 'model' is refused as missing_field naming the field and creates nothing") {
+  auto& net = client_net();
+  auto client = test::unique_id("bad-nomodel");
+  auto m = proto::make_submit(submit_request(client, "r-1", net.model_hash(), net.input_dim()));
+  m.header.erase("model");
+  auto e = refused_without_effect(proto::encode(m), errc::missing_field, client);
+  CHECK(e.reason.find("'model'") != std::string::npos);
+  CHECK(e.request_id == "r-1");
+}
+
+TEST_CASE("a SUBMIT for an unknown model hash is refused as unknown_model and creates nothing") {
+  auto& net = client_net();
+  auto client = test::unique_id("bad-model");
+  auto unknown = verify::sha256_hex("no such model");
+  auto frames = proto::encode(proto::make_submit(submit_request(client, "r-1", unknown, net.input_dim())));
+  auto e = refused_without_effect(frames, errc::unknown_model, client);
+  CHECK(e.reason.find(unknown.substr(0, 12)) != std::string::npos);
+  CHECK(e.request_id == "r-1");
+}
+
+TEST_CASE("an input of the wrong shape [1,783] is refused as bad_input and creates nothing") {
+  auto& net = client_net();
+  auto client = test::unique_id("bad-shape");
+  auto s = submit_request(client, "r-1", net.model_hash(), net.input_dim());
+  s.input = app::random_inputs(1, net.input_dim() - 1, 1)[0];
+  REQUIRE(s.input.shape == std::vector<std::int64_t>{1, 783});
+  auto e = refused_without_effect(proto::encode(proto::make_submit(s)), errc::bad_input, client);
+  CHECK(e.reason.find("783") != std::string::npos);
+  CHECK(e.request_id == "r-1");
+}
+
+TEST_CASE("an input of dtype i32 is refused as bad_input and creates nothing") {
+  auto& net = client_net();
+  auto client = test::unique_id("bad-dtype");
+  auto s = submit_request(client, "r-1", net.model_hash(), net.input_dim());
+  s.input.type = kernels::dtype::i32;
+  s.input.data.assign(static_cast<std::size_t>(net.input_dim()) * 4, '\0'); // a well-formed i32 [1, 784]
+  auto e = refused_without_effect(proto::encode(proto::make_submit(s)), errc::bad_input, client);
+  CHECK(e.reason.find("i32") != std::string::npos);
+  CHECK(e.request_id == "r-1");
+}
+
+TEST_CASE("a tensor declared larger than the limit is refused as oversized from its header alone") {
+  auto& net = client_net();
+  auto client = test::unique_id("bad-oversized");
+  auto m = proto::make_submit(submit_request(client, "r-1", net.model_hash(), net.input_dim()));
+  auto frames = proto::encode(m);
+  auto header = nlohmann::json::parse(frames[2]);
+  header["tensors"][0]["shape"] = {1, 10000000};
+  frames[2] = header.dump();
+  frames[3] = std::string(16, '\x01'); // a tiny frame: the size is checked before the payload
+  auto e = refused_without_effect(frames, errc::oversized, client);
+  CHECK(e.reason.find("10000000") != std::string::npos);
+}
+
+TEST_CASE("a payload frame whose byte count differs from its header is refused as bad_input") {
+  auto& net = client_net();
+  auto client = test::unique_id("bad-bytes");
+  auto frames = submit_frames(net, client, "r-1");
+  frames[3].pop_back(); // 783 bytes, the header declares 1x784
+  auto e = refused_without_effect(frames, errc::bad_input, client);
+  CHECK(e.reason.find("783") != std::string::npos);
+  CHECK(e.reason.find("784") != std::string::npos);
+}
+
+TEST_CASE("a max_price above the client's funds is refused as insufficient_funds and holds nothing") {
+  auto& net = client_net();
+  auto client = test::unique_id("bad-funds");
+  peer p{net.client_endpoint()};
+  p.send(proto::make_submit(submit_request(client, "r-1", net.model_hash(), net.input_dim(), 2000000000)));
+  auto e = expect_error(p.receive(10s), errc::insufficient_funds);
+  CHECK(e.request_id == "r-1");
+  settle_down(net);
+  auto after = state_of(client);
+  CHECK(after.jobs == "0");
+  CHECK(after.events == "0");
+  CHECK(after.receipts == "0");
+
+  // Nothing stayed on hold: the whole faucet grant (1 000 000 000) still covers a job.
+  p.send(proto::make_submit(submit_request(client, "r-2", net.model_hash(), net.input_dim(), 1000000000)));
+  auto ack = p.receive(10s);
+  REQUIRE(ack.has_value());
+  CHECK_MESSAGE(ack->command == "ACK", ack->header.dump());
+}
+
+TEST_CASE("a duplicate request id from the same client is refused as duplicate_request and runs only once") {
+  auto& net = client_net();
+  auto client = test::unique_id("bad-dup");
+  peer p{net.client_endpoint()};
+  auto m = proto::make_submit(submit_request(client, "r-1", net.model_hash(), net.input_dim()));
+  p.send(m);
+  auto ack = p.receive(10s);
+  REQUIRE(ack.has_value());
+  REQUIRE_MESSAGE(ack->command == "ACK", ack->header.dump());
+  auto job_id = proto::parse_ack(*ack)->job_id;
+
+  p.send(m);
+  std::vector<proto::message> replies;
+  while (auto r = p.receive(1500ms))
+    replies.push_back(*r);
+  int results = 0, errors = 0;
+  for (const auto& r : replies) {
+    if (r.command == "RESULT") {
+      ++results;
+      CHECK(proto::parse_result(r)->job_id == job_id);
+    } else {
+      ++errors;
+      auto e = expect_error(r, errc::duplicate_request);
+      CHECK(e.request_id == "r-1");
+      CHECK(e.reason.find("r-1") != std::string::npos);
+    }
+  }
+  CHECK(errors == 1);
+  CHECK(results == 1); // the first submission's result, once
+  CHECK(test::query_value(fmt::format("select count(*) from jobs where client_id = '{}'", client)) == "1");
+  CHECK(test::query_value(fmt::format("select count(*) from job_events where job_id = {} and state = 'SUBMITTED'",
+                                      job_id)) == "1");
+}
+
+// ---------------------------------------------------------------- node port
+
+namespace {
+
+proto::capabilities provider_caps(const std::string& name, const verify::key_pair& key, const std::string& model) {
+  proto::capabilities c;
+  c.role = "provider";
+  c.name = name;
+  c.public_key = key.public_key_hex;
+  c.device = "cpu";
+  c.backends = {"reference"};
+  c.models = {model};
+  c.price = 10;
+  c.memory_bytes = 1 << 30;
+  c.timestamp_us = now_us();
+  return c;
+}
+
+std::string providers_with_key(const std::string& key) {
+  return test::query_value(fmt::format("select count(*) from providers where public_key = '{}'", key));
+}
+
+} // namespace
+
+TEST_CASE("a HELLO whose capabilities were altered after signing is refused as bad_signature and registers nothing") {
+  auto& net = client_net();
+  auto key = verify::generate_key_pair();
+  auto hello = proto::make_hello(provider_caps(test::unique_id("forged"), key, net.model_hash()), key);
+  hello.header["capabilities"]["price"] = 1; // cheaper than what was signed
+  peer node{net.node_endpoint()};
+  node.send(hello);
+  auto e = expect_error(node.receive(10s), errc::bad_signature);
+  CHECK(e.reason.find(key.public_key_hex.substr(0, 8)) != std::string::npos);
+  std::this_thread::sleep_for(300ms);
+  CHECK(providers_with_key(key.public_key_hex) == "0");
+
+  // Still unregistered: a node command is refused.
+  node.send(proto::make_ready(1));
+  expect_error(node.receive(10s), errc::not_registered);
+}
+
+TEST_CASE("a node command before HELLO is refused as not_registered") {
+  auto& net = client_net();
+  peer node{net.node_endpoint()};
+  node.send(proto::make_ready(1));
+  auto e = expect_error(node.receive(10s), errc::not_registered);
+  CHECK(e.reason.find("HELLO") != std::string::npos);
+  CHECK(!node.receive(200ms).has_value()); // and no JOB follows
+}
+
+namespace {
+
+// A provider written here: it answers JOBs only when told to, and keeps its session alive by
+// sending HEARTBEAT every 100 ms (the harness coordinator drops a node silent for 600 ms).
+class fake_provider {
+public:
+  fake_provider(test::network& net, const std::string& name)
+      : sock_(net.node_endpoint()), key_(verify::generate_key_pair()),
+        model_(kernels::load_model_file(net.models_dir() + "/mlp.safetensors").value()) {
+    sock_.send(proto::make_hello(provider_caps(name, key_, net.model_hash()), key_));
+    auto welcome = next(10s);
+    REQUIRE(welcome.has_value());
+    REQUIRE_MESSAGE(welcome->command == "WELCOME", welcome->header.dump());
+    sock_.send(proto::make_ready(1));
+  }
+  ~fake_provider() { sock_.send(proto::make_disconnect("test over")); }
+
+  const verify::key_pair& key() const { return key_; }
+
+  void keep_alive() {
+    auto now = std::chrono::steady_clock::now();
+    if (now - last_beat_ > 100ms) {
+      sock_.send(proto::make_heartbeat());
+      last_beat_ = now;
+    }
+  }
+  // The next message other than HEARTBEAT, heartbeating meanwhile.
+  std::optional<proto::message> next(std::chrono::milliseconds timeout) {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+      keep_alive();
+      if (auto m = sock_.receive(20ms); m && m->command != "HEARTBEAT")
+        return m;
+    }
+    return std::nullopt;
+  }
+  void send(const proto::message& m) { sock_.send(m); }
+
+  // The DONE an honest provider would send for `job`.
+  proto::job_done honest_done(const proto::job_order& job) {
+    auto started = now_us();
+    auto inf = kernels::run_model(model_, job.input, kernels::reference_backend());
+    REQUIRE(inf.ok());
+    verify::receipt r;
+    r.job_id = job.job_id;
+    r.model_hash = job.model;
+    r.input_hash = verify::sha256_hex(job.input.data);
+    r.output_hash = inf->output_hash;
+    r.trace_root = inf->trace_root;
+    r.price = job.price;
+    r.attempt = job.attempt;
+    r.started_at_us = started;
+    r.finished_at_us = now_us();
+    verify::sign_receipt(r, key_);
+    return {job.job_id, job.attempt, inf->classes, inf->output, r};
+  }
+
+private:
+  peer sock_;
+  verify::key_pair key_;
+  kernels::model model_;
+  std::chrono::steady_clock::time_point last_beat_{};
+};
+
+// Reads `client` for `duration` while the fake provider stays alive.
+std::vector<proto::message> drain(peer& client, fake_provider& fake, std::chrono::milliseconds duration) {
+  std::vector<proto::message> out;
+  auto deadline = std::chrono::steady_clock::now() + duration;
+  while (std::chrono::steady_clock::now() < deadline) {
+    fake.keep_alive();
+    if (auto m = client.receive(20ms))
+      out.push_back(*m);
+  }
+  return out;
+}
+
+std::optional<proto::message> await(peer& client, fake_provider& fake, std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    fake.keep_alive();
+    if (auto m = client.receive(20ms))
+      return m;
+  }
+  return std::nullopt;
+}
+
+// The fake provider receives a job, answers it with `tamper`ed DONE (refused with `code`, the
+// job staying ASSIGNED and the client hearing nothing), then with an honest DONE: the client
+// gets exactly one RESULT, signed by the fake.
+void bad_then_good_done(const std::function<void(proto::job_done&, const verify::key_pair&)>& tamper,
+                        const char* code) {
+  test::network_options o;
+  o.providers = 0;
+  o.verifiers = 0;
+  test::network net{o};
+  fake_provider fake{net, test::unique_id("fake")};
+  REQUIRE(test::eventually([&] { return providers_with_key(fake.key().public_key_hex) == "1"; }, 10s));
+
+  auto client_id = test::unique_id("fake-client");
+  peer client{net.client_endpoint()};
+  client.send(proto::make_submit(submit_request(client_id, "r-1", net.model_hash(), net.input_dim())));
+  auto ack = await(client, fake, 10s);
+  REQUIRE(ack.has_value());
+  REQUIRE_MESSAGE(ack->command == "ACK", ack->header.dump());
+  auto job_id = proto::parse_ack(*ack)->job_id;
+
+  auto job_msg = fake.next(10s);
+  INFO(net.logs());
+  REQUIRE(job_msg.has_value());
+  REQUIRE_MESSAGE(job_msg->command == "JOB", job_msg->header.dump());
+  auto job = proto::parse_job(*job_msg);
+  REQUIRE(job.ok());
+  CHECK(job->job_id == job_id);
+  auto job_state = [&] { return test::query_value(fmt::format("select state from jobs where id = {}", job_id)); };
+  auto receipts = [&] { return test::query_value(fmt::format("select count(*) from receipts where job_id = {}", job_id)); };
+  REQUIRE(test::eventually([&] { fake.keep_alive(); return job_state() == "ASSIGNED"; }, 5s));
+  auto events_before =
+      test::query_value(fmt::format("select count(*) from job_events where job_id = {}", job_id));
+
+  auto honest = fake.honest_done(job.value());
+  auto bad = honest;
+  tamper(bad, fake.key());
+  fake.send(proto::make_done(bad));
+  auto e = expect_error(fake.next(10s), code);
+  CHECK(e.job_id == job_id);
+  CHECK(e.reason.find(std::to_string(job_id)) != std::string::npos);
+
+  // Refused: the client hears nothing, the job is still assigned to the fake, nothing recorded.
+  auto heard = drain(client, fake, 500ms);
+  CHECK_MESSAGE(heard.empty(), heard.empty() ? "" : heard[0].command + " " + heard[0].header.dump());
+  CHECK(job_state() == "ASSIGNED");
+  CHECK(receipts() == "0");
+  CHECK(test::query_value(fmt::format("select count(*) from job_events where job_id = {}", job_id)) == events_before);
+
+  // The honest DONE is accepted: exactly one RESULT, with the fake's receipt.
+  fake.send(proto::make_done(honest));
+  auto result = await(client, fake, 10s);
+  REQUIRE(result.has_value());
+  REQUIRE_MESSAGE(result->command == "RESULT", result->header.dump());
+  auto r = proto::parse_result(*result);
+  REQUIRE(r.ok());
+  CHECK(r->job_id == job_id);
+  CHECK(r->request_id == "r-1");
+  CHECK(r->receipt.provider_key == fake.key().public_key_hex);
+  CHECK(r->receipt.signature == honest.receipt.signature);
+  CHECK(verify::verify_receipt(r->receipt));
+  CHECK(verify::sha256_hex(r->output.data) == r->receipt.output_hash);
+  CHECK(r->classes == honest.classes);
+  CHECK(drain(client, fake, 500ms).empty());
+  CHECK(test::eventually([&] { fake.keep_alive(); return receipts() == "1"; }, 5s));
+}
+
+} // namespace
+
+TEST_CASE("a DONE whose receipt signature is corrupted is refused as bad_signature and the job waits for a valid one") {
+  bad_then_good_done(
+      [](proto::job_done& d, const verify::key_pair&) {
+        auto& sig = d.receipt.signature;
+        sig[10] = sig[10] == '0' ? '1' : '0'; // still 128 hex characters
+      },
+      errc::bad_signature);
+}
+
+TEST_CASE("a DONE with a valid signature over a wrong output_hash is refused as bad_receipt and the job waits") {
+  bad_then_good_done(
+      [](proto::job_done& d, const verify::key_pair& key) {
+        d.receipt.output_hash = verify::sha256_hex("not the output"); // signed, but not the frame's hash
+        verify::sign_receipt(d.receipt, key);
+        REQUIRE(verify::verify_receipt(d.receipt));
+      },
+      errc::bad_receipt);
+}
