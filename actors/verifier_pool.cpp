@@ -114,6 +114,9 @@ void on_message(self_ptr self, const inbound& in) {
                fmt::format("verifier {} got trace root {} but the receipt says {}", v->second.caps.name,
                            verdict->trace_root.substr(0, 12), job.receipt.trace_root.substr(0, 12)));
     dispatch(self);
+  } else if (cmd == proto::cmd::disconnect) {
+    drop_verifier(self, in.identity, "it disconnected");
+    dispatch(self);
   } else if (cmd != proto::cmd::heartbeat) {
     send_node(in.identity, proto::make_error(make_error(errc::unknown_command,
                                                         fmt::format("{} is not a verifier command here", cmd))));
