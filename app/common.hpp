@@ -31,5 +31,6 @@ void add_node_commands(CLI::App& app);       // provider, verifier
 void add_client_commands(CLI::App& app);     // submit, status
 void add_model_command(CLI::App& app);
 void add_demo_command(CLI::App& app);
+void add_audit_command(CLI::App& app);
 
 } // namespace haca::app

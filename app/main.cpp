@@ -11,6 +11,7 @@ int main(int argc, char** argv) {
   haca::app::add_client_commands(app);
   haca::app::add_model_command(app);
   haca::app::add_demo_command(app);
+  haca::app::add_audit_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
