@@ -1,10 +1,12 @@
 // provider_proxy: the coordinator's side of one provider session: liveness (heartbeats both
 // ways), credit, jobs in flight, and the checks on every receipt before a result counts.
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
 #include "actors/coordinator.hpp"
 #include "actors/gateway.hpp"
+#include "kernels/ops.hpp"
 #include "verify/hash.hpp"
 
 namespace haca::actors {
@@ -62,6 +64,20 @@ status check_done(const provider_proxy_state& st, const proto::job_done& done, c
     return mismatch("price", std::to_string(r.price), std::to_string(job.order.price));
   if (auto h = verify::sha256_hex(done.output.data); r.output_hash != h)
     return mismatch("output_hash", r.output_hash, h);
+  // The receipt signs the output, not `classes`: they must be the output's arg-max per row,
+  // or the client would get a prediction nobody signed or verified.
+  const auto& out = done.output;
+  const auto rows = job.order.input.shape.empty() ? 0 : job.order.input.shape[0];
+  if (out.type != kernels::dtype::i8 || out.shape.size() != 2 || out.shape[0] != rows || out.shape[1] < 1)
+    return make_error(errc::bad_receipt, fmt::format("DONE for job {}: output must be i8 [{}, classes], got {} [{}]",
+                                                     done.job_id, rows, kernels::dtype_name(out.type),
+                                                     kernels::shape_string(out.shape)));
+  std::vector<std::int32_t> classes(static_cast<std::size_t>(rows));
+  kernels::argmax_rows(out.i8(), static_cast<int>(rows), static_cast<int>(out.shape[1]), classes.data());
+  if (done.classes != classes)
+    return make_error(errc::bad_receipt,
+                      fmt::format("DONE for job {}: classes [{}] are not the arg-max of the output rows, [{}]",
+                                  done.job_id, fmt::join(done.classes, ","), fmt::join(classes, ",")));
   return ok_status();
 }
 

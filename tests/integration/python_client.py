@@ -9,7 +9,7 @@ and checks every result independently of the coordinator:
   * the receipt names the job, the model and the ACKed job id,
   * the receipt hash is recomputed from the signing bytes (section 4.2),
   * the Ed25519 signature verifies against provider_key (PyNaCl),
-  * classes[i] is an arg-max of output row i.
+  * classes[i] is the arg-max of output row i (the first index on ties).
 
 Then it asks STATUS for one job and prints a JSON summary on stdout. Exit status 0 when
 everything checked out, 1 on any mismatch or error, 2 on bad usage or missing modules.
@@ -188,8 +188,8 @@ def main():
             else:
                 for i, c in enumerate(classes):
                     row = [b - 256 if b > 127 else b for b in output[i * cols:(i + 1) * cols]]  # signed i8
-                    if not is_int(c) or not 0 <= c < cols or row[c] != max(row):
-                        problems.append(f"{where}: class {c!r} of row {i} is not an arg-max of {row}")
+                    if not is_int(c) or c != row.index(max(row)):  # the first index on ties
+                        problems.append(f"{where}: class {c!r} of row {i} is not the arg-max of {row}")
             receipt_hashes[rid] = hashlib.sha256(signing_bytes(r)).hexdigest()
         else:
             problems.append(f"unexpected {command} {h}")

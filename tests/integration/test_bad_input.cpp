@@ -56,7 +56,7 @@ public:
     std::vector<std::string> frames;
     net::recv_frames(s_, frames);
     auto m = proto::decode(frames);
-    REQUIRE_MESSAGE(m.ok(), "the coordinator sent a message that does not decode: ", m.ok() ? "" : m.err().reason);
+    REQUIRE_MESSAGE(m.ok(), "the coordinator sent a message that does not decode: ", (m.ok() ? std::string{} : m.err().reason));
     return m.value();
   }
 
@@ -82,14 +82,13 @@ std::vector<std::string> submit_frames(test::network& net, const std::string& cl
 
 // Checks that `reply` is an ERROR with `code` and a non-empty reason; returns it.
 proto::error_reply expect_error(const std::optional<proto::message>& reply, const char* code) {
-  REQUIRE_MESSAGE(reply.has_value(), "no reply within the timeout; expected ERROR ", code);
-  REQUIRE_MESSAGE(reply->command == "ERROR", "expected ERROR ", code, ", got ", reply->command, " ",
+  REQUIRE_MESSAGE(reply.has_value(), "no reply within the timeout; expected ERROR ", std::string(code));
+  REQUIRE_MESSAGE(reply->command == "ERROR", "expected ERROR ", std::string(code), ", got ", reply->command, " ",
                   reply->header.dump());
   auto e = proto::parse_error(*reply);
-  REQUIRE_MESSAGE(e.ok(), e.ok() ? "" : e.err().reason);
+  REQUIRE_MESSAGE(e.ok(), (e.ok() ? std::string{} : e.err().reason));
   CHECK(e->code == code);
   CHECK_MESSAGE(e->reason.size() >= 10, "reason is not a readable sentence: '", e->reason, "'");
-  MESSAGE("ERROR ", e->code, ": ", e->reason);
   return e.value();
 }
 
@@ -149,7 +148,7 @@ TEST_CASE("two frames are refused as malformed_frame and the same socket is stil
   auto client = test::unique_id("bad-2frames");
   auto before = state_of(client);
   peer p{net.client_endpoint()};
-  p.send({"HACA/1", "SUBMIT"});
+  p.send(std::vector<std::string>{"HACA/1", "SUBMIT"});
   auto e = expect_error(p.receive(10s), errc::malformed_frame);
   CHECK(e.reason.find("got 2") != std::string::npos);
   settle_down(net);
@@ -509,7 +508,7 @@ void bad_then_good_done(const std::function<void(proto::job_done&, const verify:
 
   // Refused: the client hears nothing, the job is still assigned to the fake, nothing recorded.
   auto heard = drain(client, fake, 500ms);
-  CHECK_MESSAGE(heard.empty(), heard.empty() ? "" : heard[0].command + " " + heard[0].header.dump());
+  CHECK_MESSAGE(heard.empty(), (heard.empty() ? std::string{} : heard[0].command + " " + heard[0].header.dump()));
   CHECK(job_state() == "ASSIGNED");
   CHECK(receipts() == "0");
   CHECK(test::query_value(fmt::format("select count(*) from job_events where job_id = {}", job_id)) == events_before);
@@ -549,6 +548,17 @@ TEST_CASE("a DONE with a valid signature over a wrong output_hash is refused as 
         d.receipt.output_hash = verify::sha256_hex("not the output"); // signed, but not the frame's hash
         verify::sign_receipt(d.receipt, key);
         REQUIRE(verify::verify_receipt(d.receipt));
+      },
+      errc::bad_receipt);
+}
+
+TEST_CASE("a DONE whose classes disagree with its output tensor is refused as bad_receipt and the job waits") {
+  // The receipt signs the output's hash, not `classes`: the coordinator must check them
+  // against the output it forwards, or a provider could report any prediction.
+  bad_then_good_done(
+      [](proto::job_done& d, const verify::key_pair&) {
+        REQUIRE(!d.classes.empty());
+        d.classes[0] = (d.classes[0] + 1) % 10;
       },
       errc::bad_receipt);
 }
