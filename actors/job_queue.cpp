@@ -93,7 +93,15 @@ void on_submit(self_ptr self, const inbound& in) {
                                          st.queue.size() + st.persisting, st.cfg.max_queue));
     return;
   }
-  if (!st.escrow.known(s.client_id) && st.cfg.faucet > 0) {
+  // A client id seen for the first time gets the faucet grant, but only with a job it can pay
+  // for: a refused SUBMIT changes nothing.
+  bool grant = !st.escrow.known(s.client_id) && st.cfg.faucet > 0;
+  if (grant && s.max_price > st.cfg.faucet) {
+    refuse(errc::insufficient_funds, fmt::format("client '{}' would have {} available, job max_price is {}",
+                                                 s.client_id, st.cfg.faucet, s.max_price));
+    return;
+  }
+  if (grant) {
     st.escrow.credit(s.client_id, st.cfg.faucet);
     self->send(st.p.store, note_atom::value, db::operation{db::fund_client{s.client_id, st.cfg.faucet}});
   }

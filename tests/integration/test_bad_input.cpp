@@ -287,6 +287,7 @@ TEST_CASE("a max_price above the client's funds is refused as insufficient_funds
   CHECK(after.jobs == "0");
   CHECK(after.events == "0");
   CHECK(after.receipts == "0");
+  CHECK(after.account == "none"); // no faucet grant for a refused SUBMIT
 
   // Nothing stayed on hold: the whole faucet grant (1 000 000 000) still covers a job.
   p.send(proto::make_submit(submit_request(client, "r-2", net.model_hash(), net.input_dim(), 1000000000)));
