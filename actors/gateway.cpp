@@ -76,8 +76,8 @@ result<std::shared_ptr<gateway_sockets>> bind_gateway(const std::string& client_
   return s;
 }
 
-void run_gateway(std::shared_ptr<gateway_sockets> sockets, proto::limits limits, caf::actor job_queue,
-                 caf::actor scheduler) {
+static void run_gateway(const std::shared_ptr<gateway_sockets>& sockets, const proto::limits& limits,
+                 const caf::actor& job_queue, const caf::actor& scheduler) {
   auto& clients = *sockets->clients;
   auto& nodes = *sockets->nodes;
   auto& outbox = *sockets->outbox;
@@ -105,6 +105,11 @@ void run_gateway(std::shared_ptr<gateway_sockets> sockets, proto::limits limits,
       }
     }
   }
+}
+
+caf::actor spawn_gateway(caf::actor_system& sys, std::shared_ptr<gateway_sockets> sockets, proto::limits limits,
+                         caf::actor job_queue, caf::actor scheduler) {
+  return sys.spawn<caf::detached>([=](caf::blocking_actor*) { run_gateway(sockets, limits, job_queue, scheduler); });
 }
 
 void gateway_send(port_kind port, const std::string& identity, const proto::message& m) {

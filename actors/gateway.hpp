@@ -24,10 +24,11 @@ struct gateway_sockets {
 result<std::shared_ptr<gateway_sockets>> bind_gateway(const std::string& client_endpoint, const std::string& node_endpoint,
                                                       const proto::limits& limits);
 
-// The gateway loop; returns after gateway_stop(). Client messages go to job_queue, node
-// messages to scheduler. Messages that do not decode are answered with ERROR right here.
-void run_gateway(std::shared_ptr<gateway_sockets> sockets, proto::limits limits, caf::actor job_queue,
-                 caf::actor scheduler);
+// The gateway: a detached actor running the socket loop until gateway_stop(). Client messages
+// go to job_queue, node messages to scheduler. Messages that do not decode are answered with
+// ERROR right there and reach no other actor.
+caf::actor spawn_gateway(caf::actor_system& sys, std::shared_ptr<gateway_sockets> sockets, proto::limits limits,
+                         caf::actor job_queue, caf::actor scheduler);
 
 // Thread-safe: queue a message to a peer on one of the ROUTER sockets.
 void gateway_send(port_kind port, const std::string& identity, const proto::message& m);

@@ -1,6 +1,5 @@
 // `haca coordinator`: the composition root of the coordinator's actors.
 #include <chrono>
-#include <thread>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -92,15 +91,14 @@ int run_coordinator(const coordinator_options& o) {
   p.settlement = actors::spawn_settlement_batcher(sys, cfg);
   for (const auto& a : {p.job_queue, p.scheduler, p.verifier_pool, p.settlement})
     caf::anon_send(a, actors::peers_atom::value, p);
-  std::thread gateway([&] { actors::run_gateway(sockets.value(), limits, p.job_queue, p.scheduler); });
+  auto gateway = actors::spawn_gateway(sys, sockets.value(), limits, p.job_queue, p.scheduler);
 
   spdlog::info("coordinator: clients on {}:{}, nodes on {}:{}, {} models, ledger height {}, key {}", o.bind,
                o.client_port, o.bind, o.node_port, cfg.model_input_dims.size(), cfg.ledger_head.next_height,
                cfg.key.public_key_hex.substr(0, 12));
   wait_for_stop_signal();
   spdlog::info("coordinator: stopping");
-  actors::gateway_stop();
-  gateway.join();
+  actors::gateway_stop(); // the gateway actor ends; the actor system waits for it on the way out
   for (const auto& a : {p.job_queue, p.scheduler, p.verifier_pool, p.settlement, p.store})
     caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
   return 0;
