@@ -57,7 +57,7 @@ network::network(network_options o) : client_port_(free_port()), node_port_(free
   std::vector<std::string> args{"coordinator", "--db", test_db(), "--models", models_dir_, "--client-port",
                                 std::to_string(client_port_), "--node-port", std::to_string(node_port_),
                                 "--sample-rate", std::to_string(o.sample_rate), "--faucet", "1000000000",
-                                "--key", dir_ + "/keys/coordinator.key", "--heartbeat-ms", "200", "--batch-ms", "100"};
+                                "--key", dir_ + "/keys/coordinator.key", "--heartbeat-ms", "500", "--batch-ms", "100"};
   args.insert(args.end(), o.coordinator_args.begin(), o.coordinator_args.end());
   children_.push_back(app::start_process("coordinator", HACA_BINARY, args, dir_ + "/logs/coordinator.log"));
   for (int i = 0; i < o.providers; ++i) {

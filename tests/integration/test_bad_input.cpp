@@ -383,7 +383,7 @@ TEST_CASE("a node command before HELLO is refused as not_registered") {
 namespace {
 
 // A provider written here: it answers JOBs only when told to, and keeps its session alive by
-// sending HEARTBEAT every 100 ms (the harness coordinator drops a node silent for 600 ms).
+// sending HEARTBEAT every 100 ms (the harness coordinator drops a node silent for 1.5 s).
 class fake_provider {
 public:
   fake_provider(test::network& net, const std::string& name)
