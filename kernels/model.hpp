@@ -1,13 +1,21 @@
 #pragma once
-// Integer MLP models in a safetensors-layout file, addressed by the SHA-256 of the file:
+// Integer models in a safetensors-layout file, addressed by the SHA-256 of the file:
 //   u64 little-endian header length N | N bytes JSON header | tensor data
-// Header: {"__metadata__": {"format": "haca-int8-v1", "arch": "mlp", "name": ...,
-//          "layers": "<count>", "input_dim": "784"},
-//          "layers.<i>.weight": {"dtype": "I8", "shape": [out, in], "data_offsets": [b, e]},
-//          "layers.<i>.bias": {"dtype": "I32", "shape": [out], ...},
-//          "layers.<i>.requant": {"dtype": "I32", "shape": [3], ...}}   // multiplier, shift, relu
-// Offsets are relative to the start of the data section, as in safetensors.
+// Header: {"__metadata__": {"format": "haca-int8-v2", "name": ...,
+//            "input_shape": "[1,28,28]",           (per sample; JSON text, as metadata values are strings)
+//            "layers": "[{\"kind\":\"conv2d\",\"out_c\":16,\"kernel\":3,\"stride\":1,\"pad\":1,\"relu\":true},
+//                        {\"kind\":\"maxpool\",\"kernel\":2,\"stride\":2},{\"kind\":\"flatten\"},
+//                        {\"kind\":\"dense\",\"out\":10,\"relu\":false}]"},
+//          "layers.<i>.weight":  {"dtype": "I8",  "shape": [out, in] | [out_c, in_c, kh, kw], "data_offsets": [b, e]},
+//          "layers.<i>.bias":    {"dtype": "I32", "shape": [out], ...},
+//          "layers.<i>.requant": {"dtype": "I32", "shape": [2], ...}}   // multiplier, shift
+// Offsets are relative to the start of the data section, as in safetensors. Shapes chain from
+// input_shape through the layers; the loader checks every one.
+//
+// On the wire a job's input is always i8 [rows, input_size()]: each row is one sample in
+// input_shape's layout (NCHW for images), flattened.
 #include <cstdint>
+#include <map>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -18,24 +26,37 @@
 
 namespace haca::kernels {
 
-struct dense_layer {
-  int in = 0;
-  int out = 0;
-  std::vector<std::int8_t> weight; // out x in, row-major
-  std::vector<std::int32_t> bias;  // out
-  std::int32_t multiplier = 1 << 30;
-  int shift = 0;
-  bool relu = true;
+enum class layer_kind { dense, conv2d, maxpool, flatten };
+
+struct layer {
+  layer_kind kind = layer_kind::dense;
+  int in = 0, out = 0;               // dense: features in and out
+  conv2d_shape conv;                 // conv2d
+  maxpool_shape pool;                // maxpool
+  std::vector<std::int8_t> weight;   // dense: out x in; conv2d: out_c x in_c x kh x kw
+  std::vector<std::int32_t> bias;    // out (dense) or out_c (conv2d)
+  requant_params rq;                 // dense and conv2d
+  std::vector<std::int64_t> out_shape; // per sample, filled by the loader / builder
 };
 
 struct model {
   std::string hash; // SHA-256 hex of the file bytes
   std::string name;
-  std::vector<dense_layer> layers;
+  // Other __metadata__ entries, kept as they are (e.g. "float_accuracy", "train_command").
+  std::map<std::string, std::string> metadata;
+  std::vector<std::int64_t> input_shape; // per sample, e.g. {784} or {1, 28, 28}
+  std::vector<layer> layers;
 
-  int input_dim() const { return layers.empty() ? 0 : layers.front().in; }
-  int output_dim() const { return layers.empty() ? 0 : layers.back().out; }
+  int input_size() const;  // product of input_shape
+  int output_size() const; // features of the last layer's output
+  // Kept for callers that think in flat rows.
+  int input_dim() const { return input_size(); }
+  int output_dim() const { return output_size(); }
 };
+
+// Fills each layer's shapes (in, conv.in_*, pool.*, out_shape) from input_shape and checks that
+// they chain and that weights/biases have the right sizes.
+status complete_shapes(model& m);
 
 // Rejects wrong magic/format, truncated or overlapping tensors, shape mismatches between
 // layers, multipliers outside [2^30, 2^31), shifts outside [0, 31], and (when expected_hash is
@@ -48,15 +69,25 @@ std::string save_model(const model& m); // file bytes; m.hash is ignored
 // gives the same bytes on every machine. Its requant scales keep activations in range.
 model generate_mlp(std::uint64_t seed, const std::vector<int>& dims, const std::string& name);
 
+// A model with its weights packed for one backend, ready to run many times.
+struct prepared_model {
+  const model* m = nullptr;
+  const backend* be = nullptr;
+  std::vector<packed_weights> packed; // per layer; empty for layers without weights
+};
+prepared_model prepare(const model& m, const backend& be);
+
 struct inference {
-  tensor output;                          // i8 [rows, output_dim]: the last layer's values
+  tensor output;                          // i8 [rows, output_size]: the last layer's values
   std::vector<std::int32_t> classes;      // argmax per row
-  std::vector<std::string> layer_hashes;  // SHA-256 hex of each layer's output bytes
+  std::vector<std::string> layer_hashes;  // SHA-256 hex of each layer's output bytes (all rows)
   std::string trace_root;                 // Merkle root of layer_hashes
   std::string output_hash;                // SHA-256 hex of output.data
 };
 
-// Checks the input (dtype i8, shape [rows, input_dim], 1 <= rows <= max_rows) and runs it.
+// Checks the input (dtype i8, shape [rows, input_size], 1 <= rows <= max_rows) and runs it.
+result<inference> run_model(const prepared_model& pm, const tensor& input, int max_rows = 256);
+// Convenience for tests and one-off runs: prepares, then runs.
 result<inference> run_model(const model& m, const tensor& input, const backend& be, int max_rows = 256);
 
 } // namespace haca::kernels
