@@ -23,9 +23,12 @@ result<std::map<std::string, kernels::model>> load_models_dir(const std::string&
   for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
     if (entry.path().extension() != ".safetensors")
       continue;
+    // A bad file is reported and skipped: it must not take the node down with the good ones.
     auto m = kernels::load_model_file(entry.path().string());
-    if (!m)
-      return error{m.err().code, fmt::format("{}: {}", entry.path().string(), m.err().reason)};
+    if (!m) {
+      spdlog::error("skipping model {}: {} ({})", entry.path().string(), m.err().reason, m.err().code);
+      continue;
+    }
     out.emplace(m->hash, std::move(m.value()));
   }
   return out;

@@ -11,7 +11,8 @@
 
 namespace haca::app {
 
-// Loads every *.safetensors file in dir; a file that fails to load is an error naming it.
+// Loads every *.safetensors file in dir; a file that fails to load is logged and skipped.
+// Only a missing directory is an error.
 result<std::map<std::string, kernels::model>> load_models_dir(const std::string& dir);
 
 // SIGINT/SIGTERM set this flag (and wake waiters polling it).
