@@ -1,0 +1,170 @@
+// AVX-512 VNNI path: vpdpbusd on (a + 128) as u8 times b as s8, corrected by comp = -128 * colsum.
+// Compiled for AVX-512 by the target pragma below (no global -m flags); only called when cpuid
+// reports avx512f/bw/vl/vnni. Standard headers come before the pragma so that no inline library
+// code is compiled for AVX-512.
+// GCC 12 warns about _mm512_undefined_epi32() inside its own intrinsics headers (a false
+// positive of -Wmaybe-uninitialized once they are inlined); nothing here reads undefined data.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#include "kernels/cpu/cpu_internal.hpp"
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512vnni")
+
+namespace haca::kernels::cpu_detail {
+namespace {
+
+struct requant_consts {
+  __m512i mult, round, rmask, rhalf, one, lo, hi;
+  __m128i shift;
+};
+
+inline requant_consts make_consts(const out_desc& out) {
+  requant_consts q;
+  q.mult = _mm512_set1_epi32(out.multiplier);
+  q.round = _mm512_set1_epi64(std::int64_t{1} << 30);
+  const std::int32_t mask = static_cast<std::int32_t>((std::int64_t{1} << out.shift) - 1);
+  q.rmask = _mm512_set1_epi32(mask);
+  q.rhalf = _mm512_set1_epi32(mask >> 1);
+  q.one = _mm512_set1_epi32(1);
+  q.lo = _mm512_set1_epi32(out.relu ? 0 : -128);
+  q.hi = _mm512_set1_epi32(127);
+  q.shift = _mm_cvtsi32_si128(out.shift);
+  return q;
+}
+
+// requantize(v) (+ relu) on 16 lanes, bit-exact with kernels::requantize:
+//   high_mul(a, m) = floor((a*m + 2^30) / 2^31)   (m in [2^30, 2^31): no saturation case; the
+//   reference's truncating division with its sign-dependent nudge equals this floor)
+//   then rounding_divide_by_pot: (x >> s) + ((x & mask) > (mask >> 1) + (x < 0)), then clamp.
+inline __m512i requant16(__m512i v, const requant_consts& q) {
+  __m512i even = _mm512_mul_epi32(v, q.mult);
+  __m512i odd = _mm512_mul_epi32(_mm512_srli_epi64(v, 32), q.mult);
+  even = _mm512_srli_epi64(_mm512_add_epi64(even, q.round), 31); // bits 31..62 -> low dword
+  odd = _mm512_slli_epi64(_mm512_add_epi64(odd, q.round), 1);    // bits 31..62 -> high dword
+  const __m512i x = _mm512_mask_blend_epi32(0xAAAA, even, odd);
+  const __m512i rem = _mm512_and_si512(x, q.rmask);
+  const __m512i thr = _mm512_add_epi32(q.rhalf, _mm512_srli_epi32(x, 31));
+  __m512i r = _mm512_sra_epi32(x, q.shift);
+  r = _mm512_mask_add_epi32(r, _mm512_cmpgt_epi32_mask(rem, thr), r, q.one);
+  return _mm512_max_epi32(_mm512_min_epi32(r, q.hi), q.lo);
+}
+
+template <int MR, int NB>
+void tile(const std::uint8_t* a, int kp, const packed_b& b, int blk, int row, const out_desc& out) {
+  __m512i acc[MR][NB];
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+    for (int j = 0; j < NB; ++j) acc[r][j] = _mm512_setzero_si512();
+  const std::size_t bs = static_cast<std::size_t>(16) * kp;
+  const std::int8_t* bp = b.data + static_cast<std::size_t>(blk) * bs;
+  const int groups = kp / 4;
+  for (int g = 0; g < groups; ++g) {
+    __m512i bv[NB];
+#pragma GCC unroll 4
+    for (int j = 0; j < NB; ++j) bv[j] = _mm512_load_si512(bp + j * bs + static_cast<std::size_t>(g) * 64);
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) {
+      std::int32_t x;
+      std::memcpy(&x, a + static_cast<std::size_t>(r) * kp + static_cast<std::size_t>(g) * 4, 4);
+      const __m512i av = _mm512_set1_epi32(x);
+#pragma GCC unroll 4
+      for (int j = 0; j < NB; ++j) acc[r][j] = _mm512_dpbusd_epi32(acc[r][j], av, bv[j]);
+    }
+  }
+  const requant_consts q = make_consts(out);
+#pragma GCC unroll 4
+  for (int j = 0; j < NB; ++j) {
+    const int col0 = (blk + j) * 16;
+    const int valid = b.n - col0 < 16 ? b.n - col0 : 16;
+    const __mmask16 m = valid >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << valid) - 1);
+    __m512i add = _mm512_loadu_si512(b.comp + col0);
+    if (out.kind == out_kind::s32) {
+#pragma GCC unroll 8
+      for (int r = 0; r < MR; ++r)
+        _mm512_mask_storeu_epi32(out.c + static_cast<std::size_t>(row + r) * out.ld + col0, m,
+                                 _mm512_add_epi32(acc[r][j], add));
+      continue;
+    }
+    add = _mm512_add_epi32(add, _mm512_maskz_loadu_epi32(m, out.bias + col0));
+    if (out.kind == out_kind::i8) {
+#pragma GCC unroll 8
+      for (int r = 0; r < MR; ++r) {
+        const __m128i bytes = _mm512_cvtsepi32_epi8(requant16(_mm512_add_epi32(acc[r][j], add), q));
+        _mm_mask_storeu_epi8(out.o + static_cast<std::size_t>(row + r) * out.ld + col0, m, bytes);
+      }
+    } else {
+      alignas(16) std::int8_t t[MR][16];
+#pragma GCC unroll 8
+      for (int r = 0; r < MR; ++r)
+        _mm_store_si128(reinterpret_cast<__m128i*>(t[r]),
+                        _mm512_cvtsepi32_epi8(requant16(_mm512_add_epi32(acc[r][j], add), q)));
+      for (int c = 0; c < valid; ++c) {
+        std::int8_t* dst = out.o + static_cast<std::size_t>(col0 + c) * out.ld + row;
+        for (int r = 0; r < MR; ++r) dst[r] = t[r][c];
+      }
+    }
+  }
+}
+
+using tile_fn = void (*)(const std::uint8_t*, int, const packed_b&, int, int, const out_desc&);
+
+template <int MR>
+constexpr tile_fn pick(int nb) {
+  return nb == 1 ? &tile<MR, 1> : nb == 2 ? &tile<MR, 2> : nb == 3 ? &tile<MR, 3> : &tile<MR, 4>;
+}
+
+tile_fn tile_for(int mr, int nb) {
+  switch (mr) {
+  case 1: return pick<1>(nb);
+  case 2: return pick<2>(nb);
+  case 3: return pick<3>(nb);
+  case 4: return pick<4>(nb);
+  case 5: return pick<5>(nb > 2 ? 2 : nb);
+  case 6: return pick<6>(nb > 2 ? 2 : nb);
+  case 7: return pick<7>(nb > 2 ? 2 : nb);
+  default: return pick<8>(nb > 2 ? 2 : nb);
+  }
+}
+
+} // namespace
+
+void run_avx512(const std::int8_t* a, std::size_t lda, int rows, int row_base, const packed_b& b, int blk0,
+                int blk1, const out_desc& out, void* scratch) {
+  const int kp = b.kp, k = b.k;
+  const int mc = a_chunk_rows(kp);
+  // Column blocks per panel: keep a panel of b (panel x 16 x kp bytes) within ~256 KiB of L2.
+  int panel = (256 * 1024) / (16 * (kp > 0 ? kp : 4));
+  panel = panel < 4 ? 4 : panel - panel % 4;
+  auto* ap = static_cast<std::uint8_t*>(scratch);
+  for (int r0 = 0; r0 < rows; r0 += mc) {
+    const int mr = rows - r0 < mc ? rows - r0 : mc;
+    for (int r = 0; r < mr; ++r) {
+      const std::int8_t* src = a + static_cast<std::size_t>(r0 + r) * lda;
+      std::uint8_t* dst = ap + static_cast<std::size_t>(r) * kp;
+      for (int i = 0; i < k; ++i) dst[i] = static_cast<std::uint8_t>(src[i]) ^ 0x80u;
+      for (int i = k; i < kp; ++i) dst[i] = 0x80u;
+    }
+    for (int p0 = blk0; p0 < blk1; p0 += panel) {
+      const int p1 = blk1 - p0 < panel ? blk1 : p0 + panel;
+      for (int i = 0; i < mr; i += 8) {
+        const int h = mr - i < 8 ? mr - i : 8;
+        const int nbw = h <= 4 ? 4 : 2;
+        for (int blk = p0; blk < p1; blk += nbw) {
+          const int w = p1 - blk < nbw ? p1 - blk : nbw;
+          tile_for(h, w)(ap + static_cast<std::size_t>(i) * kp, kp, b, blk, row_base + r0 + i, out);
+        }
+      }
+    }
+  }
+}
+
+} // namespace haca::kernels::cpu_detail
+
+#pragma GCC pop_options
