@@ -26,8 +26,8 @@ namespace cpu_detail {
 
 int a_chunk_rows(int kp) {
   int rows = (256 * 1024) / std::max(kp, 4);
-  rows -= rows % 8;
-  return std::clamp(rows, 8, 512);
+  rows -= rows % 16;
+  return std::clamp(rows, 16, 512);
 }
 
 std::int8_t epilogue1(std::int32_t acc, std::int32_t bias, const out_desc& out) {
@@ -188,7 +188,8 @@ std::vector<unsigned char>& scratch_buffer(std::size_t bytes) {
 void run_range(const std::int8_t* a, std::size_t lda, int rows, int row_base, const packed_b& b, int blk0, int blk1,
                const out_desc& out, cpu_isa isa) {
   if (rows <= 0 || blk0 >= blk1) return;
-  const std::size_t chunk = static_cast<std::size_t>(std::min(a_chunk_rows(b.kp), rows)) * b.kp;
+  // + 64: the AVX-512 packing may store up to 64 bytes past the last row.
+  const std::size_t chunk = static_cast<std::size_t>(std::min(a_chunk_rows(b.kp), rows)) * b.kp + 64;
   switch (isa) {
   case cpu_isa::avx512vnni: run_avx512(a, lda, rows, row_base, b, blk0, blk1, out, scratch_buffer(chunk).data()); break;
   case cpu_isa::avx2: run_avx2(a, lda, rows, row_base, b, blk0, blk1, out, scratch_buffer(chunk * 2).data()); break;
@@ -209,8 +210,8 @@ void gemm(const std::int8_t* a, std::size_t lda, int m, int row_base, const pack
     run_range(a, lda, m, row_base, b, 0, b.nblocks, out, isa);
     return;
   }
-  if (m >= nt * 16 || b.nblocks < nt) { // split rows (in multiples of 8)
-    const int per = ((m + nt - 1) / nt + 7) / 8 * 8;
+  if (m >= nt * 16 || b.nblocks < nt) { // split rows (in multiples of 16)
+    const int per = ((m + nt - 1) / nt + 15) / 16 * 16;
     pool().run([&](int t) {
       const int r0 = std::min(m, t * per), r1 = std::min(m, r0 + per);
       run_range(a + static_cast<std::size_t>(r0) * lda, lda, r1 - r0, row_base + r0, b, 0, b.nblocks, out, isa);
@@ -317,7 +318,15 @@ void im2col(const std::int8_t* in, const conv2d_shape& s, std::int8_t* col) {
         for (int y = 0; y < s.kernel_h; ++y) {
           const int iy = iy0 + y;
           if (inside) {
-            std::memcpy(dst, plane + static_cast<std::size_t>(iy) * s.in_w + ix0, static_cast<std::size_t>(s.kernel_w));
+            const std::int8_t* src = plane + static_cast<std::size_t>(iy) * s.in_w + ix0;
+            switch (s.kernel_w) { // constant sizes: inline moves, not a libc call per 3 bytes
+            case 1: dst[0] = src[0]; break;
+            case 2: std::memcpy(dst, src, 2); break;
+            case 3: std::memcpy(dst, src, 3); break;
+            case 5: std::memcpy(dst, src, 5); break;
+            case 7: std::memcpy(dst, src, 7); break;
+            default: std::memcpy(dst, src, static_cast<std::size_t>(s.kernel_w)); break;
+            }
             dst += s.kernel_w;
             continue;
           }

@@ -39,7 +39,8 @@ struct out_desc {
 };
 
 // Rows [0, rows) of a (row stride lda) times column blocks [blk0, blk1) of b; row r of a is
-// global row row_base + r. scratch: at least scratch_bytes(isa, rows, kp) bytes.
+// global row row_base + r. scratch: min(rows, a_chunk_rows(kp)) * kp bytes + 64 (AVX-512) or
+// twice that (AVX2).
 void run_scalar(const std::int8_t* a, std::size_t lda, int rows, int row_base, const packed_b& b, int blk0,
                 int blk1, const out_desc& out);
 void run_avx2(const std::int8_t* a, std::size_t lda, int rows, int row_base, const packed_b& b, int blk0, int blk1,
@@ -47,7 +48,7 @@ void run_avx2(const std::int8_t* a, std::size_t lda, int rows, int row_base, con
 void run_avx512(const std::int8_t* a, std::size_t lda, int rows, int row_base, const packed_b& b, int blk0,
                 int blk1, const out_desc& out, void* scratch);
 
-// Rows of a packed at a time by the SIMD paths (a multiple of 8).
+// Rows of a packed at a time by the SIMD paths (a multiple of 16).
 int a_chunk_rows(int kp);
 
 // The epilogue for one value, exactly the reference's arithmetic.

@@ -58,7 +58,7 @@ inline __m512i requant16(__m512i v, const requant_consts& q) {
 template <int MR, int NB>
 void tile(const std::uint8_t* a, int kp, const packed_b& b, int blk, int row, const out_desc& out) {
   __m512i acc[MR][NB];
-#pragma GCC unroll 8
+#pragma GCC unroll 16
   for (int r = 0; r < MR; ++r)
 #pragma GCC unroll 4
     for (int j = 0; j < NB; ++j) acc[r][j] = _mm512_setzero_si512();
@@ -69,7 +69,7 @@ void tile(const std::uint8_t* a, int kp, const packed_b& b, int blk, int row, co
     __m512i bv[NB];
 #pragma GCC unroll 4
     for (int j = 0; j < NB; ++j) bv[j] = _mm512_load_si512(bp + j * bs + static_cast<std::size_t>(g) * 64);
-#pragma GCC unroll 8
+#pragma GCC unroll 16
     for (int r = 0; r < MR; ++r) {
       std::int32_t x;
       std::memcpy(&x, a + static_cast<std::size_t>(r) * kp + static_cast<std::size_t>(g) * 4, 4);
@@ -86,22 +86,26 @@ void tile(const std::uint8_t* a, int kp, const packed_b& b, int blk, int row, co
     const __mmask16 m = valid >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << valid) - 1);
     __m512i add = _mm512_loadu_si512(b.comp + col0);
     if (out.kind == out_kind::s32) {
-#pragma GCC unroll 8
-      for (int r = 0; r < MR; ++r)
-        _mm512_mask_storeu_epi32(out.c + static_cast<std::size_t>(row + r) * out.ld + col0, m,
-                                 _mm512_add_epi32(acc[r][j], add));
+#pragma GCC unroll 16
+      for (int r = 0; r < MR; ++r) {
+        std::int32_t* dst = out.c + static_cast<std::size_t>(row + r) * out.ld + col0;
+        if (valid == 16) _mm512_storeu_si512(dst, _mm512_add_epi32(acc[r][j], add));
+        else _mm512_mask_storeu_epi32(dst, m, _mm512_add_epi32(acc[r][j], add));
+      }
       continue;
     }
     add = _mm512_add_epi32(add, _mm512_maskz_loadu_epi32(m, out.bias + col0));
     if (out.kind == out_kind::i8) {
-#pragma GCC unroll 8
+#pragma GCC unroll 16
       for (int r = 0; r < MR; ++r) {
         const __m128i bytes = _mm512_cvtsepi32_epi8(requant16(_mm512_add_epi32(acc[r][j], add), q));
-        _mm_mask_storeu_epi8(out.o + static_cast<std::size_t>(row + r) * out.ld + col0, m, bytes);
+        std::int8_t* dst = out.o + static_cast<std::size_t>(row + r) * out.ld + col0;
+        if (valid == 16) _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), bytes);
+        else _mm_mask_storeu_epi8(dst, m, bytes);
       }
     } else {
       alignas(16) std::int8_t t[MR][16];
-#pragma GCC unroll 8
+#pragma GCC unroll 16
       for (int r = 0; r < MR; ++r)
         _mm_store_si128(reinterpret_cast<__m128i*>(t[r]),
                         _mm512_cvtsepi32_epi8(requant16(_mm512_add_epi32(acc[r][j], add), q)));
@@ -120,7 +124,22 @@ constexpr tile_fn pick(int nb) {
   return nb == 1 ? &tile<MR, 1> : nb == 2 ? &tile<MR, 2> : nb == 3 ? &tile<MR, 3> : &tile<MR, 4>;
 }
 
+// One column block (n <= 16): up to 16 rows, for 16 independent accumulator chains.
+tile_fn tile_narrow(int mr) {
+  switch (mr) {
+  case 9: return &tile<9, 1>;
+  case 10: return &tile<10, 1>;
+  case 11: return &tile<11, 1>;
+  case 12: return &tile<12, 1>;
+  case 13: return &tile<13, 1>;
+  case 14: return &tile<14, 1>;
+  case 15: return &tile<15, 1>;
+  default: return &tile<16, 1>;
+  }
+}
+
 tile_fn tile_for(int mr, int nb) {
+  if (mr > 8) return tile_narrow(mr);
   switch (mr) {
   case 1: return pick<1>(nb);
   case 2: return pick<2>(nb);
@@ -145,16 +164,27 @@ void run_avx512(const std::int8_t* a, std::size_t lda, int rows, int row_base, c
   auto* ap = static_cast<std::uint8_t*>(scratch);
   for (int r0 = 0; r0 < rows; r0 += mc) {
     const int mr = rows - r0 < mc ? rows - r0 : mc;
+    // a + 128 as u8 (xor 0x80), rows padded to kp with 0x80 (the padded b columns are 0).
+    const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
     for (int r = 0; r < mr; ++r) {
       const std::int8_t* src = a + static_cast<std::size_t>(r0 + r) * lda;
       std::uint8_t* dst = ap + static_cast<std::size_t>(r) * kp;
-      for (int i = 0; i < k; ++i) dst[i] = static_cast<std::uint8_t>(src[i]) ^ 0x80u;
-      for (int i = k; i < kp; ++i) dst[i] = 0x80u;
+      int i = 0;
+      for (; i + 64 <= k; i += 64)
+        _mm512_storeu_si512(dst + i, _mm512_xor_si512(_mm512_loadu_si512(src + i), flip));
+      if (i < kp) { // k - i < 64 bytes left, kp - i <= 64
+        // A full 64-byte store (masked stores are slow on some CPUs): it may spill into the
+        // next row, which is written next, or into the scratch's 64 bytes of slack.
+        const int left = k - i;
+        const __mmask64 in_mask = left > 0 ? (~std::uint64_t{0} >> (64 - left)) : 0;
+        _mm512_storeu_si512(dst + i, _mm512_xor_si512(_mm512_maskz_loadu_epi8(in_mask, src + i), flip));
+      }
     }
     for (int p0 = blk0; p0 < blk1; p0 += panel) {
       const int p1 = blk1 - p0 < panel ? blk1 : p0 + panel;
-      for (int i = 0; i < mr; i += 8) {
-        const int h = mr - i < 8 ? mr - i : 8;
+      const int rows_per_tile = p1 - p0 == 1 ? 16 : 8;
+      for (int i = 0; i < mr; i += rows_per_tile) {
+        const int h = mr - i < rows_per_tile ? mr - i : rows_per_tile;
         const int nbw = h <= 4 ? 4 : 2;
         for (int blk = p0; blk < p1; blk += nbw) {
           const int w = p1 - blk < nbw ? p1 - blk : nbw;
