@@ -18,20 +18,36 @@ std::int64_t wall_us() {
       .count();
 }
 
-result<kernels::inference> run_job(const worker_config& cfg, const std::string& model_hash, const kernels::tensor& input) {
-  auto m = cfg.models->find(model_hash);
-  if (m == cfg.models->end())
+// Each model's weights packed once for the worker's backend (on the worker's own thread), so a
+// job only runs the kernels. The prepared models point into cfg.models, which outlives them.
+using prepared_library = std::map<std::string, kernels::prepared_model>;
+
+std::shared_ptr<const prepared_library> prepare_all(const worker_config& cfg) {
+  auto out = std::make_shared<prepared_library>();
+  const auto started = std::chrono::steady_clock::now();
+  for (const auto& [hash, m] : *cfg.models) out->emplace(hash, kernels::prepare(m, *cfg.backend));
+  const auto ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started).count();
+  spdlog::info("worker: {} models prepared for backend {} in {} ms", out->size(), cfg.backend->name, ms);
+  return out;
+}
+
+result<kernels::inference> run_job(const prepared_library& lib, const worker_config& cfg, const std::string& model_hash,
+                                   const kernels::tensor& input) {
+  auto m = lib.find(model_hash);
+  if (m == lib.end())
     return make_error(errc::unknown_model, fmt::format("model {} is not on this node", model_hash.substr(0, 12)));
-  return kernels::run_model(m->second, input, *cfg.backend, cfg.max_rows);
+  return kernels::run_model(m->second, input, cfg.max_rows);
 }
 
 caf::behavior gpu_worker(caf::event_based_actor*, worker_config cfg) {
+  auto lib = prepare_all(cfg);
   return {
       [=](proto::job_order& job) {
         if (cfg.fault_delay_ms > 0)
           std::this_thread::sleep_for(std::chrono::milliseconds(cfg.fault_delay_ms));
         auto started = wall_us();
-        auto out = run_job(cfg, job.model, job.input);
+        auto out = run_job(*lib, cfg, job.model, job.input);
         if (!out) {
           net::node_session::post(proto::make_fail({job.job_id, job.attempt, out.err().code, out.err().reason}));
           return;
@@ -54,13 +70,14 @@ caf::behavior gpu_worker(caf::event_based_actor*, worker_config cfg) {
 }
 
 caf::behavior verify_worker(caf::event_based_actor*, worker_config cfg) {
+  auto lib = prepare_all(cfg);
   return {
       [=](proto::verify_task& task) {
         proto::verdict_reply v;
         v.job_id = task.job_id;
         if (!verify::verify_receipt(task.receipt)) {
           v.reason = "the receipt's signature does not verify";
-        } else if (auto out = run_job(cfg, task.model, task.input); !out) {
+        } else if (auto out = run_job(*lib, cfg, task.model, task.input); !out) {
           v.reason = out.err().reason;
         } else {
           v.trace_root = out->trace_root;

@@ -67,10 +67,32 @@ void add_model_command(CLI::App& app) {
       throw CLI::RuntimeError(2);
     }
     std::cout << fmt::format("{}  {}  '{}'\n", m->hash, *path, m->name);
+    for (const auto& [key, value] : m->metadata)
+      std::cout << fmt::format("  {}: {}\n", key, value);
+    std::cout << fmt::format("  input {}\n", kernels::shape_string(m->input_shape));
+    auto requant = [](const kernels::layer& l) {
+      return fmt::format("  requant x{} >>{}{}", l.rq.multiplier, l.rq.shift, l.rq.relu ? "  relu" : "");
+    };
     for (std::size_t i = 0; i < m->layers.size(); ++i) {
       const auto& l = m->layers[i];
-      std::cout << fmt::format("  layer {}: dense {} -> {}  requant x{} >>{}{}\n", i, l.in, l.out, l.multiplier, l.shift,
-                               l.relu ? "  relu" : "");
+      const auto& in = i == 0 ? m->input_shape : m->layers[i - 1].out_shape;
+      const std::string shapes = kernels::shape_string(in) + " -> " + kernels::shape_string(l.out_shape);
+      switch (l.kind) {
+      case kernels::layer_kind::dense:
+        std::cout << fmt::format("  layer {}: dense {}{}\n", i, shapes, requant(l));
+        break;
+      case kernels::layer_kind::conv2d:
+        std::cout << fmt::format("  layer {}: conv2d {}  kernel {}x{} stride {} pad {}{}\n", i, shapes, l.conv.kernel_h,
+                                 l.conv.kernel_w, l.conv.stride, l.conv.pad, requant(l));
+        break;
+      case kernels::layer_kind::maxpool:
+        std::cout << fmt::format("  layer {}: maxpool {}  kernel {} stride {}\n", i, shapes, l.pool.kernel,
+                                 l.pool.stride);
+        break;
+      case kernels::layer_kind::flatten:
+        std::cout << fmt::format("  layer {}: flatten {}\n", i, shapes);
+        break;
+      }
     }
   });
 }

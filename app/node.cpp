@@ -1,4 +1,6 @@
 // `haca provider` and `haca verifier`: execution and verification nodes.
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
 #include "actors/node_workers.hpp"
@@ -18,8 +20,24 @@ struct node_cli {
   std::int64_t stake = 0;
   int credit = 4;
   int fault_delay_ms = 0;
+  std::string backend; // empty: the fastest usable one
   std::string log_level = "info";
 };
+
+// The named backend, or the fastest usable one; an error that says why a named one cannot run.
+result<const kernels::backend*> choose_backend(const std::string& name) {
+  const auto usable = kernels::usable_backends();
+  if (name.empty()) return usable.front(); // the reference is always usable
+  if (const auto* be = kernels::find_backend(name)) return be;
+  std::string names;
+  for (const auto* be : usable) names += (names.empty() ? "" : ", ") + std::string(be->name);
+  for (const auto* be : kernels::compiled_backends())
+    if (name == be->name)
+      return make_error(errc::internal, fmt::format("backend '{}' cannot run here: {} (usable here: {})", name,
+                                                    be->unavailable_reason(), names));
+  return make_error(errc::internal,
+                    fmt::format("unknown backend '{}': this build has no such backend (usable here: {})", name, names));
+}
 
 int run_node(const node_cli& o) {
   set_log_level(o.log_level);
@@ -36,6 +54,12 @@ int run_node(const node_cli& o) {
     return 2;
   }
   auto library = std::make_shared<const actors::model_library>(std::move(models.value()));
+  auto backend = choose_backend(o.backend);
+  if (!backend) {
+    spdlog::error("{}", backend.err().reason);
+    return 2;
+  }
+  const std::string backend_name = backend.value()->name;
 
   net::node_options opts;
   opts.endpoint = o.connect;
@@ -43,8 +67,9 @@ int run_node(const node_cli& o) {
   opts.credit = o.credit;
   opts.caps.role = o.role;
   opts.caps.name = o.name;
-  opts.caps.device = "cpu";
-  opts.caps.backends = {kernels::reference_backend().name};
+  opts.caps.device = backend_name == "cuda" || backend_name == "cublaslt" ? "cuda" : "cpu";
+  for (const auto* be : kernels::usable_backends())
+    opts.caps.backends.emplace_back(be->name);
   for (const auto& [hash, m] : *library)
     opts.caps.models.push_back(hash);
   opts.caps.price = o.role == "provider" ? o.price : 0;
@@ -52,10 +77,11 @@ int run_node(const node_cli& o) {
 
   caf::actor_system_config sys_cfg;
   caf::actor_system sys{sys_cfg};
-  actors::worker_config wcfg{library, key.value(), &kernels::reference_backend(), 256, o.fault_delay_ms};
+  actors::worker_config wcfg{library, key.value(), backend.value(), 256, o.fault_delay_ms};
   auto worker = o.role == "provider" ? actors::spawn_gpu_worker(sys, wcfg) : actors::spawn_verify_worker(sys, wcfg);
-  spdlog::info("{} '{}': key {}, {} models, backend {}", o.role, o.name, key->public_key_hex.substr(0, 12),
-               library->size(), wcfg.backend->name);
+  spdlog::info("{} '{}': key {}, {} models, backend {} (usable: {})", o.role, o.name,
+               key->public_key_hex.substr(0, 12), library->size(), wcfg.backend->name,
+               fmt::format("{}", fmt::join(opts.caps.backends, ", ")));
 
   net::node_session session{opts, [&](proto::message m) {
                               if (m.command == proto::cmd::job) {
@@ -84,6 +110,8 @@ void add_node(CLI::App& app, const std::string& role, const std::string& help) {
   cmd->add_option("--models", o->models, "directory of *.safetensors models this node serves")->capture_default_str();
   cmd->add_option("--name", o->name, "a name for logs and the dashboard")->capture_default_str();
   cmd->add_option("--key", o->key, "Ed25519 key file (created if absent; default haca-keys/<name>.key)");
+  cmd->add_option("--backend", o->backend,
+                  "inference backend (default: the fastest usable here; the reference is always usable)");
   cmd->add_option("--credit", o->credit, "jobs this node takes at once (READY n)")->capture_default_str();
   cmd->add_option("--stake", o->stake, "stake offered, micro-units")->capture_default_str();
   if (role == "provider") {
