@@ -83,7 +83,7 @@ void check_same_trace_everywhere(const model& m, const tensor& input) {
   }
   for (const auto* be : compiled_backends())
     if (auto why = be->unavailable_reason(); !why.empty())
-      MESSAGE("backend ", be->name, " not checked here: ", why);
+      MESSAGE("backend ", std::string(be->name), " not checked here: ", why);
 }
 
 } // namespace
