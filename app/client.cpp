@@ -11,6 +11,7 @@
 #include "app/common.hpp"
 #include "app/workload.hpp"
 #include "net/client.hpp"
+#include "train/idx.hpp"
 #include "verify/hash.hpp"
 
 namespace haca::app {
@@ -22,6 +23,9 @@ struct submit_cli {
   std::string input;
   int input_dim = 0;
   std::size_t random = 0;
+  std::string images;       // gzip'd IDX images: one job per image
+  std::string labels;       // gzip'd IDX labels, to count correct predictions
+  std::size_t count = 0;    // images to send (0 = all)
   std::uint64_t seed = 1;
   std::string client_id = "cli";
   std::string request_prefix;
@@ -77,6 +81,25 @@ int run_submit(submit_cli o) {
     }
     kernels::tensor t{kernels::dtype::i8, {static_cast<std::int64_t>(bytes.size()) / o.input_dim, o.input_dim}, bytes};
     w.inputs.push_back(std::move(t));
+  } else if (!o.images.empty()) {
+    auto imgs = train::read_idx_images(o.images);
+    if (!imgs) {
+      std::cerr << fmt::format("error: --images: {}\n", imgs.err().reason);
+      return 2;
+    }
+    auto pixels_per_image = imgs->rows * imgs->cols;
+    if (o.input_dim > 0 && pixels_per_image != o.input_dim) {
+      std::cerr << fmt::format("error: --images holds {}x{} images but the model takes {} values per row\n", imgs->rows,
+                               imgs->cols, o.input_dim);
+      return 2;
+    }
+    auto n = o.count == 0 ? static_cast<std::size_t>(imgs->count) : std::min<std::size_t>(o.count, imgs->count);
+    for (std::size_t i = 0; i < n; ++i) {
+      kernels::tensor t{kernels::dtype::i8, {1, pixels_per_image}, std::string(static_cast<std::size_t>(pixels_per_image), '\0')};
+      kernels::quantize_pixels(imgs->pixels.data() + i * static_cast<std::size_t>(pixels_per_image),
+                               static_cast<std::size_t>(pixels_per_image), reinterpret_cast<std::int8_t*>(t.data.data()));
+      w.inputs.push_back(std::move(t));
+    }
   } else if (o.random > 0) {
     if (o.input_dim <= 0) {
       std::cerr << "error: --random needs --input-dim (or --model given as a file)\n";
@@ -84,7 +107,7 @@ int run_submit(submit_cli o) {
     }
     w.inputs = random_inputs(o.random, o.input_dim, o.seed);
   } else {
-    std::cerr << "error: give --input FILE or --random N\n";
+    std::cerr << "error: give --input FILE, --images FILE or --random N\n";
     return 2;
   }
   auto rep = run_workload(w);
@@ -112,6 +135,21 @@ int run_submit(submit_cli o) {
   if (!o.json)
     std::cerr << fmt::format("{} results, {} errors, {} invalid receipts in {:.2f} s\n", rep.results, rep.errors,
                              rep.invalid_receipts, rep.seconds);
+  if (!o.labels.empty()) {
+    auto labels = train::read_idx_labels(o.labels);
+    if (!labels) {
+      std::cerr << fmt::format("error: --labels: {}\n", labels.err().reason);
+      return 2;
+    }
+    std::size_t correct = 0, judged = 0;
+    for (std::size_t i = 0; i < rep.jobs.size() && i < labels->size(); ++i)
+      if (rep.jobs[i].done && rep.jobs[i].classes.size() == 1) {
+        ++judged;
+        correct += rep.jobs[i].classes[0] == (*labels)[i] ? 1 : 0;
+      }
+    std::cerr << fmt::format("{} of {} predictions match the labels ({:.1f}%)\n", correct, judged,
+                             judged ? 100.0 * static_cast<double>(correct) / static_cast<double>(judged) : 0.0);
+  }
   return rep.errors == 0 && rep.invalid_receipts == 0 && !rep.timed_out ? 0 : 1;
 }
 
@@ -161,6 +199,11 @@ void add_client_commands(CLI::App& app) {
   sub->add_option("--input", o->input, "raw int8 input file: rows x input-dim bytes, one job");
   sub->add_option("--input-dim", o->input_dim, "values per input row (known from --model when it is a file)");
   sub->add_option("--random", o->random, "submit N jobs with random inputs instead of --input");
+  sub->add_option("--images", o->images,
+                  "gzip'd IDX image file (e.g. Fashion-MNIST t10k): one job per image, pixels quantized with "
+                  "q = (p*127+127)/255");
+  sub->add_option("--labels", o->labels, "gzip'd IDX label file matching --images: report how many predictions match");
+  sub->add_option("--count", o->count, "with --images: the first N images only (0 = all)")->capture_default_str();
   sub->add_option("--seed", o->seed, "seed for --random")->capture_default_str();
   sub->add_option("--client-id", o->client_id, "the account that pays")->capture_default_str();
   sub->add_option("--request-prefix", o->request_prefix, "request ids are <prefix><n> (default: unique per run)");

@@ -53,6 +53,8 @@ network::network(network_options o) : client_port_(free_port()), node_port_(free
   auto bytes = kernels::save_model(kernels::generate_mlp(1, {784, 64, 10}, "test-mlp"));
   std::ofstream(models_dir_ + "/mlp.safetensors", std::ios::binary).write(bytes.data(), static_cast<long>(bytes.size()));
   model_ = kernels::load_model(bytes).value();
+  for (const auto& file : o.extra_models)
+    std::filesystem::copy_file(file, std::filesystem::path(models_dir_) / std::filesystem::path(file).filename());
 
   std::vector<std::string> args{"coordinator", "--db", test_db(), "--models", models_dir_, "--client-port",
                                 std::to_string(client_port_), "--node-port", std::to_string(node_port_),
@@ -67,10 +69,10 @@ network::network(network_options o) : client_port_(free_port()), node_port_(free
   }
   for (int i = 0; i < o.verifiers; ++i) {
     auto name = fmt::format("{}-v{}", tag_, i);
-    children_.push_back(app::start_process(name, HACA_BINARY,
-                                           {"verifier", "--connect", node_endpoint(), "--models", models_dir_, "--name",
-                                            name, "--key", dir_ + "/keys/" + name + ".key"},
-                                           dir_ + "/logs/" + name + ".log"));
+    std::vector<std::string> args{"verifier", "--connect", node_endpoint(), "--models", models_dir_, "--name", name,
+                                  "--key", dir_ + "/keys/" + name + ".key"};
+    args.insert(args.end(), o.verifier_args.begin(), o.verifier_args.end());
+    children_.push_back(app::start_process(name, HACA_BINARY, args, dir_ + "/logs/" + name + ".log"));
   }
   if (o.wait_for_nodes && !wait_for_registered(o.providers + o.verifiers))
     throw std::runtime_error("nodes did not register in time:\n" + logs());

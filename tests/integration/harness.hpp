@@ -24,6 +24,8 @@ struct network_options {
   double sample_rate = 1.0;
   std::vector<std::string> coordinator_args;    // extra flags
   std::vector<std::vector<std::string>> provider_args; // extra flags per provider
+  std::vector<std::string> verifier_args;               // extra flags for every verifier
+  std::vector<std::string> extra_models;                // model files copied into the models dir
   bool wait_for_nodes = true;
 };
 
