@@ -94,12 +94,7 @@ int run_submit(submit_cli o) {
       return 2;
     }
     auto n = o.count == 0 ? static_cast<std::size_t>(imgs->count) : std::min<std::size_t>(o.count, imgs->count);
-    for (std::size_t i = 0; i < n; ++i) {
-      kernels::tensor t{kernels::dtype::i8, {1, pixels_per_image}, std::string(static_cast<std::size_t>(pixels_per_image), '\0')};
-      kernels::quantize_pixels(imgs->pixels.data() + i * static_cast<std::size_t>(pixels_per_image),
-                               static_cast<std::size_t>(pixels_per_image), reinterpret_cast<std::int8_t*>(t.data.data()));
-      w.inputs.push_back(std::move(t));
-    }
+    w.inputs = image_inputs(imgs->pixels, imgs->count, pixels_per_image, n);
   } else if (o.random > 0) {
     if (o.input_dim <= 0) {
       std::cerr << "error: --random needs --input-dim (or --model given as a file)\n";

@@ -12,6 +12,7 @@
 #include "app/process.hpp"
 #include "app/workload.hpp"
 #include "db/audit.hpp"
+#include "train/idx.hpp"
 
 namespace haca::app {
 namespace {
@@ -26,6 +27,8 @@ struct demo_options {
   double sample_rate = 1.0;
   std::size_t window = 1000;
   int settle_timeout_s = 120;
+  std::string model = "models/fmnist-mlp.safetensors";
+  std::string data = "/usr/share/datasets/fashion-mnist";
 };
 
 class progress_bar {
@@ -57,8 +60,12 @@ int run_demo(const demo_options& o) {
   for (auto sub : {"models", "keys", "logs"})
     fs::create_directories(fs::path(o.work_dir) / sub);
   auto models_dir = (fs::path(o.work_dir) / "models").string();
-  auto model_file = models_dir + "/mlp.safetensors";
-  {
+  // The trained Fashion-MNIST model when it is here (run from the repo), else a generated one.
+  auto model_file = models_dir + "/demo.safetensors";
+  if (fs::exists(o.model)) {
+    fs::copy_file(o.model, model_file, fs::copy_options::overwrite_existing);
+  } else {
+    std::cerr << fmt::format("note: {} not found; using a generated MLP with random inputs\n", o.model);
     auto bytes = kernels::save_model(kernels::generate_mlp(1, {784, 128, 10}, "demo-mlp"));
     std::ofstream f{model_file, std::ios::binary | std::ios::trunc};
     f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
@@ -111,7 +118,7 @@ int run_demo(const demo_options& o) {
     }
   std::cerr << fmt::format("haca demo: coordinator on :{} / :{}, {} providers, 1 verifier; logs in {}/logs\n",
                            o.client_port, o.node_port, o.providers, o.work_dir);
-  std::cerr << fmt::format("model {} ({} -> {}), {} jobs, sample rate {}\n", model->hash.substr(0, 16),
+  std::cerr << fmt::format("model '{}' {} ({} -> {}), {} jobs, sample rate {}\n", model->name, model->hash.substr(0, 16),
                            model->input_dim(), model->output_dim(), o.jobs, o.sample_rate);
 
   workload_options w;
@@ -121,7 +128,11 @@ int run_demo(const demo_options& o) {
   w.tier = "sampled";
   w.max_price = 100;
   w.window = o.window;
-  w.inputs = random_inputs(o.jobs, model->input_dim(), 42);
+  // Real test images (and their labels, to score the predictions) when the dataset is installed.
+  auto test_set = train::read_fashion_mnist(o.data, "t10k");
+  bool real_images = test_set.ok() && model->input_size() == test_set->images.rows * test_set->images.cols;
+  w.inputs = real_images ? image_inputs(test_set->images.pixels, test_set->images.count, model->input_size(), o.jobs)
+                         : random_inputs(o.jobs, model->input_dim(), 42);
   w.stop = &stop_requested();
   w.timeout_ms = 30000;
   progress_bar bar{"results", o.jobs};
@@ -160,12 +171,22 @@ int run_demo(const demo_options& o) {
     if (j.done)
       lat.push_back(j.latency_us);
   bool balanced = a->postings_balanced && a->chain_valid && a->receipts_valid;
+  std::string predictions = "random inputs (no labels)";
+  if (real_images) {
+    std::size_t correct = 0;
+    for (std::size_t i = 0; i < rep.jobs.size(); ++i)
+      if (rep.jobs[i].done && rep.jobs[i].classes.size() == 1)
+        correct += rep.jobs[i].classes[0] == test_set->labels[i % test_set->labels.size()] ? 1 : 0;
+    predictions = fmt::format("{:.1f}% match the Fashion-MNIST test labels",
+                              100.0 * static_cast<double>(correct) / static_cast<double>(std::max<std::size_t>(1, rep.results)));
+  }
   std::cout << fmt::format(
       "\nhaca demo summary (client {})\n"
       "  jobs submitted:     {}\n"
       "  results:            {} ({} errors, {} invalid receipts, {} duplicate results)\n"
       "  throughput:         {:.0f} jobs/s\n"
       "  client latency:     p50 {:.2f} ms, p99 {:.2f} ms\n"
+      "  predictions:        {}\n"
       "  verified:           {} (re-executed by a verifier; {} unsampled, {} disputed)\n"
       "  settled:            {}\n"
       "  blocks:             {} in the chain (hashes, signatures, batch roots checked: {})\n"
@@ -173,7 +194,7 @@ int run_demo(const demo_options& o) {
       "  ledger balanced:    {}\n",
       w.client_id, o.jobs, rep.results, rep.errors, rep.invalid_receipts, rep.duplicate_results,
       rep.seconds > 0 ? static_cast<double>(rep.results) / rep.seconds : 0.0, percentile_ms(lat, 0.5),
-      percentile_ms(lat, 0.99), a->verified, a->unsampled, a->disputed, a->settled, a->blocks,
+      percentile_ms(lat, 0.99), predictions, a->verified, a->unsampled, a->disputed, a->settled, a->blocks,
       a->chain_valid ? "ok" : "BROKEN", a->receipts_checked, a->receipts_valid ? "all signatures valid" : "INVALID",
       balanced ? "yes" : "NO");
   if (!a->problem.empty())
@@ -201,6 +222,10 @@ void add_demo_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--window", o->window, "unanswered SUBMITs in flight at most")->capture_default_str();
   cmd->add_option("--settle-timeout", o->settle_timeout_s, "seconds to wait for settlement")->capture_default_str();
+  cmd->add_option("--model", o->model, "model file to serve (a generated MLP if it does not exist)")
+      ->capture_default_str();
+  cmd->add_option("--data", o->data, "Fashion-MNIST directory: test images become the jobs (random inputs if absent)")
+      ->capture_default_str();
   cmd->callback([o] {
     if (int rc = run_demo(*o))
       throw CLI::RuntimeError(rc);

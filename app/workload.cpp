@@ -7,6 +7,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "kernels/ops.hpp"
 #include "net/client.hpp"
 
 namespace haca::app {
@@ -21,6 +22,21 @@ std::vector<kernels::tensor> random_inputs(std::size_t count, int input_dim, std
     t.data.resize(static_cast<std::size_t>(input_dim));
     for (auto& c : t.data)
       c = static_cast<char>(byte(rng));
+  }
+  return out;
+}
+
+std::vector<kernels::tensor> image_inputs(const std::vector<std::uint8_t>& pixels, int image_count, int pixels_per_image,
+                                          std::size_t count) {
+  std::vector<kernels::tensor> out(count);
+  const auto size = static_cast<std::size_t>(pixels_per_image);
+  for (std::size_t i = 0; i < count; ++i) {
+    auto& t = out[i];
+    t.type = kernels::dtype::i8;
+    t.shape = {1, pixels_per_image};
+    t.data.resize(size);
+    kernels::quantize_pixels(pixels.data() + (i % static_cast<std::size_t>(image_count)) * size, size,
+                             reinterpret_cast<std::int8_t*>(t.data.data()));
   }
   return out;
 }

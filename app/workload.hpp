@@ -48,6 +48,10 @@ struct workload_report {
 
 workload_report run_workload(const workload_options& o);
 
+// The first `count` images (cycling when count exceeds them) as i8 inputs [1, rows*cols], pixels
+// quantized with kernels::quantize_pixels.
+std::vector<kernels::tensor> image_inputs(const std::vector<std::uint8_t>& pixels, int image_count, int pixels_per_image,
+                                          std::size_t count);
 // Random i8 inputs [1, input_dim] from a seed.
 std::vector<kernels::tensor> random_inputs(std::size_t count, int input_dim, std::uint64_t seed);
 double percentile_ms(std::vector<std::int64_t> latencies_us, double q);
