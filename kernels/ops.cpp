@@ -9,31 +9,6 @@
 
 namespace haca::kernels {
 
-std::int32_t saturating_rounding_doubling_high_mul(std::int32_t a, std::int32_t b) {
-  const bool overflow = a == b && a == std::numeric_limits<std::int32_t>::min();
-  const std::int64_t ab = static_cast<std::int64_t>(a) * static_cast<std::int64_t>(b);
-  const std::int64_t nudge = ab >= 0 ? (std::int64_t{1} << 30) : (1 - (std::int64_t{1} << 30));
-  // Division truncates toward zero, as in gemmlowp.
-  const auto high = static_cast<std::int32_t>((ab + nudge) / (std::int64_t{1} << 31));
-  return overflow ? std::numeric_limits<std::int32_t>::max() : high;
-}
-
-std::int32_t rounding_divide_by_pot(std::int32_t x, int exponent) {
-  if (exponent <= 0) return x;
-  if (exponent > 31) exponent = 31;
-  const std::int64_t mask = (std::int64_t{1} << exponent) - 1;
-  const std::int64_t remainder = static_cast<std::int64_t>(x) & mask;
-  const std::int64_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
-  return static_cast<std::int32_t>((static_cast<std::int64_t>(x) >> exponent) + (remainder > threshold ? 1 : 0));
-}
-
-std::int8_t requantize(std::int32_t acc, std::int32_t multiplier, int shift) {
-  std::int32_t v = rounding_divide_by_pot(saturating_rounding_doubling_high_mul(acc, multiplier), shift);
-  if (v > 127) v = 127;
-  if (v < -128) v = -128;
-  return static_cast<std::int8_t>(v);
-}
-
 void quantize_multiplier(double scale, std::int32_t& multiplier, int& shift) {
   if (!(scale > 0.0)) { // zero, negative or NaN: the smallest valid factor
     multiplier = std::int32_t{1} << 30;
@@ -80,9 +55,7 @@ std::int32_t product(std::int8_t a, std::int8_t b) {
 }
 
 std::int8_t epilogue(std::int32_t acc, std::int32_t bias, const requant_params& rq) {
-  std::int8_t v = requantize(wrap_add(acc, bias), rq.multiplier, rq.shift);
-  if (rq.relu && v < 0) v = 0;
-  return v;
+  return bias_requant_relu(acc, bias, rq.multiplier, rq.shift, rq.relu);
 }
 
 std::string always_usable() { return {}; }

@@ -7,14 +7,10 @@
 #include <string_view>
 #include <vector>
 
+#include "kernels/requant.hpp"
+
 namespace haca::kernels {
 
-// gemmlowp-style fixed-point requantization: multiplier in [2^30, 2^31) represents a real
-// factor in [0.5, 1); the result is SaturatingRoundingDoublingHighMul(acc, multiplier) then a
-// rounding right shift by `shift` (round half away from zero), saturated to int8.
-std::int32_t saturating_rounding_doubling_high_mul(std::int32_t a, std::int32_t b);
-std::int32_t rounding_divide_by_pot(std::int32_t x, int exponent);
-std::int8_t requantize(std::int32_t acc, std::int32_t multiplier, int shift);
 
 // Converts a real scale in (0, 1) into (multiplier, shift) with scale ~= multiplier/2^31 / 2^shift.
 void quantize_multiplier(double scale, std::int32_t& multiplier, int& shift);

@@ -14,6 +14,7 @@
 #include <string>
 
 #include "kernels/ops.hpp"
+#include "kernels/requant.hpp"
 
 namespace haca::kernels::gpu {
 
@@ -43,47 +44,12 @@ std::string cublas_error_text(cublasStatus_t st); // "CUBLAS_STATUS_X: descripti
 // surface at the next synchronizing call, which is CUDA_CHECKed too).
 #define CUDA_CHECK_LAUNCH() CUDA_CHECK(cudaGetLastError())
 
-// ---- Requantization: a line-by-line mirror of kernels/ops.cpp -------------------------------
-// __host__ __device__ so the host emulation check (self_test.cu) can compare the very same
-// functions with the reference on a machine without a GPU. Constants are written out because
-// std::numeric_limits is not usable in device code without --expt-relaxed-constexpr.
-constexpr std::int32_t int32_min_value = -2147483647 - 1;
-constexpr std::int32_t int32_max_value = 2147483647;
-
-__host__ __device__ inline std::int32_t saturating_rounding_doubling_high_mul(std::int32_t a, std::int32_t b) {
-  const bool overflow = a == b && a == int32_min_value;
-  const std::int64_t ab = static_cast<std::int64_t>(a) * static_cast<std::int64_t>(b);
-  const std::int64_t nudge = ab >= 0 ? (std::int64_t{1} << 30) : (1 - (std::int64_t{1} << 30));
-  // Division truncates toward zero, as in gemmlowp (and in kernels/ops.cpp).
-  const auto high = static_cast<std::int32_t>((ab + nudge) / (std::int64_t{1} << 31));
-  return overflow ? int32_max_value : high;
-}
-
-__host__ __device__ inline std::int32_t rounding_divide_by_pot(std::int32_t x, int exponent) {
-  if (exponent <= 0) return x;
-  if (exponent > 31) exponent = 31;
-  const std::int64_t mask = (std::int64_t{1} << exponent) - 1;
-  const std::int64_t remainder = static_cast<std::int64_t>(x) & mask;
-  const std::int64_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
-  return static_cast<std::int32_t>((static_cast<std::int64_t>(x) >> exponent) + (remainder > threshold ? 1 : 0));
-}
-
-__host__ __device__ inline std::int8_t requantize(std::int32_t acc, std::int32_t multiplier, int shift) {
-  std::int32_t v = rounding_divide_by_pot(saturating_rounding_doubling_high_mul(acc, multiplier), shift);
-  if (v > 127) v = 127;
-  if (v < -128) v = -128;
-  return static_cast<std::int8_t>(v);
-}
-
-// The epilogue of the reference dense/conv: the bias is added with 32-bit wrap-around (as
-// unsigned, so no UB), then requantize, then ReLU.
-__host__ __device__ inline std::int8_t bias_requant_relu(std::int32_t acc, std::int32_t bias, std::int32_t multiplier,
-                                                         int shift, bool relu) {
-  const auto sum = static_cast<std::int32_t>(static_cast<std::uint32_t>(acc) + static_cast<std::uint32_t>(bias));
-  std::int8_t v = requantize(sum, multiplier, shift);
-  if (relu && v < 0) v = 0;
-  return v;
-}
+// ---- Requantization: the shared host/device definition (kernels/requant.hpp) -----------------
+// The host emulation check (self_test.cu) runs these very functions against the reference.
+using kernels::bias_requant_relu;
+using kernels::requantize;
+using kernels::rounding_divide_by_pot;
+using kernels::saturating_rounding_doubling_high_mul;
 
 // Plain copy of requant_params for kernel arguments (ops.hpp's struct has initializers; this one
 // is a guaranteed trivial aggregate).

@@ -95,11 +95,11 @@ struct requant_probe {
 };
 
 requant_probe make_requant_probe() {
-  const std::int32_t accs[] = {gpu::int32_min_value, gpu::int32_min_value + 1, -(1 << 30), -65536, -257, -256, -255,
+  const std::int32_t accs[] = {kernels::int32_min_value, kernels::int32_min_value + 1, -(1 << 30), -65536, -257, -256, -255,
                                -129, -128, -3, -2, -1, 0, 1, 2, 3, 127, 128, 255, 256, 257, 65535, 1 << 30,
-                               gpu::int32_max_value - 1, gpu::int32_max_value};
+                               kernels::int32_max_value - 1, kernels::int32_max_value};
   const std::int32_t mults[] = {std::int32_t{1} << 30, (std::int32_t{1} << 30) + 1, 1518500250, 2147483646,
-                                gpu::int32_max_value, gpu::int32_min_value};
+                                kernels::int32_max_value, kernels::int32_min_value};
   const int shifts[] = {-1, 0, 1, 2, 7, 8, 15, 30, 31, 32, 40};
   requant_probe p;
   for (auto a : accs)
@@ -110,8 +110,8 @@ requant_probe make_requant_probe() {
         p.shift.push_back(s);
       }
   std::mt19937 gen(7u);
-  std::uniform_int_distribution<std::int32_t> any(gpu::int32_min_value, gpu::int32_max_value);
-  std::uniform_int_distribution<std::int32_t> mu(std::int32_t{1} << 30, gpu::int32_max_value);
+  std::uniform_int_distribution<std::int32_t> any(kernels::int32_min_value, kernels::int32_max_value);
+  std::uniform_int_distribution<std::int32_t> mu(std::int32_t{1} << 30, kernels::int32_max_value);
   std::uniform_int_distribution<int> sh(0, 31);
   for (int i = 0; i < 20000; ++i) {
     p.acc.push_back(any(gen));
