@@ -305,39 +305,64 @@ void cpu_dense(const std::int8_t* a, int m, const packed_weights& w, int n, int 
 }
 
 // col[p][(c * kh + y) * kw + x] = in[c][oy * stride - pad + y][ox * stride - pad + x] (0 outside)
-void im2col(const std::int8_t* in, const conv2d_shape& s, std::int8_t* col) {
+// Pixels whose window lies inside the image copy each kernel row with one 4-byte (KW <= 4) or
+// 8-byte (KW <= 8) move when the source has that many bytes left in its row; the bytes past KW
+// land on the next kernel row's (or pixel's) first bytes, which are written right after, and
+// the last pixel's spill lands in the buffer's slack (im2col_slack bytes past the end).
+constexpr std::size_t im2col_slack = 8;
+
+template <int KW>
+void im2col_rows(const std::int8_t* in, const conv2d_shape& s, std::int8_t* col) {
+  constexpr int W = KW <= 4 ? 4 : 8;
   const int oh = s.out_h(), ow = s.out_w();
-  const std::size_t kdim = static_cast<std::size_t>(s.in_c) * s.kernel_h * s.kernel_w;
+  const int kh = s.kernel_h, kw = KW > 0 ? KW : s.kernel_w;
+  const std::size_t plane_size = static_cast<std::size_t>(s.in_h) * s.in_w;
+  const std::size_t kdim = static_cast<std::size_t>(s.in_c) * kh * kw;
+  std::int8_t* dst = col;
   for (int oy = 0; oy < oh; ++oy) {
-    for (int ox = 0; ox < ow; ++ox) {
-      std::int8_t* dst = col + (static_cast<std::size_t>(oy) * ow + ox) * kdim;
-      const int iy0 = oy * s.stride - s.pad, ix0 = ox * s.stride - s.pad;
-      const bool inside = iy0 >= 0 && ix0 >= 0 && iy0 + s.kernel_h <= s.in_h && ix0 + s.kernel_w <= s.in_w;
+    const int iy0 = oy * s.stride - s.pad;
+    const bool rows_inside = iy0 >= 0 && iy0 + kh <= s.in_h;
+    for (int ox = 0; ox < ow; ++ox, dst += kdim) {
+      const int ix0 = ox * s.stride - s.pad;
+      std::int8_t* d = dst;
+      if (KW > 0 && rows_inside && ix0 >= 0 && ix0 + W <= s.in_w) {
+        const std::int8_t* src = in + static_cast<std::size_t>(iy0) * s.in_w + ix0;
+        for (int c = 0; c < s.in_c; ++c, src += plane_size) {
+          const std::int8_t* r = src;
+          for (int y = 0; y < kh; ++y, r += s.in_w, d += KW) std::memcpy(d, r, W);
+        }
+        continue;
+      }
+      const bool inside = rows_inside && ix0 >= 0 && ix0 + kw <= s.in_w;
       for (int c = 0; c < s.in_c; ++c) {
-        const std::int8_t* plane = in + static_cast<std::size_t>(c) * s.in_h * s.in_w;
-        for (int y = 0; y < s.kernel_h; ++y) {
+        const std::int8_t* plane = in + static_cast<std::size_t>(c) * plane_size;
+        for (int y = 0; y < kh; ++y) {
           const int iy = iy0 + y;
           if (inside) {
-            const std::int8_t* src = plane + static_cast<std::size_t>(iy) * s.in_w + ix0;
-            switch (s.kernel_w) { // constant sizes: inline moves, not a libc call per 3 bytes
-            case 1: dst[0] = src[0]; break;
-            case 2: std::memcpy(dst, src, 2); break;
-            case 3: std::memcpy(dst, src, 3); break;
-            case 5: std::memcpy(dst, src, 5); break;
-            case 7: std::memcpy(dst, src, 7); break;
-            default: std::memcpy(dst, src, static_cast<std::size_t>(s.kernel_w)); break;
-            }
-            dst += s.kernel_w;
+            std::memcpy(d, plane + static_cast<std::size_t>(iy) * s.in_w + ix0, static_cast<std::size_t>(kw));
+            d += kw;
             continue;
           }
-          for (int x = 0; x < s.kernel_w; ++x) {
+          for (int x = 0; x < kw; ++x) {
             const int ix = ix0 + x;
-            *dst++ = (iy >= 0 && iy < s.in_h && ix >= 0 && ix < s.in_w) ? plane[static_cast<std::size_t>(iy) * s.in_w + ix]
-                                                                        : std::int8_t{0};
+            *d++ = (iy >= 0 && iy < s.in_h && ix >= 0 && ix < s.in_w) ? plane[static_cast<std::size_t>(iy) * s.in_w + ix]
+                                                                      : std::int8_t{0};
           }
         }
       }
     }
+  }
+}
+
+void im2col(const std::int8_t* in, const conv2d_shape& s, std::int8_t* col) {
+  switch (s.kernel_w) {
+  case 1: im2col_rows<1>(in, s, col); break;
+  case 2: im2col_rows<2>(in, s, col); break;
+  case 3: im2col_rows<3>(in, s, col); break;
+  case 4: im2col_rows<4>(in, s, col); break;
+  case 5: im2col_rows<5>(in, s, col); break;
+  case 7: im2col_rows<7>(in, s, col); break;
+  default: im2col_rows<0>(in, s, col); break;
   }
 }
 
@@ -353,7 +378,7 @@ void cpu_conv2d(const std::int8_t* in, int batch, const packed_weights& w, const
   const std::size_t col_bytes = static_cast<std::size_t>(pixels) * kdim;
   auto image = [&](int i, bool threads) {
     thread_local std::vector<std::int8_t> col;
-    if (col.size() < col_bytes) col.resize(col_bytes);
+    if (col.size() < col_bytes + im2col_slack) col.resize(col_bytes + im2col_slack);
     im2col(in + i * in_size, s, col.data());
     const out_desc o = make_epilogue(out_kind::i8_transposed, out + i * out_size, static_cast<std::size_t>(pixels),
                                      bias, rq);

@@ -55,8 +55,10 @@ inline __m512i requant16(__m512i v, const requant_consts& q) {
   return _mm512_max_epi32(_mm512_min_epi32(r, q.hi), q.lo);
 }
 
+// a: MR rows of (a + 128) as u8, row r at a + r * as; reads kp bytes of each row (the bytes past
+// k multiply b's zero padding, so they may be anything, e.g. the next row's first bytes).
 template <int MR, int NB>
-void tile(const std::uint8_t* a, int kp, const packed_b& b, int blk, int row, const out_desc& out) {
+void tile(const std::uint8_t* a, int as, int kp, const packed_b& b, int blk, int row, const out_desc& out) {
   __m512i acc[MR][NB];
 #pragma GCC unroll 16
   for (int r = 0; r < MR; ++r)
@@ -72,7 +74,7 @@ void tile(const std::uint8_t* a, int kp, const packed_b& b, int blk, int row, co
 #pragma GCC unroll 16
     for (int r = 0; r < MR; ++r) {
       std::int32_t x;
-      std::memcpy(&x, a + static_cast<std::size_t>(r) * kp + static_cast<std::size_t>(g) * 4, 4);
+      std::memcpy(&x, a + static_cast<std::size_t>(r) * as + static_cast<std::size_t>(g) * 4, 4);
       const __m512i av = _mm512_set1_epi32(x);
 #pragma GCC unroll 4
       for (int j = 0; j < NB; ++j) acc[r][j] = _mm512_dpbusd_epi32(acc[r][j], av, bv[j]);
@@ -117,7 +119,69 @@ void tile(const std::uint8_t* a, int kp, const packed_b& b, int blk, int row, co
   }
 }
 
-using tile_fn = void (*)(const std::uint8_t*, int, const packed_b&, int, int, const out_desc&);
+// Small k (kp <= 16, G = kp / 4 groups): the G vectors of one column block stay in registers and
+// each row is one short dpbusd chain started from comp (+ bias), no accumulator tile.
+template <int G>
+void small_k(const std::uint8_t* a, int as, int rows, const packed_b& b, int blk, int row, const out_desc& out) {
+  const std::int8_t* bp = b.data + static_cast<std::size_t>(blk) * 16 * b.kp;
+  __m512i bv[G];
+#pragma GCC unroll 4
+  for (int g = 0; g < G; ++g) bv[g] = _mm512_load_si512(bp + g * 64);
+  const int col0 = blk * 16;
+  const int valid = b.n - col0 < 16 ? b.n - col0 : 16;
+  const __mmask16 m = valid >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << valid) - 1);
+  __m512i init = _mm512_loadu_si512(b.comp + col0);
+  auto dot = [&](int r) {
+    __m512i acc = init;
+    const std::uint8_t* ar = a + static_cast<std::size_t>(r) * as;
+#pragma GCC unroll 4
+    for (int g = 0; g < G; ++g) {
+      std::int32_t x;
+      std::memcpy(&x, ar + g * 4, 4);
+      acc = _mm512_dpbusd_epi32(acc, _mm512_set1_epi32(x), bv[g]);
+    }
+    return acc;
+  };
+  if (out.kind == out_kind::s32) {
+    std::int32_t* dst = out.c + static_cast<std::size_t>(row) * out.ld + col0;
+    if (valid == 16) {
+#pragma GCC unroll 4
+      for (int r = 0; r < rows; ++r) _mm512_storeu_si512(dst + static_cast<std::size_t>(r) * out.ld, dot(r));
+    } else {
+      for (int r = 0; r < rows; ++r) _mm512_mask_storeu_epi32(dst + static_cast<std::size_t>(r) * out.ld, m, dot(r));
+    }
+    return;
+  }
+  init = _mm512_add_epi32(init, _mm512_maskz_loadu_epi32(m, out.bias + col0));
+  const requant_consts q = make_consts(out);
+  if (out.kind == out_kind::i8) {
+    std::int8_t* dst = out.o + static_cast<std::size_t>(row) * out.ld + col0;
+#pragma GCC unroll 4
+    for (int r = 0; r < rows; ++r) {
+      const __m128i bytes = _mm512_cvtsepi32_epi8(requant16(dot(r), q));
+      if (valid == 16) _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + static_cast<std::size_t>(r) * out.ld), bytes);
+      else _mm_mask_storeu_epi8(dst + static_cast<std::size_t>(r) * out.ld, m, bytes);
+    }
+    return;
+  }
+  for (int r0 = 0; r0 < rows; r0 += 16) {
+    const int h = rows - r0 < 16 ? rows - r0 : 16;
+    alignas(16) std::int8_t t[16][16];
+    for (int r = 0; r < h; ++r)
+      _mm_store_si128(reinterpret_cast<__m128i*>(t[r]), _mm512_cvtsepi32_epi8(requant16(dot(r0 + r), q)));
+    for (int c = 0; c < valid; ++c) {
+      std::int8_t* dst = out.o + static_cast<std::size_t>(col0 + c) * out.ld + row + r0;
+      for (int r = 0; r < h; ++r) dst[r] = t[r][c];
+    }
+  }
+}
+
+using small_k_fn = void (*)(const std::uint8_t*, int, int, const packed_b&, int, int, const out_desc&);
+small_k_fn small_k_for(int kp) {
+  return kp <= 4 ? &small_k<1> : kp <= 8 ? &small_k<2> : kp <= 12 ? &small_k<3> : &small_k<4>;
+}
+
+using tile_fn = void (*)(const std::uint8_t*, int, int, const packed_b&, int, int, const out_desc&);
 
 template <int MR>
 constexpr tile_fn pick(int nb) {
@@ -164,21 +228,45 @@ void run_avx512(const std::int8_t* a, std::size_t lda, int rows, int row_base, c
   auto* ap = static_cast<std::uint8_t*>(scratch);
   for (int r0 = 0; r0 < rows; r0 += mc) {
     const int mr = rows - r0 < mc ? rows - r0 : mc;
-    // a + 128 as u8 (xor 0x80), rows padded to kp with 0x80 (the padded b columns are 0).
     const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
-    for (int r = 0; r < mr; ++r) {
-      const std::int8_t* src = a + static_cast<std::size_t>(r0 + r) * lda;
-      std::uint8_t* dst = ap + static_cast<std::size_t>(r) * kp;
-      int i = 0;
-      for (; i + 64 <= k; i += 64)
-        _mm512_storeu_si512(dst + i, _mm512_xor_si512(_mm512_loadu_si512(src + i), flip));
-      if (i < kp) { // k - i < 64 bytes left, kp - i <= 64
-        // A full 64-byte store (masked stores are slow on some CPUs): it may spill into the
-        // next row, which is written next, or into the scratch's 64 bytes of slack.
-        const int left = k - i;
-        const __mmask64 in_mask = left > 0 ? (~std::uint64_t{0} >> (64 - left)) : 0;
-        _mm512_storeu_si512(dst + i, _mm512_xor_si512(_mm512_maskz_loadu_epi8(in_mask, src + i), flip));
+    int as = kp; // row stride of the packed rows
+    if (lda == static_cast<std::size_t>(k)) {
+      // Contiguous rows: a + 128 as u8 (xor 0x80) in one pass over mr * k bytes, row stride k.
+      // A tile reads kp >= k bytes of a row: the last kp - k of them are the next row's (or the
+      // scratch's slack), times b's zero padding.
+      as = k;
+      const std::int8_t* src = a + static_cast<std::size_t>(r0) * lda;
+      const std::size_t total = static_cast<std::size_t>(mr) * k;
+      std::size_t i = 0;
+      for (; i + 64 <= total; i += 64)
+        _mm512_storeu_si512(ap + i, _mm512_xor_si512(_mm512_loadu_si512(src + i), flip));
+      if (i < total) { // full 64-byte store into the scratch's 64 bytes of slack
+        const __mmask64 in_mask = ~std::uint64_t{0} >> (64 - (total - i));
+        _mm512_storeu_si512(ap + i, _mm512_xor_si512(_mm512_maskz_loadu_epi8(in_mask, src + i), flip));
+      } else {
+        _mm512_storeu_si512(ap + i, flip); // defined bytes for the reads past the last row
       }
+    } else {
+      // a + 128 as u8 (xor 0x80), rows padded to kp with 0x80 (the padded b columns are 0).
+      for (int r = 0; r < mr; ++r) {
+        const std::int8_t* src = a + static_cast<std::size_t>(r0 + r) * lda;
+        std::uint8_t* dst = ap + static_cast<std::size_t>(r) * kp;
+        int i = 0;
+        for (; i + 64 <= k; i += 64)
+          _mm512_storeu_si512(dst + i, _mm512_xor_si512(_mm512_loadu_si512(src + i), flip));
+        if (i < kp) { // k - i < 64 bytes left, kp - i <= 64
+          // A full 64-byte store (masked stores are slow on some CPUs): it may spill into the
+          // next row, which is written next, or into the scratch's 64 bytes of slack.
+          const int left = k - i;
+          const __mmask64 in_mask = left > 0 ? (~std::uint64_t{0} >> (64 - left)) : 0;
+          _mm512_storeu_si512(dst + i, _mm512_xor_si512(_mm512_maskz_loadu_epi8(in_mask, src + i), flip));
+        }
+      }
+    }
+    if (kp > 0 && kp <= 16) {
+      const small_k_fn f = small_k_for(kp);
+      for (int blk = blk0; blk < blk1; ++blk) f(ap, as, mr, b, blk, row_base + r0, out);
+      continue;
     }
     for (int p0 = blk0; p0 < blk1; p0 += panel) {
       const int p1 = blk1 - p0 < panel ? blk1 : p0 + panel;
@@ -188,7 +276,7 @@ void run_avx512(const std::int8_t* a, std::size_t lda, int rows, int row_base, c
         const int nbw = h <= 4 ? 4 : 2;
         for (int blk = p0; blk < p1; blk += nbw) {
           const int w = p1 - blk < nbw ? p1 - blk : nbw;
-          tile_for(h, w)(ap + static_cast<std::size_t>(i) * kp, kp, b, blk, row_base + r0 + i, out);
+          tile_for(h, w)(ap + static_cast<std::size_t>(i) * as, as, kp, b, blk, row_base + r0 + i, out);
         }
       }
     }
