@@ -73,43 +73,12 @@ void gemm_then_epilogue(const std::int8_t* a, const gpu::device_weights& w, cons
 
 void cublaslt_dense(const std::int8_t* a, int m, const packed_weights& b, int n, int k, const std::int32_t* bias,
                     requant_params rq, std::int8_t* out) {
-  gpu::guarded(backend_name, "dense", [&] {
-    require_cublaslt();
-    const gpu::device_weights& w = gpu::unpack_device_weights(b, n, k);
-    if (m < 0) throw std::invalid_argument("negative batch");
-    if (m == 0 || n == 0) return;
-    cudaStream_t stream = gpu::thread_stream();
-    auto da = gpu::upload_padded(a, m, k, m, w.kp, stream);
-    auto dbias = bias != nullptr ? gpu::upload(bias, static_cast<std::size_t>(n), stream)
-                                 : gpu::device_buffer<std::int32_t>(0, stream);
-    gpu::device_buffer<std::int8_t> dout(static_cast<std::size_t>(m) * n, stream);
-    gemm_then_epilogue(da.get(), w, dbias.get(), m, 1, rq, dout.get(), stream);
-    gpu::download_and_sync(out, dout.get(), dout.size(), stream);
-  });
+  gpu::dense_host(backend_name, &require_cublaslt, &gemm_then_epilogue, a, m, b, n, k, bias, rq, out);
 }
 
 void cublaslt_conv2d(const std::int8_t* in, int batch, const packed_weights& wp, const std::int32_t* bias,
                      const conv2d_shape& s, requant_params rq, std::int8_t* out) {
-  gpu::guarded(backend_name, "conv2d", [&] {
-    require_cublaslt();
-    const gpu::conv_geometry g = gpu::make_conv_geometry(s);
-    const gpu::device_weights& w = gpu::unpack_device_weights(wp, s.out_c, g.k);
-    if (batch < 0) throw std::invalid_argument("negative batch");
-    if (batch == 0) return;
-    const int hw = g.out_h * g.out_w;
-    const long long rows = static_cast<long long>(batch) * hw;
-    if (rows > 2147483647LL - 64) throw std::invalid_argument("batch * out_h * out_w too large");
-    const int m = static_cast<int>(rows);
-    cudaStream_t stream = gpu::thread_stream();
-    auto din = gpu::upload(in, static_cast<std::size_t>(batch) * g.in_c * g.in_h * g.in_w, stream);
-    gpu::device_buffer<std::int8_t> col(static_cast<std::size_t>(m) * g.kp, stream);
-    gpu::launch_im2col(din.get(), batch, g, col.get(), stream);
-    auto dbias = bias != nullptr ? gpu::upload(bias, static_cast<std::size_t>(s.out_c), stream)
-                                 : gpu::device_buffer<std::int32_t>(0, stream);
-    gpu::device_buffer<std::int8_t> dout(static_cast<std::size_t>(m) * s.out_c, stream);
-    gemm_then_epilogue(col.get(), w, dbias.get(), m, hw, rq, dout.get(), stream);
-    gpu::download_and_sync(out, dout.get(), dout.size(), stream);
-  });
+  gpu::conv2d_host(backend_name, &require_cublaslt, &gemm_then_epilogue, in, batch, wp, bias, s, rq, out);
 }
 
 void cublaslt_maxpool(const std::int8_t* in, int batch, const maxpool_shape& s, std::int8_t* out) {

@@ -43,50 +43,66 @@ packed_weights cuda_pack_weights(const std::int8_t* b, int n, int k) {
   });
 }
 
+// The custom fused kernel: GEMM and bias + requant + ReLU in one launch.
+void fused_gemm_epilogue(const std::int8_t* a, const gpu::device_weights& w, const std::int32_t* bias, int m, int hw,
+                         requant_params rq, std::int8_t* out, cudaStream_t stream) {
+  gpu::launch_dense(a, w.data, bias, gpu::to_args(rq), out, m, w.n, w.kp, hw, stream);
+}
+
 void cuda_dense(const std::int8_t* a, int m, const packed_weights& b, int n, int k, const std::int32_t* bias,
                 requant_params rq, std::int8_t* out) {
-  gpu::guarded(backend_name, "dense", [&] {
-    gpu::require_device();
-    const gpu::device_weights& w = gpu::unpack_device_weights(b, n, k);
-    if (m < 0) throw std::invalid_argument("negative batch");
-    if (m == 0 || n == 0) return;
-    cudaStream_t stream = gpu::thread_stream();
-    auto da = gpu::upload_padded(a, m, k, m, w.kp, stream);
-    auto dbias = bias != nullptr ? gpu::upload(bias, static_cast<std::size_t>(n), stream)
-                                 : gpu::device_buffer<std::int32_t>(0, stream);
-    gpu::device_buffer<std::int8_t> dout(static_cast<std::size_t>(m) * n, stream);
-    gpu::launch_dense(da.get(), w.data, dbias.get(), gpu::to_args(rq), dout.get(), m, n, w.kp, 1, stream);
-    gpu::download_and_sync(out, dout.get(), dout.size(), stream);
-  });
+  gpu::dense_host(backend_name, &gpu::require_device, &fused_gemm_epilogue, a, m, b, n, k, bias, rq, out);
 }
 
 void cuda_conv2d(const std::int8_t* in, int batch, const packed_weights& wp, const std::int32_t* bias,
                  const conv2d_shape& s, requant_params rq, std::int8_t* out) {
-  gpu::guarded(backend_name, "conv2d", [&] {
-    gpu::require_device();
-    const gpu::conv_geometry g = gpu::make_conv_geometry(s);
-    const gpu::device_weights& w = gpu::unpack_device_weights(wp, s.out_c, g.k);
+  gpu::conv2d_host(backend_name, &gpu::require_device, &fused_gemm_epilogue, in, batch, wp, bias, s, rq, out);
+}
+
+} // namespace
+
+namespace gpu {
+
+void dense_host(const char* backend, void (*require)(), gemm_epilogue_fn step, const std::int8_t* a, int m,
+                const packed_weights& b, int n, int k, const std::int32_t* bias, requant_params rq, std::int8_t* out) {
+  guarded(backend, "dense", [&] {
+    require();
+    const device_weights& w = unpack_device_weights(b, n, k);
+    if (m < 0) throw std::invalid_argument("negative batch");
+    if (m == 0 || n == 0) return;
+    cudaStream_t stream = thread_stream();
+    auto da = upload_padded(a, m, k, m, w.kp, stream);
+    auto dbias = bias != nullptr ? upload(bias, static_cast<std::size_t>(n), stream) : device_buffer<std::int32_t>(0, stream);
+    device_buffer<std::int8_t> dout(static_cast<std::size_t>(m) * n, stream);
+    step(da.get(), w, dbias.get(), m, 1, rq, dout.get(), stream);
+    download_and_sync(out, dout.get(), dout.size(), stream);
+  });
+}
+
+void conv2d_host(const char* backend, void (*require)(), gemm_epilogue_fn step, const std::int8_t* in, int batch,
+                 const packed_weights& wp, const std::int32_t* bias, const conv2d_shape& s, requant_params rq,
+                 std::int8_t* out) {
+  guarded(backend, "conv2d", [&] {
+    require();
+    const conv_geometry g = make_conv_geometry(s);
+    const device_weights& w = unpack_device_weights(wp, s.out_c, g.k);
     if (batch < 0) throw std::invalid_argument("negative batch");
     if (batch == 0) return;
     const int hw = g.out_h * g.out_w;
     const long long rows = static_cast<long long>(batch) * hw;
     if (rows > 2147483647LL - 64) throw std::invalid_argument("batch * out_h * out_w too large");
     const int m = static_cast<int>(rows);
-    cudaStream_t stream = gpu::thread_stream();
-    auto din = gpu::upload(in, static_cast<std::size_t>(batch) * g.in_c * g.in_h * g.in_w, stream);
-    gpu::device_buffer<std::int8_t> col(static_cast<std::size_t>(m) * g.kp, stream);
-    gpu::launch_im2col(din.get(), batch, g, col.get(), stream);
-    auto dbias = bias != nullptr ? gpu::upload(bias, static_cast<std::size_t>(s.out_c), stream)
-                                 : gpu::device_buffer<std::int32_t>(0, stream);
-    gpu::device_buffer<std::int8_t> dout(static_cast<std::size_t>(m) * s.out_c, stream);
-    gpu::launch_dense(col.get(), w.data, dbias.get(), gpu::to_args(rq), dout.get(), m, s.out_c, g.kp, hw, stream);
-    gpu::download_and_sync(out, dout.get(), dout.size(), stream);
+    cudaStream_t stream = thread_stream();
+    auto din = upload(in, static_cast<std::size_t>(batch) * g.in_c * g.in_h * g.in_w, stream);
+    device_buffer<std::int8_t> col(static_cast<std::size_t>(m) * g.kp, stream);
+    launch_im2col(din.get(), batch, g, col.get(), stream);
+    auto dbias = bias != nullptr ? upload(bias, static_cast<std::size_t>(s.out_c), stream)
+                                 : device_buffer<std::int32_t>(0, stream);
+    device_buffer<std::int8_t> dout(static_cast<std::size_t>(m) * s.out_c, stream);
+    step(col.get(), w, dbias.get(), m, hw, rq, dout.get(), stream);
+    download_and_sync(out, dout.get(), dout.size(), stream);
   });
 }
-
-} // namespace
-
-namespace gpu {
 
 void maxpool_host(const char* backend, const std::int8_t* in, int batch, const maxpool_shape& s, std::int8_t* out) {
   guarded(backend, "maxpool", [&] {

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "kernels/cuda/common.cuh"
 #include "kernels/ops.hpp"
 
 namespace haca::kernels::gpu {
@@ -38,6 +39,17 @@ void launch_maxpool(const std::int8_t* in, std::size_t planes, const pool_geomet
 // The host entry point both backends use: copy in, launch, copy out, synchronize; errors are
 // thrown prefixed with "<backend> backend, maxpool: ".
 void maxpool_host(const char* backend, const std::int8_t* in, int batch, const maxpool_shape& s, std::int8_t* out);
+
+// The host side of dense and conv2d, shared by both CUDA backends: checks, uploads, im2col for
+// conv, then `step` (what differs: a fused custom kernel, or cuBLASLt then the epilogue kernel)
+// turns device activations a (m x kp) and the packed weights into int8 outputs; then download.
+using gemm_epilogue_fn = void (*)(const std::int8_t* a, const device_weights& w, const std::int32_t* bias, int m,
+                                  int hw, requant_params rq, std::int8_t* out, cudaStream_t stream);
+void dense_host(const char* backend, void (*require)(), gemm_epilogue_fn step, const std::int8_t* a, int m,
+                const packed_weights& b, int n, int k, const std::int32_t* bias, requant_params rq, std::int8_t* out);
+void conv2d_host(const char* backend, void (*require)(), gemm_epilogue_fn step, const std::int8_t* in, int batch,
+                 const packed_weights& wp, const std::int32_t* bias, const conv2d_shape& s, requant_params rq,
+                 std::int8_t* out);
 
 // cudaFuncGetAttributes on the maxpool kernel: fails when the device cannot run this build's
 // code (used by the availability check).
