@@ -31,10 +31,7 @@ int a_chunk_rows(int kp) {
 }
 
 std::int8_t epilogue1(std::int32_t acc, std::int32_t bias, const out_desc& out) {
-  const auto sum = static_cast<std::int32_t>(static_cast<std::uint32_t>(acc) + static_cast<std::uint32_t>(bias));
-  std::int8_t v = requantize(sum, out.multiplier, out.shift);
-  if (out.relu && v < 0) v = 0;
-  return v;
+  return bias_requant_relu(acc, bias, out.multiplier, out.shift, out.relu);
 }
 
 void run_scalar(const std::int8_t* a, std::size_t lda, int rows, int row_base, const packed_b& b, int blk0,
