@@ -1,5 +1,7 @@
 // haca cpu int8 GEMM vs oneDNN's int8 matmul (u8 x s8 -> s32) on the same shapes, same process.
-//   build-cpu/bench_gemm            (HACA_CPU_ISA=avx2|scalar, HACA_CPU_THREADS=n to vary haca)
+//   build/bench_gemm    from the repository root (it reads the layer shapes of models/*.safetensors)
+//   HACA_CPU_THREADS=1 OMP_NUM_THREADS=1 build/bench_gemm   (1 thread each, CPU-time clock: steadier)
+//   HACA_CPU_ISA=avx2|scalar selects haca's path.
 // haca: weights packed once (as at model load), activations int8, int32 out (cpu_gemm_packed_s32);
 // its time includes its per-call activation packing. oneDNN: weights reordered once to the
 // layout it picks (format_tag::any), activations already u8 (= a + 128), int32 out.
@@ -15,6 +17,7 @@
 #include <cstring>
 #include <cstdlib>
 #include <ctime>
+#include <filesystem>
 #include <functional>
 #include <random>
 #include <string>
@@ -25,6 +28,7 @@
 
 #include "kernels/cpu/backend_cpu.hpp"
 #include "kernels/cpu/cpu_isa.hpp"
+#include "kernels/model.hpp"
 #include "kernels/ops.hpp"
 
 using namespace haca::kernels;
@@ -184,6 +188,46 @@ struct shape {
   int m, n, k;
 };
 
+// The GEMM of every dense and conv2d layer of the committed models (models/*.safetensors, read
+// from the working directory), per sample: dense is 1 x out x in; conv2d is
+// (out_h*out_w) x out_c x (in_c*kh*kw) after im2col. Same shapes once only.
+std::vector<shape> model_gemm_shapes() {
+  std::vector<shape> out;
+  std::vector<std::filesystem::path> files;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator("models", ec))
+    if (e.path().extension() == ".safetensors") files.push_back(e.path());
+  std::sort(files.begin(), files.end());
+  if (files.empty()) {
+    std::fprintf(stderr, "bench_gemm: no models/*.safetensors here; run it from the repository root\n");
+    std::exit(2);
+  }
+  for (const auto& f : files) {
+    auto r = load_model_file(f.string());
+    if (!r) {
+      std::fprintf(stderr, "bench_gemm: %s: %s\n", f.string().c_str(), r.err().reason.c_str());
+      std::exit(2);
+    }
+    const std::string model_name = f.stem().string();
+    for (const layer& L : r->layers) {
+      shape s;
+      if (L.kind == layer_kind::dense) {
+        s = {model_name + " dense " + std::to_string(L.in) + "->" + std::to_string(L.out), 1, L.out, L.in};
+      } else if (L.kind == layer_kind::conv2d) {
+        const conv2d_shape& c = L.conv;
+        s = {model_name + " conv " + std::to_string(c.in_c) + "->" + std::to_string(c.out_c), c.out_h() * c.out_w(),
+             c.out_c, c.in_c * c.kernel_h * c.kernel_w};
+      } else {
+        continue;
+      }
+      const bool seen = std::any_of(out.begin(), out.end(),
+                                    [&](const shape& o) { return o.m == s.m && o.n == s.n && o.k == s.k; });
+      if (!seen) out.push_back(s);
+    }
+  }
+  return out;
+}
+
 } // namespace
 
 int main() {
@@ -213,18 +257,14 @@ int main() {
 
   std::vector<shape> shapes;
   for (int s : {256, 512, 1024, 2048}) shapes.push_back({"square " + std::to_string(s), s, s, s});
-  for (int b : {1, 16, 64, 256}) {
-    const std::string bs = " b" + std::to_string(b);
-    shapes.push_back({"dense 784->128" + bs, b, 128, 784});
-    shapes.push_back({"dense 128->10" + bs, b, 10, 128});
-    shapes.push_back({"conv 1->16 3x3 28x28" + bs, 784 * b, 16, 9});
-    shapes.push_back({"conv 16->32 3x3 14x14" + bs, 196 * b, 32, 144});
-  }
+  const std::vector<shape> per_sample = model_gemm_shapes();
+  for (int b : {1, 16, 64, 256})
+    for (const shape& s : per_sample) shapes.push_back({s.name + " b" + std::to_string(b), s.m * b, s.n, s.k});
 
   std::mt19937_64 rng(1);
-  std::printf("%-26s %6s %5s %5s %10s %10s %7s %7s\n", "shape", "m", "n", "k", "haca", "oneDNN", "ratio",
+  std::printf("%-32s %6s %5s %5s %10s %10s %7s %7s\n", "shape", "m", "n", "k", "haca", "oneDNN", "ratio",
               "%peak");
-  std::printf("%-26s %6s %5s %5s %10s %10s %7s %7s\n", "", "", "", "", "GOPS", "GOPS", "h/o", "haca");
+  std::printf("%-32s %6s %5s %5s %10s %10s %7s %7s\n", "", "", "", "", "GOPS", "GOPS", "h/o", "haca");
   bool checked = false, all_equal = true;
   for (const shape& s : shapes) {
     const auto a = random_i8(rng, static_cast<std::size_t>(s.m) * s.k);
@@ -240,7 +280,7 @@ int main() {
     time_pair(th, td);
     const double t_haca = th.best, t_dnnl = td.best;
     const double g_haca = ops / t_haca / 1e9, g_dnnl = ops / t_dnnl / 1e9;
-    std::printf("%-26s %6d %5d %5d %10.1f %10.1f %7.2f %6.1f%%\n", s.name.c_str(), s.m, s.n, s.k, g_haca, g_dnnl,
+    std::printf("%-32s %6d %5d %5d %10.1f %10.1f %7.2f %6.1f%%\n", s.name.c_str(), s.m, s.n, s.k, g_haca, g_dnnl,
                 g_haca / g_dnnl, peak > 0 ? 100.0 * g_haca * 1e9 / peak : 0.0);
     // Equality with oneDNN: oneDNN computed sum (a+128)*b; subtract 128 * colsum(b).
     if (!checked || s.m * static_cast<double>(s.n) * s.k <= 1e9) {

@@ -641,6 +641,12 @@ model generate_mlp(std::uint64_t seed, const std::vector<int>& dims, const std::
   return m;
 }
 
+bool ends_trace_layer(const model& m, std::size_t i) {
+  if (i + 1 >= m.layers.size()) return true;
+  const layer_kind next = m.layers[i + 1].kind;
+  return next != layer_kind::maxpool && next != layer_kind::flatten;
+}
+
 prepared_model prepare(const model& m, const backend& be) {
   prepared_model pm;
   pm.m = &m;
@@ -681,7 +687,7 @@ result<inference> run_model(const prepared_model& pm, const tensor& input, int m
       return make_error(errc::bad_input, "input i8 [" + shape_string(input.shape) + "] needs " + std::to_string(want) +
                                              " bytes, got " + std::to_string(input.data.size()));
 
-    // All rows go through each layer at once (batch = rows); each layer's output is hashed.
+    // All rows go through each layer at once (batch = rows).
     inference r;
     std::string act = input.data;
     for (std::size_t i = 0; i < m.layers.size(); ++i) {
@@ -701,7 +707,7 @@ result<inference> run_model(const prepared_model& pm, const tensor& input, int m
       } else {
         out = std::move(act); // NCHW flattened is the row layout already
       }
-      r.layer_hashes.push_back(verify::sha256_hex(out));
+      if (ends_trace_layer(m, i)) r.layer_hashes.push_back(verify::sha256_hex(out));
       act = std::move(out);
     }
     const int out_dim = static_cast<int>(product(geo->back().out_shape));

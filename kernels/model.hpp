@@ -69,6 +69,10 @@ std::string save_model(const model& m); // file bytes; m.hash is ignored
 // gives the same bytes on every machine. Its requant scales keep activations in range.
 model generate_mlp(std::uint64_t seed, const std::vector<int>& dims, const std::string& name);
 
+// Whether layer i's output is hashed into the trace: it is, unless the next layer is a maxpool
+// or flatten (those join the trace layer before them; see inference::layer_hashes).
+bool ends_trace_layer(const model& m, std::size_t i);
+
 // A model with its weights packed for one backend, ready to run many times.
 struct prepared_model {
   const model* m = nullptr;
@@ -80,7 +84,11 @@ prepared_model prepare(const model& m, const backend& be);
 struct inference {
   tensor output;                          // i8 [rows, output_size]: the last layer's values
   std::vector<std::int32_t> classes;      // argmax per row
-  std::vector<std::string> layer_hashes;  // SHA-256 hex of each layer's output bytes (all rows)
+  // One hash per trace layer: a layer together with the maxpool and flatten layers right after
+  // it (conv2d+maxpool, dense, ...), hashing the last one's output bytes for all rows. Pools and
+  // flattens only shrink or relabel what the layer before them computed, and leaving their
+  // inputs unhashed keeps hashing a small share of inference time.
+  std::vector<std::string> layer_hashes;
   std::string trace_root;                 // Merkle root of layer_hashes
   std::string output_hash;                // SHA-256 hex of output.data
 };

@@ -460,7 +460,7 @@ TEST_CASE("the trace root is the Merkle root of the layer hashes and moves when 
   REQUIRE(r->layer_hashes.size() == 3);
   CHECK(r->trace_root == verify::merkle_root(r->layer_hashes));
   CHECK(r->output_hash == verify::sha256_hex(r->output.data));
-  CHECK(r->layer_hashes.back() == r->output_hash);
+  CHECK(r->layer_hashes.back() == verify::sha256_hex(r->output.data));
   CHECK(r->output.type == dtype::i8);
   CHECK(r->output.shape == std::vector<std::int64_t>{3, 10});
   CHECK(r->classes.size() == 3);
@@ -749,21 +749,22 @@ TEST_CASE("a CNN model completes its shapes, round-trips through save and load, 
   REQUIRE_MESSAGE(r.ok(), r.err().reason);
   CHECK(r->output.shape == std::vector<std::int64_t>{7, 10});
   CHECK(r->classes.size() == 7);
-  REQUIRE(r->layer_hashes.size() == 5);
-  CHECK(r->layer_hashes[3] == r->layer_hashes[2]); // flatten keeps the bytes, and is still a layer
-  CHECK(r->layer_hashes[4] == r->output_hash);
+  // Trace layers: conv+maxpool, conv+flatten, dense.
+  REQUIRE(r->layer_hashes.size() == 3);
+  CHECK(r->layer_hashes[2] == verify::sha256_hex(r->output.data));
   CHECK(r->trace_root == verify::merkle_root(r->layer_hashes));
   auto again = run_model(m, in, reference_backend());
   REQUIRE(again.ok());
   CHECK(again->output.data == r->output.data);
   CHECK(again->trace_root == r->trace_root);
 
-  // The first layer's hash is the hash of the conv2d op's bytes for all rows.
-  std::vector<std::int8_t> conv0(7 * 4 * 12 * 12);
+  // The first trace layer's hash is the hash of conv2d then maxpool's bytes for all rows.
+  std::vector<std::int8_t> conv0(7 * 4 * 12 * 12), pool0(7 * 4 * 6 * 6);
   const auto& be = reference_backend();
   be.conv2d(in.i8(), 7, be.pack_weights(m.layers[0].weight.data(), 4, 9), m.layers[0].bias.data(), m.layers[0].conv,
             m.layers[0].rq, conv0.data());
-  CHECK(r->layer_hashes[0] == verify::sha256_hex(std::string_view(reinterpret_cast<const char*>(conv0.data()), conv0.size())));
+  be.maxpool(conv0.data(), 7, m.layers[1].pool, pool0.data());
+  CHECK(r->layer_hashes[0] == verify::sha256_hex(std::string_view(reinterpret_cast<const char*>(pool0.data()), pool0.size())));
 
   // Rows are independent: running them one at a time gives the same output rows.
   for (int row = 0; row < 7; ++row) {
