@@ -67,6 +67,14 @@ void tile(const std::uint8_t* a, int as, int kp, const packed_b& b, int blk, int
   const std::size_t bs = static_cast<std::size_t>(16) * kp;
   const std::int8_t* bp = b.data + static_cast<std::size_t>(blk) * bs;
   const int groups = kp / 4;
+  if (out.kind == out_kind::s32) {
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+      for (int j = 0; j < NB; ++j)
+        _mm_prefetch(reinterpret_cast<const char*>(out.c + static_cast<std::size_t>(row + r) * out.ld + (blk + j) * 16),
+                     _MM_HINT_T0);
+  }
   for (int g = 0; g < groups; ++g) {
     __m512i bv[NB];
 #pragma GCC unroll 4
@@ -202,8 +210,18 @@ tile_fn tile_narrow(int mr) {
   }
 }
 
+// Two column blocks: up to 12 rows (24 accumulators, 2 weight vectors, 1 broadcast).
+tile_fn tile_two(int mr) {
+  switch (mr) {
+  case 9: return &tile<9, 2>;
+  case 10: return &tile<10, 2>;
+  case 11: return &tile<11, 2>;
+  default: return &tile<12, 2>;
+  }
+}
+
 tile_fn tile_for(int mr, int nb) {
-  if (mr > 8) return tile_narrow(mr);
+  if (mr > 8) return nb == 1 ? tile_narrow(mr) : tile_two(mr);
   switch (mr) {
   case 1: return pick<1>(nb);
   case 2: return pick<2>(nb);
@@ -270,7 +288,7 @@ void run_avx512(const std::int8_t* a, std::size_t lda, int rows, int row_base, c
     }
     for (int p0 = blk0; p0 < blk1; p0 += panel) {
       const int p1 = blk1 - p0 < panel ? blk1 : p0 + panel;
-      const int rows_per_tile = p1 - p0 == 1 ? 16 : 8;
+      const int rows_per_tile = p1 - p0 == 1 ? 16 : p1 - p0 == 2 ? 12 : 8;
       for (int i = 0; i < mr; i += rows_per_tile) {
         const int h = mr - i < rows_per_tile ? mr - i : rows_per_tile;
         const int nbw = h <= 4 ? 4 : 2;
