@@ -1,0 +1,109 @@
+#pragma once
+// Lane-parallel BLAKE3 compression, shared by the SIMD files: one input per 32-bit lane, so a
+// vector of L lanes compresses L inputs with exactly the scalar algorithm, word for word.
+//
+// Include this after the file's `#pragma GCC target(...)`, so the templates are compiled for
+// that ISA and its intrinsics inline; include the headers it includes before the pragma, so
+// that they are not. Instantiate the templates only with ops types declared in an anonymous
+// namespace: each instantiation then has internal linkage, so the AVX2 and the AVX-512 file
+// each keep their own copy and the linker cannot swap one for the other.
+//
+// An ops type provides, for its vector type V of `lanes` 32-bit lanes:
+//   add, xor_, ror<n> (rotate right each lane), set1, loadu, storeu,
+//   transpose(V rows[lanes]): rows[i] holds `lanes` consecutive words of input i; afterwards
+//   rows[w] holds word w of every input (lane i = input i).
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#include "verify/blake3_internal.hpp"
+
+namespace haca::verify::blake3_detail {
+
+template <class Ops>
+[[gnu::always_inline]] inline void g_lanes(typename Ops::V& a, typename Ops::V& b, typename Ops::V& c,
+                                           typename Ops::V& d, typename Ops::V mx, typename Ops::V my) {
+  a = Ops::add(Ops::add(a, mx), b); // mx first: b is the last input to become ready
+  d = Ops::template ror<16>(Ops::xor_(d, a));
+  c = Ops::add(c, d);
+  b = Ops::template ror<12>(Ops::xor_(b, c));
+  a = Ops::add(Ops::add(a, my), b);
+  d = Ops::template ror<8>(Ops::xor_(d, a));
+  c = Ops::add(c, d);
+  b = Ops::template ror<7>(Ops::xor_(b, c));
+}
+
+// The 7 rounds: G on the columns, then on the diagonals, of the 4x4 state.
+template <class Ops>
+[[gnu::always_inline]] inline void rounds_lanes(typename Ops::V v[16], const typename Ops::V m[16]) {
+#pragma GCC unroll 7
+  for (std::size_t r = 0; r < 7; ++r) {
+    const auto& s = msg_schedule[r];
+    g_lanes<Ops>(v[0], v[4], v[8], v[12], m[s[0]], m[s[1]]);
+    g_lanes<Ops>(v[1], v[5], v[9], v[13], m[s[2]], m[s[3]]);
+    g_lanes<Ops>(v[2], v[6], v[10], v[14], m[s[4]], m[s[5]]);
+    g_lanes<Ops>(v[3], v[7], v[11], v[15], m[s[6]], m[s[7]]);
+    g_lanes<Ops>(v[0], v[5], v[10], v[15], m[s[8]], m[s[9]]);
+    g_lanes<Ops>(v[1], v[6], v[11], v[12], m[s[10]], m[s[11]]);
+    g_lanes<Ops>(v[2], v[7], v[8], v[13], m[s[12]], m[s[13]]);
+    g_lanes<Ops>(v[3], v[4], v[9], v[14], m[s[14]], m[s[15]]);
+  }
+}
+
+// hash_many_fn for 1..lanes inputs in one pass. Missing lanes repeat the last input and their
+// results are dropped: a pass costs the same however many lanes are used.
+template <class Ops>
+void hash_lanes(const std::uint8_t* input, std::size_t count, std::size_t blocks, std::uint64_t counter,
+                bool increment, std::uint32_t flags, std::uint32_t flag_start, std::uint32_t flag_end,
+                std::uint8_t* out) {
+  using V = typename Ops::V;
+  constexpr std::size_t lanes = Ops::lanes;
+  const std::size_t stride = blocks * block_len;
+  const std::uint8_t* in[lanes];
+  alignas(64) std::uint32_t ctr_lo[lanes];
+  alignas(64) std::uint32_t ctr_hi[lanes];
+  for (std::size_t i = 0; i < lanes; ++i) {
+    const std::size_t j = i < count ? i : count - 1;
+    in[i] = input + j * stride;
+    const std::uint64_t c = counter + (increment ? j : 0);
+    ctr_lo[i] = static_cast<std::uint32_t>(c);
+    ctr_hi[i] = static_cast<std::uint32_t>(c >> 32);
+  }
+  const V lo = Ops::loadu(ctr_lo);
+  const V hi = Ops::loadu(ctr_hi);
+
+  // Every loop over vectors below is unrolled so that the arrays live in registers: left as
+  // loops, GCC keeps them in memory and the stores and reloads cost as much as the rounds.
+  V h[8];
+#pragma GCC unroll 8
+  for (std::size_t i = 0; i < 8; ++i) h[i] = Ops::set1(iv[i]);
+  for (std::size_t b = 0; b < blocks; ++b) {
+    // The block's 16 words from every input, `lanes` words per load.
+    V m[16];
+#pragma GCC unroll 4
+    for (std::size_t part = 0; part < 16 / lanes; ++part) {
+      V rows[lanes];
+#pragma GCC unroll 16
+      for (std::size_t i = 0; i < lanes; ++i) rows[i] = Ops::loadu(in[i] + b * block_len + part * lanes * 4);
+      Ops::transpose(rows);
+#pragma GCC unroll 16
+      for (std::size_t w = 0; w < lanes; ++w) m[part * lanes + w] = rows[w];
+    }
+    const std::uint32_t f = flags | (b == 0 ? flag_start : 0) | (b + 1 == blocks ? flag_end : 0);
+    V v[16] = {h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7], Ops::set1(iv[0]), Ops::set1(iv[1]),
+               Ops::set1(iv[2]), Ops::set1(iv[3]), lo, hi, Ops::set1(block_len), Ops::set1(f)};
+    rounds_lanes<Ops>(v, m);
+#pragma GCC unroll 8
+    for (std::size_t i = 0; i < 8; ++i) h[i] = Ops::xor_(v[i], v[i + 8]);
+  }
+
+  // Lane i of h[w] is word w of input i's CV: a few scalar moves per input, next to 16 blocks
+  // (or one parent) of vector work, so no transpose back.
+  alignas(64) std::uint32_t words[8][lanes];
+#pragma GCC unroll 8
+  for (std::size_t w = 0; w < 8; ++w) Ops::storeu(words[w], h[w]);
+  for (std::size_t i = 0; i < count; ++i)
+    for (std::size_t w = 0; w < 8; ++w) std::memcpy(out + i * cv_len + 4 * w, &words[w][i], 4);
+}
+
+} // namespace haca::verify::blake3_detail
