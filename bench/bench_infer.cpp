@@ -1,5 +1,6 @@
 // Images per second per model and batch size, reference vs cpu backend, and the share of
-// run_model's time spent hashing layer outputs (SHA-256), at batch 64.
+// run_model's time spent hashing (BLAKE3 trace layer hashes, the trace root, SHA-256 output hash)
+// at batch 64.
 //   build-cpu/bench_infer                              (2 threads, wall clock)
 //   HACA_CPU_THREADS=1 build-cpu/bench_infer           (1 thread, the calling thread's CPU time)
 // Models: generate_mlp(1, {784, 128, 10}); a synthetic CNN with random weights in the shape of
@@ -21,6 +22,7 @@
 #include "kernels/cpu/cpu_isa.hpp"
 #include "kernels/model.hpp"
 #include "kernels/ops.hpp"
+#include "verify/blake3.hpp"
 #include "verify/hash.hpp"
 #include "verify/merkle.hpp"
 
@@ -161,7 +163,7 @@ int main() {
                   same ? "" : "  TRACE ROOTS DIFFER");
     }
   }
-  std::printf("\ntrace roots (Merkle root of per-layer SHA-256) equal for reference and cpu on every run: %s\n\n",
+  std::printf("\ntrace roots (Merkle root of the trace layers' BLAKE3 hashes) equal for reference and cpu on every run: %s\n\n",
               all_same ? "yes" : "NO");
 
   // Hashing share at batch 64: the trace's hash of each trace layer's output and the output's
@@ -186,7 +188,7 @@ int main() {
     bytes += output.size();
     const double th = best_time([&] {
       std::vector<std::string> hashes;
-      for (const auto& o : traced) hashes.push_back(haca::verify::sha256_hex(o));
+      for (const auto& o : traced) hashes.push_back(haca::verify::blake3_hex(o));
       (void)haca::verify::merkle_root(hashes);
       (void)haca::verify::sha256(output);
     });

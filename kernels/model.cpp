@@ -12,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "verify/blake3.hpp"
 #include "verify/hash.hpp"
 #include "verify/merkle.hpp"
 
@@ -707,7 +708,7 @@ result<inference> run_model(const prepared_model& pm, const tensor& input, int m
       } else {
         out = std::move(act); // NCHW flattened is the row layout already
       }
-      if (ends_trace_layer(m, i)) r.layer_hashes.push_back(verify::sha256_hex(out));
+      if (ends_trace_layer(m, i)) r.layer_hashes.push_back(verify::blake3_hex(out));
       act = std::move(out);
     }
     const int out_dim = static_cast<int>(product(geo->back().out_shape));

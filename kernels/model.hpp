@@ -84,8 +84,8 @@ prepared_model prepare(const model& m, const backend& be);
 struct inference {
   tensor output;                          // i8 [rows, output_size]: the last layer's values
   std::vector<std::int32_t> classes;      // argmax per row
-  // One hash per trace layer: a layer together with the maxpool and flatten layers right after
-  // it (conv2d+maxpool, dense, ...), hashing the last one's output bytes for all rows. Pools and
+  // One BLAKE3 hash per trace layer: a layer together with the maxpool and flatten layers right
+  // after it (conv2d+maxpool, dense, ...), over the last one's output bytes for all rows. Pools and
   // flattens only shrink or relabel what the layer before them computed, and leaving their
   // inputs unhashed keeps hashing a small share of inference time.
   std::vector<std::string> layer_hashes;

@@ -18,6 +18,7 @@
 #include "kernels/model.hpp"
 #include "kernels/ops.hpp"
 #include "kernels/tensor.hpp"
+#include "verify/blake3.hpp"
 #include "verify/hash.hpp"
 #include "verify/merkle.hpp"
 
@@ -460,7 +461,7 @@ TEST_CASE("the trace root is the Merkle root of the layer hashes and moves when 
   REQUIRE(r->layer_hashes.size() == 3);
   CHECK(r->trace_root == verify::merkle_root(r->layer_hashes));
   CHECK(r->output_hash == verify::sha256_hex(r->output.data));
-  CHECK(r->layer_hashes.back() == verify::sha256_hex(r->output.data));
+  CHECK(r->layer_hashes.back() == verify::blake3_hex(r->output.data));
   CHECK(r->output.type == dtype::i8);
   CHECK(r->output.shape == std::vector<std::int64_t>{3, 10});
   CHECK(r->classes.size() == 3);
@@ -751,7 +752,7 @@ TEST_CASE("a CNN model completes its shapes, round-trips through save and load, 
   CHECK(r->classes.size() == 7);
   // Trace layers: conv+maxpool, conv+flatten, dense.
   REQUIRE(r->layer_hashes.size() == 3);
-  CHECK(r->layer_hashes[2] == verify::sha256_hex(r->output.data));
+  CHECK(r->layer_hashes[2] == verify::blake3_hex(r->output.data));
   CHECK(r->trace_root == verify::merkle_root(r->layer_hashes));
   auto again = run_model(m, in, reference_backend());
   REQUIRE(again.ok());
@@ -764,7 +765,7 @@ TEST_CASE("a CNN model completes its shapes, round-trips through save and load, 
   be.conv2d(in.i8(), 7, be.pack_weights(m.layers[0].weight.data(), 4, 9), m.layers[0].bias.data(), m.layers[0].conv,
             m.layers[0].rq, conv0.data());
   be.maxpool(conv0.data(), 7, m.layers[1].pool, pool0.data());
-  CHECK(r->layer_hashes[0] == verify::sha256_hex(std::string_view(reinterpret_cast<const char*>(pool0.data()), pool0.size())));
+  CHECK(r->layer_hashes[0] == verify::blake3_hex(std::string_view(reinterpret_cast<const char*>(pool0.data()), pool0.size())));
 
   // Rows are independent: running them one at a time gives the same output rows.
   for (int row = 0; row < 7; ++row) {
