@@ -39,30 +39,7 @@ struct ymm_ops {
   static V loadu(const void* p) { return _mm256_loadu_si256(static_cast<const V*>(p)); }
   static void storeu(void* p, V v) { _mm256_storeu_si256(static_cast<V*>(p), v); }
 
-  // 8x8 words: interleave words, then pairs of words, within each 128-bit lane; then swap
-  // 128-bit lanes so that lane g of vector w comes from rows 4g..4g+3.
-  [[gnu::always_inline]] static void transpose(V r[8]) {
-    V t[8];
-#pragma GCC unroll 16
-    for (int i = 0; i < 8; i += 2) {
-      t[i] = _mm256_unpacklo_epi32(r[i], r[i + 1]);
-      t[i + 1] = _mm256_unpackhi_epi32(r[i], r[i + 1]);
-    }
-    // u[4 g + j]: 128-bit lane k holds word 4 k + j of rows 4 g .. 4 g + 3.
-    V u[8];
-#pragma GCC unroll 16
-    for (int g = 0; g < 2; ++g) {
-      u[4 * g + 0] = _mm256_unpacklo_epi64(t[4 * g], t[4 * g + 2]);
-      u[4 * g + 1] = _mm256_unpackhi_epi64(t[4 * g], t[4 * g + 2]);
-      u[4 * g + 2] = _mm256_unpacklo_epi64(t[4 * g + 1], t[4 * g + 3]);
-      u[4 * g + 3] = _mm256_unpackhi_epi64(t[4 * g + 1], t[4 * g + 3]);
-    }
-#pragma GCC unroll 16
-    for (int j = 0; j < 4; ++j) {
-      r[j] = _mm256_permute2x128_si256(u[j], u[4 + j], 0x20);
-      r[4 + j] = _mm256_permute2x128_si256(u[j], u[4 + j], 0x31);
-    }
-  }
+  [[gnu::always_inline]] static void transpose(V r[8]) { transpose_8x8(r); }
 };
 
 // The same with 4 lanes in xmm (SSSE3 shuffles, implied by the AVX2 target): leftover inputs.
@@ -84,14 +61,7 @@ struct xmm_ops {
   static V loadu(const void* p) { return _mm_loadu_si128(static_cast<const V*>(p)); }
   static void storeu(void* p, V v) { _mm_storeu_si128(static_cast<V*>(p), v); }
 
-  [[gnu::always_inline]] static void transpose(V r[4]) {
-    const V t0 = _mm_unpacklo_epi32(r[0], r[1]), t1 = _mm_unpackhi_epi32(r[0], r[1]);
-    const V t2 = _mm_unpacklo_epi32(r[2], r[3]), t3 = _mm_unpackhi_epi32(r[2], r[3]);
-    r[0] = _mm_unpacklo_epi64(t0, t2);
-    r[1] = _mm_unpackhi_epi64(t0, t2);
-    r[2] = _mm_unpacklo_epi64(t1, t3);
-    r[3] = _mm_unpackhi_epi64(t1, t3);
-  }
+  [[gnu::always_inline]] static void transpose(V r[4]) { transpose_4x4(r); }
 };
 
 } // namespace
@@ -99,19 +69,7 @@ struct xmm_ops {
 void hash_many_avx2(const std::uint8_t* input, std::size_t count, std::size_t blocks, std::uint64_t counter,
                     bool increment, std::uint32_t flags, std::uint32_t flag_start, std::uint32_t flag_end,
                     std::uint8_t* out) {
-  const std::size_t stride = blocks * block_len;
-  for (; count >= 8; count -= 8) {
-    hash_lanes<ymm_ops>(input, 8, blocks, counter, increment, flags, flag_start, flag_end, out);
-    input += 8 * stride;
-    out += 8 * cv_len;
-    counter += increment ? 8 : 0;
-  }
-  // The rest in one padded pass: xmm when it holds them (about half the work of a ymm pass on
-  // CPUs that split ymm ops, the same elsewhere).
-  if (count > 4)
-    hash_lanes<ymm_ops>(input, count, blocks, counter, increment, flags, flag_start, flag_end, out);
-  else if (count > 0)
-    hash_lanes<xmm_ops>(input, count, blocks, counter, increment, flags, flag_start, flag_end, out);
+  hash_many_lanes<ymm_ops, xmm_ops>(input, count, blocks, counter, increment, flags, flag_start, flag_end, out);
 }
 
 } // namespace haca::verify::blake3_detail

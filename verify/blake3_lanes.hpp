@@ -2,7 +2,7 @@
 // Lane-parallel BLAKE3 compression, shared by the SIMD files: one input per 32-bit lane, so a
 // vector of L lanes compresses L inputs with exactly the scalar algorithm, word for word.
 //
-// Include this after the file's `#pragma GCC target(...)`, so the templates are compiled for
+// Include <immintrin.h> first and this after the file's `#pragma GCC target(...)`, so the templates are compiled for
 // that ISA and its intrinsics inline; include the headers it includes before the pragma, so
 // that they are not. Instantiate the templates only with ops types declared in an anonymous
 // namespace: each instantiation then has internal linkage, so the AVX2 and the AVX-512 file
@@ -19,6 +19,45 @@
 #include "verify/blake3_internal.hpp"
 
 namespace haca::verify::blake3_detail {
+
+namespace {
+// Word transposes for the ymm and xmm ops types of both SIMD files (in an anonymous namespace:
+// each file keeps its own copy, compiled for its own ISA).
+
+// 8x8 words: interleave words, then pairs of words, within each 128-bit lane; then swap 128-bit
+// lanes so that lane g of vector w comes from rows 4g..4g+3.
+[[gnu::always_inline]] inline void transpose_8x8(__m256i r[8]) {
+  __m256i t[8];
+#pragma GCC unroll 16
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_epi32(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_epi32(r[i], r[i + 1]);
+  }
+  // u[4 g + j]: 128-bit lane k holds word 4 k + j of rows 4 g .. 4 g + 3.
+  __m256i u[8];
+#pragma GCC unroll 16
+  for (int g = 0; g < 2; ++g) {
+    u[4 * g + 0] = _mm256_unpacklo_epi64(t[4 * g], t[4 * g + 2]);
+    u[4 * g + 1] = _mm256_unpackhi_epi64(t[4 * g], t[4 * g + 2]);
+    u[4 * g + 2] = _mm256_unpacklo_epi64(t[4 * g + 1], t[4 * g + 3]);
+    u[4 * g + 3] = _mm256_unpackhi_epi64(t[4 * g + 1], t[4 * g + 3]);
+  }
+#pragma GCC unroll 16
+  for (int j = 0; j < 4; ++j) {
+    r[j] = _mm256_permute2x128_si256(u[j], u[4 + j], 0x20);
+    r[4 + j] = _mm256_permute2x128_si256(u[j], u[4 + j], 0x31);
+  }
+}
+
+[[gnu::always_inline]] inline void transpose_4x4(__m128i r[4]) {
+  const __m128i t0 = _mm_unpacklo_epi32(r[0], r[1]), t1 = _mm_unpackhi_epi32(r[0], r[1]);
+  const __m128i t2 = _mm_unpacklo_epi32(r[2], r[3]), t3 = _mm_unpackhi_epi32(r[2], r[3]);
+  r[0] = _mm_unpacklo_epi64(t0, t2);
+  r[1] = _mm_unpackhi_epi64(t0, t2);
+  r[2] = _mm_unpacklo_epi64(t1, t3);
+  r[3] = _mm_unpackhi_epi64(t1, t3);
+}
+} // namespace
 
 template <class Ops>
 [[gnu::always_inline]] inline void g_lanes(typename Ops::V& a, typename Ops::V& b, typename Ops::V& c,
@@ -104,6 +143,41 @@ void hash_lanes(const std::uint8_t* input, std::size_t count, std::size_t blocks
   for (std::size_t w = 0; w < 8; ++w) Ops::storeu(words[w], h[w]);
   for (std::size_t i = 0; i < count; ++i)
     for (std::size_t w = 0; w < 8; ++w) std::memcpy(out + i * cv_len + 4 * w, &words[w][i], 4);
+}
+
+// hash_many (see blake3_internal.hpp) with the given ops types, widest first: whole passes of the
+// widest, then what is left in one padded pass of the narrowest that holds it (on Zen 4 a zmm op
+// costs two ymm ones, and a ymm op about one xmm op).
+template <class T, class...>
+struct first_of {
+  using type = T;
+};
+
+template <class Ops, class... Narrower>
+void hash_rest(const std::uint8_t* input, std::size_t count, std::size_t blocks, std::uint64_t counter,
+               bool increment, std::uint32_t flags, std::uint32_t flag_start, std::uint32_t flag_end,
+               std::uint8_t* out) {
+  if constexpr (sizeof...(Narrower) > 0) {
+    if (count <= first_of<Narrower...>::type::lanes) {
+      hash_rest<Narrower...>(input, count, blocks, counter, increment, flags, flag_start, flag_end, out);
+      return;
+    }
+  }
+  hash_lanes<Ops>(input, count, blocks, counter, increment, flags, flag_start, flag_end, out);
+}
+
+template <class Wide, class... Narrower>
+void hash_many_lanes(const std::uint8_t* input, std::size_t count, std::size_t blocks, std::uint64_t counter,
+                     bool increment, std::uint32_t flags, std::uint32_t flag_start, std::uint32_t flag_end,
+                     std::uint8_t* out) {
+  const std::size_t stride = blocks * block_len;
+  for (; count >= Wide::lanes; count -= Wide::lanes) {
+    hash_lanes<Wide>(input, Wide::lanes, blocks, counter, increment, flags, flag_start, flag_end, out);
+    input += Wide::lanes * stride;
+    out += Wide::lanes * cv_len;
+    counter += increment ? Wide::lanes : 0;
+  }
+  if (count > 0) hash_rest<Wide, Narrower...>(input, count, blocks, counter, increment, flags, flag_start, flag_end, out);
 }
 
 } // namespace haca::verify::blake3_detail
