@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "verify/blake3_internal.hpp"
+#include "verify/blake3_lanes.hpp"
 
 namespace haca::verify {
 
@@ -20,17 +21,13 @@ void store_le32(std::uint8_t* p, std::uint32_t x) {
   for (int i = 0; i < 4; ++i) p[i] = static_cast<std::uint8_t>(x >> (8 * i));
 }
 
-[[gnu::always_inline]] inline void g(std::uint32_t v[16], int a, int b, int c, int d, std::uint32_t mx,
-                                     std::uint32_t my) {
-  v[a] = v[a] + mx + v[b]; // mx first: v[b] is the last input to become ready
-  v[d] = std::rotr(v[d] ^ v[a], 16);
-  v[c] = v[c] + v[d];
-  v[b] = std::rotr(v[b] ^ v[c], 12);
-  v[a] = v[a] + my + v[b];
-  v[d] = std::rotr(v[d] ^ v[a], 8);
-  v[c] = v[c] + v[d];
-  v[b] = std::rotr(v[b] ^ v[c], 7);
-}
+// The scalar "vector" of one lane: the portable path runs the SIMD paths' rounds on it.
+struct scalar_ops {
+  using V = std::uint32_t;
+  static V add(V a, V b) { return a + b; }
+  static V xor_(V a, V b) { return a ^ b; }
+  template <int n> static V ror(V a) { return std::rotr(a, n); }
+};
 
 // One compression, keeping the first 8 output words: the next chaining value, or with `root`
 // in flags the 32-byte hash itself (longer outputs would need the other 8 words). out may
@@ -42,18 +39,7 @@ void compress(const std::uint32_t cv[8], const std::uint8_t block[block_len], st
   std::uint32_t v[16] = {cv[0], cv[1], cv[2], cv[3], cv[4], cv[5], cv[6], cv[7],
                          iv[0], iv[1], iv[2], iv[3], static_cast<std::uint32_t>(counter),
                          static_cast<std::uint32_t>(counter >> 32), len, flags};
-  // Unrolled, the indices are constants and v lives in registers (2.5x faster).
-#pragma GCC unroll 7
-  for (const auto& s : msg_schedule) {
-    g(v, 0, 4, 8, 12, m[s[0]], m[s[1]]);
-    g(v, 1, 5, 9, 13, m[s[2]], m[s[3]]);
-    g(v, 2, 6, 10, 14, m[s[4]], m[s[5]]);
-    g(v, 3, 7, 11, 15, m[s[6]], m[s[7]]);
-    g(v, 0, 5, 10, 15, m[s[8]], m[s[9]]);
-    g(v, 1, 6, 11, 12, m[s[10]], m[s[11]]);
-    g(v, 2, 7, 8, 13, m[s[12]], m[s[13]]);
-    g(v, 3, 4, 9, 14, m[s[14]], m[s[15]]);
-  }
+  rounds_lanes<scalar_ops>(v, m);
   for (int i = 0; i < 8; ++i) out[i] = v[i] ^ v[i + 8];
 }
 

@@ -1,17 +1,20 @@
 #pragma once
 // Lane-parallel BLAKE3 compression, shared by the SIMD files: one input per 32-bit lane, so a
-// vector of L lanes compresses L inputs with exactly the scalar algorithm, word for word.
+// vector of L lanes compresses L inputs with exactly the scalar algorithm, word for word. The
+// portable path runs the same rounds (rounds_lanes) on a plain uint32_t.
 //
-// Include <immintrin.h> first and this after the file's `#pragma GCC target(...)`, so the templates are compiled for
-// that ISA and its intrinsics inline; include the headers it includes before the pragma, so
-// that they are not. Instantiate the templates only with ops types declared in an anonymous
-// namespace: each instantiation then has internal linkage, so the AVX2 and the AVX-512 file
-// each keep their own copy and the linker cannot swap one for the other.
+// In a SIMD file, include this after the file's `#pragma GCC target(...)`, so the templates are
+// compiled for that ISA and its intrinsics inline; include the headers it includes before the
+// pragma, so that they are not. Instantiate the templates only with ops types declared in an
+// anonymous namespace: each instantiation then has internal linkage, so the AVX2 and the
+// AVX-512 file each keep their own copy and the linker cannot swap one for the other.
 //
 // An ops type provides, for its vector type V of `lanes` 32-bit lanes:
-//   add, xor_, ror<n> (rotate right each lane), set1, loadu, storeu,
+//   add, xor_, ror<n> (rotate right each lane) (all that rounds_lanes needs), set1, loadu, storeu,
 //   transpose(V rows[lanes]): rows[i] holds `lanes` consecutive words of input i; afterwards
 //   rows[w] holds word w of every input (lane i = input i).
+#include <immintrin.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
