@@ -648,6 +648,13 @@ bool ends_trace_layer(const model& m, std::size_t i) {
   return next != layer_kind::maxpool && next != layer_kind::flatten;
 }
 
+std::string layer_hash(std::string_view bytes) { return verify::blake3_hex(bytes); }
+
+void seal_trace(inference& r) {
+  r.trace_root = verify::merkle_root(r.layer_hashes);
+  r.output_hash = verify::sha256_hex(r.output.data);
+}
+
 prepared_model prepare(const model& m, const backend& be) {
   prepared_model pm;
   pm.m = &m;
@@ -708,7 +715,7 @@ result<inference> run_model(const prepared_model& pm, const tensor& input, int m
       } else {
         out = std::move(act); // NCHW flattened is the row layout already
       }
-      if (ends_trace_layer(m, i)) r.layer_hashes.push_back(verify::blake3_hex(out));
+      if (ends_trace_layer(m, i)) r.layer_hashes.push_back(layer_hash(out));
       act = std::move(out);
     }
     const int out_dim = static_cast<int>(product(geo->back().out_shape));
@@ -717,8 +724,7 @@ result<inference> run_model(const prepared_model& pm, const tensor& input, int m
     r.output.data = std::move(act);
     r.classes.resize(static_cast<std::size_t>(rows));
     argmax_rows(r.output.i8(), rows, out_dim, r.classes.data());
-    r.trace_root = verify::merkle_root(r.layer_hashes);
-    r.output_hash = verify::sha256_hex(r.output.data);
+    seal_trace(r);
     return r;
   } catch (const std::exception& e) {
     return make_error(errc::internal, std::string("inference failed: ") + e.what());

@@ -93,6 +93,11 @@ struct inference {
   std::string output_hash;                // SHA-256 hex of output.data
 };
 
+// The hash of one trace layer's output bytes (BLAKE3, hex).
+std::string layer_hash(std::string_view bytes);
+// Sets trace_root and output_hash from layer_hashes and output: the rest of run_model's hashing.
+void seal_trace(inference& r);
+
 // Checks the input (dtype i8, shape [rows, input_size], 1 <= rows <= max_rows) and runs it.
 result<inference> run_model(const prepared_model& pm, const tensor& input, int max_rows = 256);
 // Convenience for tests and one-off runs: prepares, then runs.
