@@ -319,6 +319,35 @@ TEST_CASE("backends: maxpool equals the reference") {
   }
 }
 
+TEST_CASE("backends: 2x2 stride-2 maxpool equals the reference on narrow, odd and wide planes") {
+  restore_isa restore;
+  const auto vs = variants();
+  std::mt19937_64 rng(2202);
+  const backend& ref = reference_backend();
+  for (int w : {2, 3, 5, 14, 28, 31, 32, 33, 63, 64, 65, 66, 127, 128, 129, 200}) {
+    maxpool_shape s;
+    s.channels = 1 + static_cast<int>(rng() % 5);
+    s.kernel = 2;
+    s.stride = 2;
+    s.in_h = 2 + static_cast<int>(rng() % 9);
+    s.in_w = w;
+    const int batch = 1 + static_cast<int>(rng() % 3);
+    auto in = random_i8(rng, static_cast<std::size_t>(batch) * s.channels * s.in_h * s.in_w);
+    const std::size_t out_n = static_cast<std::size_t>(batch) * s.channels * s.out_h() * s.out_w();
+    std::vector<std::int8_t> want(out_n);
+    ref.maxpool(in.data(), batch, s, want.data());
+    for (const variant& v : vs) {
+      v.select();
+      CAPTURE(v.label);
+      CAPTURE(s.in_h);
+      CAPTURE(w);
+      std::vector<std::int8_t> o(out_n, 0x5a);
+      v.be->maxpool(in.data(), batch, s, o.data());
+      CHECK(o == want);
+    }
+  }
+}
+
 TEST_CASE("cpu backend: weights packed under one ISA run under every other; packed int32 GEMM") {
   restore_isa restore;
   std::mt19937_64 rng(5);
