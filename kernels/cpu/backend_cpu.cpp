@@ -363,6 +363,14 @@ void im2col(const std::int8_t* in, const conv2d_shape& s, std::int8_t* col) {
   }
 }
 
+// The same convolution over the input padded with zeros on every side, without padding.
+conv2d_shape padded_shape(conv2d_shape s) {
+  s.in_h += 2 * s.pad;
+  s.in_w += 2 * s.pad;
+  s.pad = 0;
+  return s;
+}
+
 void cpu_conv2d(const std::int8_t* in, int batch, const packed_weights& w, const std::int32_t* bias,
                 const conv2d_shape& s, requant_params rq, std::int8_t* out) {
   const int oh = s.out_h(), ow = s.out_w();
@@ -376,7 +384,20 @@ void cpu_conv2d(const std::int8_t* in, int batch, const packed_weights& w, const
   auto image = [&](int i, bool threads) {
     thread_local std::vector<std::int8_t> col;
     if (col.size() < col_bytes + im2col_slack) col.resize(col_bytes + im2col_slack);
-    im2col(in + i * in_size, s, col.data());
+    if (s.pad > 0) { // im2col of the zero-padded image: every window inside, no bounds checks
+      thread_local std::vector<std::int8_t> padded;
+      const conv2d_shape sp = padded_shape(s);
+      const std::size_t plane = static_cast<std::size_t>(sp.in_h) * sp.in_w;
+      padded.assign(plane * s.in_c + im2col_slack, 0);
+      const std::int8_t* src = in + i * in_size;
+      for (int c = 0; c < s.in_c; ++c)
+        for (int y = 0; y < s.in_h; ++y)
+          std::memcpy(padded.data() + c * plane + static_cast<std::size_t>(y + s.pad) * sp.in_w + s.pad,
+                      src + (static_cast<std::size_t>(c) * s.in_h + y) * s.in_w, static_cast<std::size_t>(s.in_w));
+      im2col(padded.data(), sp, col.data());
+    } else {
+      im2col(in + i * in_size, s, col.data());
+    }
     const out_desc o = make_epilogue(out_kind::i8_transposed, out + i * out_size, static_cast<std::size_t>(pixels),
                                      bias, rq);
     gemm(col.data(), static_cast<std::size_t>(kdim), pixels, 0, b, o, threads);
