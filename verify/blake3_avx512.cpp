@@ -31,37 +31,7 @@ struct zmm_ops {
   static V loadu(const void* p) { return _mm512_loadu_si512(p); }
   static void storeu(void* p, V v) { _mm512_storeu_si512(p, v); }
 
-  // 16x16 words: interleave words, then pairs of words, within each 128-bit lane; then move
-  // whole 128-bit lanes so that lane g of vector w comes from rows 4g..4g+3.
-  [[gnu::always_inline]] static void transpose(V r[16]) {
-    V t[16];
-#pragma GCC unroll 16
-    for (int i = 0; i < 16; i += 2) {
-      t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
-      t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
-    }
-    // u[4 g + j]: 128-bit lane k holds word 4 k + j of rows 4 g .. 4 g + 3.
-    V u[16];
-#pragma GCC unroll 16
-    for (int g = 0; g < 4; ++g) {
-      u[4 * g + 0] = _mm512_unpacklo_epi64(t[4 * g], t[4 * g + 2]);
-      u[4 * g + 1] = _mm512_unpackhi_epi64(t[4 * g], t[4 * g + 2]);
-      u[4 * g + 2] = _mm512_unpacklo_epi64(t[4 * g + 1], t[4 * g + 3]);
-      u[4 * g + 3] = _mm512_unpackhi_epi64(t[4 * g + 1], t[4 * g + 3]);
-    }
-#pragma GCC unroll 16
-    for (int j = 0; j < 4; ++j) {
-      const V a = u[j], b = u[4 + j], c = u[8 + j], d = u[12 + j];
-      const V ab01 = _mm512_shuffle_i32x4(a, b, 0x44); // a0 a1 b0 b1
-      const V ab23 = _mm512_shuffle_i32x4(a, b, 0xEE); // a2 a3 b2 b3
-      const V cd01 = _mm512_shuffle_i32x4(c, d, 0x44);
-      const V cd23 = _mm512_shuffle_i32x4(c, d, 0xEE);
-      r[j] = _mm512_shuffle_i32x4(ab01, cd01, 0x88);      // a0 b0 c0 d0
-      r[4 + j] = _mm512_shuffle_i32x4(ab01, cd01, 0xDD);  // a1 b1 c1 d1
-      r[8 + j] = _mm512_shuffle_i32x4(ab23, cd23, 0x88);  // a2 b2 c2 d2
-      r[12 + j] = _mm512_shuffle_i32x4(ab23, cd23, 0xDD); // a3 b3 c3 d3
-    }
-  }
+  [[gnu::always_inline]] static void transpose(V r[16]) { transpose_16x16(r); }
 };
 
 // AVX-512 VL gives vprord on ymm and xmm too: the narrower passes for leftover inputs.

@@ -20,47 +20,9 @@
 #include <cstring>
 
 #include "verify/blake3_internal.hpp"
+#include "verify/simd_transpose.hpp"
 
 namespace haca::verify::blake3_detail {
-
-namespace {
-// Word transposes for the ymm and xmm ops types of both SIMD files (in an anonymous namespace:
-// each file keeps its own copy, compiled for its own ISA).
-
-// 8x8 words: interleave words, then pairs of words, within each 128-bit lane; then swap 128-bit
-// lanes so that lane g of vector w comes from rows 4g..4g+3.
-[[gnu::always_inline]] inline void transpose_8x8(__m256i r[8]) {
-  __m256i t[8];
-#pragma GCC unroll 16
-  for (int i = 0; i < 8; i += 2) {
-    t[i] = _mm256_unpacklo_epi32(r[i], r[i + 1]);
-    t[i + 1] = _mm256_unpackhi_epi32(r[i], r[i + 1]);
-  }
-  // u[4 g + j]: 128-bit lane k holds word 4 k + j of rows 4 g .. 4 g + 3.
-  __m256i u[8];
-#pragma GCC unroll 16
-  for (int g = 0; g < 2; ++g) {
-    u[4 * g + 0] = _mm256_unpacklo_epi64(t[4 * g], t[4 * g + 2]);
-    u[4 * g + 1] = _mm256_unpackhi_epi64(t[4 * g], t[4 * g + 2]);
-    u[4 * g + 2] = _mm256_unpacklo_epi64(t[4 * g + 1], t[4 * g + 3]);
-    u[4 * g + 3] = _mm256_unpackhi_epi64(t[4 * g + 1], t[4 * g + 3]);
-  }
-#pragma GCC unroll 16
-  for (int j = 0; j < 4; ++j) {
-    r[j] = _mm256_permute2x128_si256(u[j], u[4 + j], 0x20);
-    r[4 + j] = _mm256_permute2x128_si256(u[j], u[4 + j], 0x31);
-  }
-}
-
-[[gnu::always_inline]] inline void transpose_4x4(__m128i r[4]) {
-  const __m128i t0 = _mm_unpacklo_epi32(r[0], r[1]), t1 = _mm_unpackhi_epi32(r[0], r[1]);
-  const __m128i t2 = _mm_unpacklo_epi32(r[2], r[3]), t3 = _mm_unpackhi_epi32(r[2], r[3]);
-  r[0] = _mm_unpacklo_epi64(t0, t2);
-  r[1] = _mm_unpackhi_epi64(t0, t2);
-  r[2] = _mm_unpacklo_epi64(t1, t3);
-  r[3] = _mm_unpackhi_epi64(t1, t3);
-}
-} // namespace
 
 template <class Ops>
 [[gnu::always_inline]] inline void g_lanes(typename Ops::V& a, typename Ops::V& b, typename Ops::V& c,

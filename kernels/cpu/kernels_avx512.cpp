@@ -18,6 +18,8 @@
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512vnni")
 
+#include "verify/simd_transpose.hpp"
+
 namespace haca::kernels::cpu_detail {
 namespace {
 
@@ -57,40 +59,12 @@ inline __m512i requant16(__m512i v, const requant_consts& q) {
   return _mm512_max_epi32(_mm512_min_epi32(r, q.hi), q.lo);
 }
 
-// v[r] lane c becomes v[c] lane r: interleave words, then pairs of words, within 128-bit lanes,
-// then move whole 128-bit lanes.
-inline void transpose16x16(__m512i v[16]) {
-  __m512i t[16], u[16];
-#pragma GCC unroll 16
-  for (int i = 0; i < 16; i += 2) {
-    t[i] = _mm512_unpacklo_epi32(v[i], v[i + 1]);
-    t[i + 1] = _mm512_unpackhi_epi32(v[i], v[i + 1]);
-  }
-#pragma GCC unroll 4
-  for (int g = 0; g < 4; ++g) { // u[4g + j]: 128-bit lane k holds word 4k + j of rows 4g .. 4g + 3
-    u[4 * g + 0] = _mm512_unpacklo_epi64(t[4 * g], t[4 * g + 2]);
-    u[4 * g + 1] = _mm512_unpackhi_epi64(t[4 * g], t[4 * g + 2]);
-    u[4 * g + 2] = _mm512_unpacklo_epi64(t[4 * g + 1], t[4 * g + 3]);
-    u[4 * g + 3] = _mm512_unpackhi_epi64(t[4 * g + 1], t[4 * g + 3]);
-  }
-#pragma GCC unroll 4
-  for (int j = 0; j < 4; ++j) {
-    const __m512i ab01 = _mm512_shuffle_i32x4(u[j], u[4 + j], 0x44), ab23 = _mm512_shuffle_i32x4(u[j], u[4 + j], 0xEE);
-    const __m512i cd01 = _mm512_shuffle_i32x4(u[8 + j], u[12 + j], 0x44);
-    const __m512i cd23 = _mm512_shuffle_i32x4(u[8 + j], u[12 + j], 0xEE);
-    v[j] = _mm512_shuffle_i32x4(ab01, cd01, 0x88);
-    v[4 + j] = _mm512_shuffle_i32x4(ab01, cd01, 0xDD);
-    v[8 + j] = _mm512_shuffle_i32x4(ab23, cd23, 0x88);
-    v[12 + j] = _mm512_shuffle_i32x4(ab23, cd23, 0xDD);
-  }
-}
-
 // The i8_transposed (NCHW) epilogue for up to 16 rows of one column block: sums[r] holds row
 // r's 16 column sums with comp and bias added (rows past h are ignored). Transposed in
 // registers, each column's h bytes are one masked store to dst + c * ld.
 inline void store_transposed(__m512i sums[16], int h, int valid, std::int8_t* dst, std::size_t ld,
                              const requant_consts& q) {
-  transpose16x16(sums);
+  verify::transpose_16x16(sums);
   const __mmask16 rows = h >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << h) - 1);
   for (int c = 0; c < valid; ++c)
     _mm_mask_storeu_epi8(dst + static_cast<std::size_t>(c) * ld, rows, _mm512_cvtsepi32_epi8(requant16(sums[c], q)));
