@@ -418,12 +418,15 @@ void cpu_maxpool(const std::int8_t* in, int batch, const maxpool_shape& s, std::
   const int oh = s.out_h(), ow = s.out_w();
   if (batch <= 0 || oh <= 0 || ow <= 0) return;
   const std::size_t planes = static_cast<std::size_t>(batch) * s.channels;
-  if (s.kernel == 2 && s.stride == 2) {
-    switch (static_cast<cpu_isa>(isa_slot().load(std::memory_order_relaxed))) {
-    case cpu_isa::avx512vnni: maxpool2_avx512(in, planes, s.in_h, s.in_w, out); return;
-    case cpu_isa::avx2: maxpool2_avx2(in, planes, s.in_h, s.in_w, out); return;
-    case cpu_isa::scalar: break;
-    }
+  const auto isa = static_cast<cpu_isa>(isa_slot().load(std::memory_order_relaxed));
+  if (s.kernel == 2 && s.stride == 2 && isa != cpu_isa::scalar) {
+    const auto row = isa == cpu_isa::avx512vnni ? &maxpool2_row_avx512 : &maxpool2_row_avx2;
+    for (std::size_t pl = 0; pl < planes; ++pl)
+      for (int oy = 0; oy < oh; ++oy) {
+        const std::int8_t* r0 = in + (pl * s.in_h + 2 * static_cast<std::size_t>(oy)) * s.in_w;
+        row(r0, r0 + s.in_w, ow, out + (pl * oh + oy) * ow);
+      }
+    return;
   }
   for (std::size_t pl = 0; pl < planes; ++pl) {
     const std::int8_t* src = in + pl * s.in_h * s.in_w;

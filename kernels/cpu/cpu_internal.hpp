@@ -48,11 +48,10 @@ void run_avx2(const std::int8_t* a, std::size_t lda, int rows, int row_base, con
 void run_avx512(const std::int8_t* a, std::size_t lda, int rows, int row_base, const packed_b& b, int blk0,
                 int blk1, const out_desc& out, void* scratch);
 
-// Max-pool with a 2x2 window and stride 2 over `planes` planes of in_h x in_w (in_h, in_w >= 2),
-// giving (in_h / 2) x (in_w / 2) per plane: the vertical max of two rows, then the max of each
-// pair of neighbours.
-void maxpool2_avx2(const std::int8_t* in, std::size_t planes, int in_h, int in_w, std::int8_t* out);
-void maxpool2_avx512(const std::int8_t* in, std::size_t planes, int in_h, int in_w, std::int8_t* out);
+// One output row of a 2x2, stride-2 max-pool: d[x] = max of r0[2x], r0[2x+1], r1[2x], r1[2x+1]
+// for x < ow (the vertical max of the two rows, then the max of each pair of neighbours).
+void maxpool2_row_avx2(const std::int8_t* r0, const std::int8_t* r1, int ow, std::int8_t* d);
+void maxpool2_row_avx512(const std::int8_t* r0, const std::int8_t* r1, int ow, std::int8_t* d);
 
 // Rows of a packed at a time by the SIMD paths (a multiple of 16).
 int a_chunk_rows(int kp);

@@ -161,31 +161,23 @@ void run_avx2(const std::int8_t* a, std::size_t lda, int rows, int row_base, con
   }
 }
 
-void maxpool2_avx2(const std::int8_t* in, std::size_t planes, int in_h, int in_w, std::int8_t* out) {
-  const int oh = in_h / 2, ow = in_w / 2;
-  for (std::size_t p = 0; p < planes; ++p) {
-    for (int oy = 0; oy < oh; ++oy) {
-      const std::int8_t* r0 = in + (p * in_h + 2 * static_cast<std::size_t>(oy)) * in_w;
-      const std::int8_t* r1 = r0 + in_w;
-      std::int8_t* d = out + (p * oh + oy) * ow;
-      // 32 input columns (16 outputs) at a time, starting at even columns; a short last chunk
-      // goes through zeroed buffers (AVX2 has no masked byte loads or stores).
-      for (int x = 0; x < 2 * ow; x += 32) {
-        const int n = 2 * ow - x < 32 ? 2 * ow - x : 32;
-        alignas(32) std::int8_t a[32] = {}, b[32] = {}, o[16];
-        std::memcpy(a, r0 + x, static_cast<std::size_t>(n));
-        std::memcpy(b, r1 + x, static_cast<std::size_t>(n));
-        const __m256i v = _mm256_max_epi8(_mm256_load_si256(reinterpret_cast<const __m256i*>(a)),
-                                          _mm256_load_si256(reinterpret_cast<const __m256i*>(b)));
-        // Each 16-bit word holds a pair: its low byte sign-extended, and its high byte.
-        const __m256i even = _mm256_srai_epi16(_mm256_slli_epi16(v, 8), 8);
-        const __m256i odd = _mm256_srai_epi16(v, 8);
-        const __m256i m = _mm256_max_epi16(even, odd);
-        const __m128i packed = _mm_packs_epi16(_mm256_castsi256_si128(m), _mm256_extracti128_si256(m, 1));
-        _mm_store_si128(reinterpret_cast<__m128i*>(o), packed);
-        std::memcpy(d + x / 2, o, static_cast<std::size_t>(n / 2));
-      }
-    }
+void maxpool2_row_avx2(const std::int8_t* r0, const std::int8_t* r1, int ow, std::int8_t* d) {
+  // 32 input columns (16 outputs) at a time, starting at even columns; a short last chunk goes
+  // through zeroed buffers (AVX2 has no masked byte loads or stores).
+  for (int x = 0; x < 2 * ow; x += 32) {
+    const int n = 2 * ow - x < 32 ? 2 * ow - x : 32;
+    alignas(32) std::int8_t a[32] = {}, b[32] = {}, o[16];
+    std::memcpy(a, r0 + x, static_cast<std::size_t>(n));
+    std::memcpy(b, r1 + x, static_cast<std::size_t>(n));
+    const __m256i v = _mm256_max_epi8(_mm256_load_si256(reinterpret_cast<const __m256i*>(a)),
+                                      _mm256_load_si256(reinterpret_cast<const __m256i*>(b)));
+    // Each 16-bit word holds a pair: its low byte sign-extended, and its high byte.
+    const __m256i even = _mm256_srai_epi16(_mm256_slli_epi16(v, 8), 8);
+    const __m256i odd = _mm256_srai_epi16(v, 8);
+    const __m256i m = _mm256_max_epi16(even, odd);
+    _mm_store_si128(reinterpret_cast<__m128i*>(o),
+                    _mm_packs_epi16(_mm256_castsi256_si128(m), _mm256_extracti128_si256(m, 1)));
+    std::memcpy(d + x / 2, o, static_cast<std::size_t>(n / 2));
   }
 }
 

@@ -308,27 +308,19 @@ void run_avx512(const std::int8_t* a, std::size_t lda, int rows, int row_base, c
   }
 }
 
-void maxpool2_avx512(const std::int8_t* in, std::size_t planes, int in_h, int in_w, std::int8_t* out) {
-  const int oh = in_h / 2, ow = in_w / 2;
-  for (std::size_t p = 0; p < planes; ++p) {
-    for (int oy = 0; oy < oh; ++oy) {
-      const std::int8_t* r0 = in + (p * in_h + 2 * static_cast<std::size_t>(oy)) * in_w;
-      const std::int8_t* r1 = r0 + in_w;
-      std::int8_t* d = out + (p * oh + oy) * ow;
-      // 64 input columns (32 outputs) at a time; chunks start at even columns, so pairs never
-      // straddle two chunks.
-      for (int x = 0; x < 2 * ow; x += 64) {
-        const int n = 2 * ow - x < 64 ? 2 * ow - x : 64;
-        const __mmask64 in_mask = ~std::uint64_t{0} >> (64 - n);
-        const __m512i v =
-            _mm512_max_epi8(_mm512_maskz_loadu_epi8(in_mask, r0 + x), _mm512_maskz_loadu_epi8(in_mask, r1 + x));
-        // Each 16-bit word holds a pair: its low byte sign-extended, and its high byte.
-        const __m512i even = _mm512_srai_epi16(_mm512_slli_epi16(v, 8), 8);
-        const __m512i odd = _mm512_srai_epi16(v, 8);
-        const __m256i pairs = _mm512_cvtepi16_epi8(_mm512_max_epi16(even, odd));
-        _mm256_mask_storeu_epi8(d + x / 2, static_cast<__mmask32>(~std::uint32_t{0} >> (32 - n / 2)), pairs);
-      }
-    }
+void maxpool2_row_avx512(const std::int8_t* r0, const std::int8_t* r1, int ow, std::int8_t* d) {
+  // 64 input columns (32 outputs) at a time; chunks start at even columns, so pairs never
+  // straddle two chunks.
+  for (int x = 0; x < 2 * ow; x += 64) {
+    const int n = 2 * ow - x < 64 ? 2 * ow - x : 64;
+    const __mmask64 in_mask = ~std::uint64_t{0} >> (64 - n);
+    const __m512i v =
+        _mm512_max_epi8(_mm512_maskz_loadu_epi8(in_mask, r0 + x), _mm512_maskz_loadu_epi8(in_mask, r1 + x));
+    // Each 16-bit word holds a pair: its low byte sign-extended, and its high byte.
+    const __m512i even = _mm512_srai_epi16(_mm512_slli_epi16(v, 8), 8);
+    const __m512i odd = _mm512_srai_epi16(v, 8);
+    const __m256i pairs = _mm512_cvtepi16_epi8(_mm512_max_epi16(even, odd));
+    _mm256_mask_storeu_epi8(d + x / 2, static_cast<__mmask32>(~std::uint32_t{0} >> (32 - n / 2)), pairs);
   }
 }
 

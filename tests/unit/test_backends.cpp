@@ -289,11 +289,33 @@ TEST_CASE("backends: conv2d (stride 1/2, pad 0/1, kernels 1/3/5, odd sizes) equa
   MESSAGE((cases + 1) << " conv2d shapes x " << vs.size() << " backend paths");
 }
 
+namespace {
+
+// Every backend path pools `in` to the reference's bytes.
+void check_maxpool(const std::vector<variant>& vs, const maxpool_shape& s, int batch,
+                   const std::vector<std::int8_t>& in) {
+  const std::size_t out_n = static_cast<std::size_t>(batch) * s.channels * s.out_h() * s.out_w();
+  std::vector<std::int8_t> want(out_n);
+  reference_backend().maxpool(in.data(), batch, s, want.data());
+  for (const variant& v : vs) {
+    v.select();
+    CAPTURE(v.label);
+    CAPTURE(s.kernel);
+    CAPTURE(s.stride);
+    CAPTURE(s.in_h);
+    CAPTURE(s.in_w);
+    std::vector<std::int8_t> o(out_n, 0x5a);
+    v.be->maxpool(in.data(), batch, s, o.data());
+    CHECK(o == want);
+  }
+}
+
+} // namespace
+
 TEST_CASE("backends: maxpool equals the reference") {
   restore_isa restore;
   const auto vs = variants();
   std::mt19937_64 rng(31337);
-  const backend& ref = reference_backend();
   for (int trial = 0; trial < 24; ++trial) {
     maxpool_shape s;
     s.channels = 1 + static_cast<int>(rng() % 17);
@@ -304,18 +326,7 @@ TEST_CASE("backends: maxpool equals the reference") {
     const int batch = 1 + static_cast<int>(rng() % 3);
     auto in = random_i8(rng, static_cast<std::size_t>(batch) * s.channels * s.in_h * s.in_w);
     if (trial % 4 == 0) std::fill(in.begin(), in.end(), std::int8_t{-128});
-    const std::size_t out_n = static_cast<std::size_t>(batch) * s.channels * s.out_h() * s.out_w();
-    std::vector<std::int8_t> want(out_n);
-    ref.maxpool(in.data(), batch, s, want.data());
-    for (const variant& v : vs) {
-      v.select();
-      CAPTURE(v.label);
-      CAPTURE(s.kernel);
-      CAPTURE(s.stride);
-      std::vector<std::int8_t> o(out_n, 0x5a);
-      v.be->maxpool(in.data(), batch, s, o.data());
-      CHECK(o == want);
-    }
+    check_maxpool(vs, s, batch, in);
   }
 }
 
@@ -323,7 +334,6 @@ TEST_CASE("backends: 2x2 stride-2 maxpool equals the reference on narrow, odd an
   restore_isa restore;
   const auto vs = variants();
   std::mt19937_64 rng(2202);
-  const backend& ref = reference_backend();
   for (int w : {2, 3, 5, 14, 28, 31, 32, 33, 63, 64, 65, 66, 127, 128, 129, 200}) {
     maxpool_shape s;
     s.channels = 1 + static_cast<int>(rng() % 5);
@@ -332,19 +342,7 @@ TEST_CASE("backends: 2x2 stride-2 maxpool equals the reference on narrow, odd an
     s.in_h = 2 + static_cast<int>(rng() % 9);
     s.in_w = w;
     const int batch = 1 + static_cast<int>(rng() % 3);
-    auto in = random_i8(rng, static_cast<std::size_t>(batch) * s.channels * s.in_h * s.in_w);
-    const std::size_t out_n = static_cast<std::size_t>(batch) * s.channels * s.out_h() * s.out_w();
-    std::vector<std::int8_t> want(out_n);
-    ref.maxpool(in.data(), batch, s, want.data());
-    for (const variant& v : vs) {
-      v.select();
-      CAPTURE(v.label);
-      CAPTURE(s.in_h);
-      CAPTURE(w);
-      std::vector<std::int8_t> o(out_n, 0x5a);
-      v.be->maxpool(in.data(), batch, s, o.data());
-      CHECK(o == want);
-    }
+    check_maxpool(vs, s, batch, random_i8(rng, static_cast<std::size_t>(batch) * s.channels * s.in_h * s.in_w));
   }
 }
 
