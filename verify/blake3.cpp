@@ -4,6 +4,7 @@
 #include <atomic>
 #include <bit>
 #include <cstring>
+#include <functional>
 
 #include "verify/blake3_internal.hpp"
 #include "verify/blake3_lanes.hpp"
@@ -159,42 +160,64 @@ hash_many_fn hash_many_for(blake3_isa isa) {
   return hash_many_portable;
 }
 
-} // namespace
+constexpr std::size_t window_len = window_chunks * chunk_len;
 
-digest blake3(std::string_view data) {
-  const auto* in = reinterpret_cast<const std::uint8_t*>(data.data());
-  const std::size_t len = data.size();
-  digest d{};
-  // One chunk: its last block is the root.
-  if (len <= chunk_len) {
-    hash_chunk(in, len, 0, root, d.data());
-    return d;
+// The chaining value of the subtree over in[0, len) whose first chunk is number `counter` (a
+// subtree has the same shape as a whole input of its length), or with is_root the root hash.
+void hash_subtree(const std::uint8_t* in, std::size_t len, std::uint64_t counter, bool is_root,
+                  std::uint8_t out[cv_len]) {
+  if (len <= chunk_len) { // one chunk: with is_root, its last block gives the root
+    hash_chunk(in, len, counter, is_root ? root : 0, out);
+    return;
   }
   const hash_many_fn hash_many = hash_many_for(isa_in_use().load(std::memory_order_relaxed));
-  constexpr std::size_t window_len = window_chunks * chunk_len;
   if (len <= window_len) {
-    hash_window(in, len, 0, true, hash_many, d.data());
-    return d;
+    hash_window(in, len, counter, is_root, hash_many, out);
+    return;
   }
   // Every window but the last is a complete subtree of window_chunks chunks. Their CVs go on a
   // stack; after the k-th, the top two are merged once per trailing zero bit of k (binary
   // addition), so the stack holds one complete subtree per 1 bit of k, the largest at the
   // bottom. The last window, which may be partial, is then merged with them from the right,
-  // the last merge being the root.
+  // the last merge giving the subtree's CV (or the root).
   std::uint8_t stack[64][cv_len];
   std::size_t depth = 0;
   std::size_t offset = 0;
   for (std::uint64_t done = 1; len - offset > window_len; ++done, offset += window_len) {
-    hash_window(in + offset, window_len, offset / chunk_len, false, hash_many, stack[depth++]);
+    hash_window(in + offset, window_len, counter + offset / chunk_len, false, hash_many, stack[depth++]);
     for (std::uint64_t t = done; t % 2 == 0; t /= 2, --depth)
       hash_parent(stack[depth - 2], stack[depth - 1], 0, stack[depth - 2]);
   }
   std::uint8_t right[cv_len];
-  hash_window(in + offset, len - offset, offset / chunk_len, false, hash_many, right);
+  hash_window(in + offset, len - offset, counter + offset / chunk_len, false, hash_many, right);
   while (depth > 0) {
     --depth;
-    hash_parent(stack[depth], right, depth == 0 ? root : 0, depth == 0 ? d.data() : right);
+    hash_parent(stack[depth], right, depth == 0 && is_root ? root : 0, depth == 0 ? out : right);
   }
+}
+
+} // namespace
+
+digest blake3(std::string_view data) {
+  digest d{};
+  hash_subtree(reinterpret_cast<const std::uint8_t*>(data.data()), data.size(), 0, true, d.data());
+  return d;
+}
+
+digest blake3_two_way(std::string_view data, const std::function<void(const std::function<void(int)>&)>& run_both) {
+  const auto* in = reinterpret_cast<const std::uint8_t*>(data.data());
+  const std::size_t len = data.size();
+  if (len < two_way_min_bytes) return blake3(data);
+  // The root's left subtree holds the largest power of 2 of whole chunks that leaves the right
+  // one at least a byte; the two are independent until their parent, the root.
+  const std::size_t left_len = std::bit_floor((len - 1) / chunk_len) * chunk_len;
+  std::uint8_t cvs[2 * cv_len];
+  run_both([&](int side) {
+    if (side == 0) hash_subtree(in, left_len, 0, false, cvs);
+    else hash_subtree(in + left_len, len - left_len, left_len / chunk_len, false, cvs + cv_len);
+  });
+  digest d{};
+  hash_parent(cvs, cvs + cv_len, root, d.data());
   return d;
 }
 

@@ -465,6 +465,17 @@ bool cpu_force_isa(cpu_isa isa) {
 }
 int cpu_threads() { return cpu_detail::pool().size(); }
 
+void cpu_run_pair(const std::function<void(int)>& f) {
+  if (cpu_threads() < 2) {
+    f(0);
+    f(1);
+    return;
+  }
+  cpu_detail::pool().run([&](int t) {
+    if (t < 2) f(t);
+  });
+}
+
 void cpu_gemm_packed_s32(const std::int8_t* a, int m, const packed_weights& w, int n, int k, std::int32_t* c) {
   if (m <= 0 || n <= 0) return;
   const cpu_detail::packed_b& b = cpu_detail::unpack(w, n, k);

@@ -2,6 +2,7 @@
 // The CPU backend's instruction-set selection and its int32-output GEMM on packed weights
 // (for benchmarks and tests). Every ISA path gives the same bytes as the reference backend.
 #include <cstdint>
+#include <functional>
 
 #include "kernels/ops.hpp"
 
@@ -21,6 +22,9 @@ const char* cpu_backend_isa();         // cpu_isa_name(cpu_current_isa())
 bool cpu_force_isa(cpu_isa isa);
 // Threads the backend splits large ops across (hardware_concurrency, or HACA_CPU_THREADS).
 int cpu_threads();
+// Calls f(0) and f(1): on two of the backend's threads when it has them and they are free,
+// else one after the other on the caller. For other host work, such as hashing a layer.
+void cpu_run_pair(const std::function<void(int)>& f);
 
 // c[m][n] = sum_k a[m][k] * b[n][k] with b packed by cpu_backend().pack_weights(b, n, k).
 void cpu_gemm_packed_s32(const std::int8_t* a, int m, const packed_weights& b, int n, int k, std::int32_t* c);

@@ -5,8 +5,10 @@
 #include <array>
 #include <bit>
 #include <cstdint>
+#include <functional>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "verify/blake3.hpp"
@@ -202,6 +204,34 @@ TEST_CASE("blake3 ISA paths agree with each other and with a from-the-spec refer
     }
   }
   MESSAGE("blake3: " << lengths.size() << " lengths x " << isas.size() << " ISA paths checked");
+}
+
+TEST_CASE("blake3_two_way equals the reference hash, on two threads and on one") {
+  std::mt19937_64 rng(77);
+  std::string data(3 * 256 * 1024 + 3000, '\0');
+  for (char& c : data) c = static_cast<char>(rng());
+  const auto one_after_other = [](const std::function<void(int)>& f) {
+    f(0);
+    f(1);
+  };
+  const auto two_threads = [](const std::function<void(int)>& f) {
+    std::thread other([&] { f(1); });
+    f(0);
+    other.join();
+  };
+  // Under the threshold, around it, whole powers of 2 of chunks (the left subtree is then half),
+  // one byte past them (a one-byte right subtree), and several 256-chunk windows on each side.
+  std::vector<std::size_t> lengths = {0, 1, 1024, 2048, two_way_min_bytes - 1, two_way_min_bytes,
+                                      two_way_min_bytes + 1, 64 * 1024, 64 * 1024 + 1, 200 * 1024 + 17,
+                                      512 * 1024, 512 * 1024 + 1, data.size()};
+  for (int i = 0; i < 12; ++i) lengths.push_back(std::uniform_int_distribution<std::size_t>(0, data.size())(rng));
+  for (const std::size_t len : lengths) {
+    const std::string_view input = std::string_view(data).substr(0, len);
+    const std::string want = reference::hex(input);
+    INFO("length " << len);
+    CHECK(to_hex(blake3_two_way(input, one_after_other)) == want);
+    CHECK(to_hex(blake3_two_way(input, two_threads)) == want);
+  }
 }
 
 TEST_CASE("blake3_force_isa accepts the portable path anywhere and reports the path in use") {
