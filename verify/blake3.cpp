@@ -7,7 +7,7 @@
 #include <functional>
 
 #include "verify/blake3_internal.hpp"
-#include "verify/blake3_lanes.hpp"
+#include "verify/blake3_rounds.hpp"
 
 namespace haca::verify {
 

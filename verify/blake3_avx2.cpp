@@ -19,11 +19,7 @@
 namespace haca::verify::blake3_detail {
 namespace {
 
-struct ymm_ops {
-  using V = __m256i;
-  static constexpr std::size_t lanes = 8;
-  static V add(V a, V b) { return _mm256_add_epi32(a, b); }
-  static V xor_(V a, V b) { return _mm256_xor_si256(a, b); }
+struct ymm_ops : ymm_base {
   template <int n> static V ror(V a) {
     if constexpr (n == 16) {
       return _mm256_shuffle_epi8(a, _mm256_setr_epi8(2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13, //
@@ -35,19 +31,10 @@ struct ymm_ops {
       return _mm256_or_si256(_mm256_srli_epi32(a, n), _mm256_slli_epi32(a, 32 - n));
     }
   }
-  static V set1(std::uint32_t x) { return _mm256_set1_epi32(static_cast<int>(x)); }
-  static V loadu(const void* p) { return _mm256_loadu_si256(static_cast<const V*>(p)); }
-  static void storeu(void* p, V v) { _mm256_storeu_si256(static_cast<V*>(p), v); }
-
-  [[gnu::always_inline]] static void transpose(V r[8]) { transpose_8x8(r); }
 };
 
 // The same with 4 lanes in xmm (SSSE3 shuffles, implied by the AVX2 target): leftover inputs.
-struct xmm_ops {
-  using V = __m128i;
-  static constexpr std::size_t lanes = 4;
-  static V add(V a, V b) { return _mm_add_epi32(a, b); }
-  static V xor_(V a, V b) { return _mm_xor_si128(a, b); }
+struct xmm_ops : xmm_base {
   template <int n> static V ror(V a) {
     if constexpr (n == 16) {
       return _mm_shuffle_epi8(a, _mm_setr_epi8(2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13));
@@ -57,11 +44,6 @@ struct xmm_ops {
       return _mm_or_si128(_mm_srli_epi32(a, n), _mm_slli_epi32(a, 32 - n));
     }
   }
-  static V set1(std::uint32_t x) { return _mm_set1_epi32(static_cast<int>(x)); }
-  static V loadu(const void* p) { return _mm_loadu_si128(static_cast<const V*>(p)); }
-  static void storeu(void* p, V v) { _mm_storeu_si128(static_cast<V*>(p), v); }
-
-  [[gnu::always_inline]] static void transpose(V r[4]) { transpose_4x4(r); }
 };
 
 } // namespace

@@ -35,30 +35,12 @@ struct zmm_ops {
 };
 
 // AVX-512 VL gives vprord on ymm and xmm too: the narrower passes for leftover inputs.
-struct ymm_ops {
-  using V = __m256i;
-  static constexpr std::size_t lanes = 8;
-  static V add(V a, V b) { return _mm256_add_epi32(a, b); }
-  static V xor_(V a, V b) { return _mm256_xor_si256(a, b); }
+struct ymm_ops : ymm_base {
   template <int n> static V ror(V a) { return _mm256_ror_epi32(a, n); }
-  static V set1(std::uint32_t x) { return _mm256_set1_epi32(static_cast<int>(x)); }
-  static V loadu(const void* p) { return _mm256_loadu_si256(static_cast<const V*>(p)); }
-  static void storeu(void* p, V v) { _mm256_storeu_si256(static_cast<V*>(p), v); }
-
-  [[gnu::always_inline]] static void transpose(V r[8]) { transpose_8x8(r); }
 };
 
-struct xmm_ops {
-  using V = __m128i;
-  static constexpr std::size_t lanes = 4;
-  static V add(V a, V b) { return _mm_add_epi32(a, b); }
-  static V xor_(V a, V b) { return _mm_xor_si128(a, b); }
+struct xmm_ops : xmm_base {
   template <int n> static V ror(V a) { return _mm_ror_epi32(a, n); }
-  static V set1(std::uint32_t x) { return _mm_set1_epi32(static_cast<int>(x)); }
-  static V loadu(const void* p) { return _mm_loadu_si128(static_cast<const V*>(p)); }
-  static void storeu(void* p, V v) { _mm_storeu_si128(static_cast<V*>(p), v); }
-
-  [[gnu::always_inline]] static void transpose(V r[4]) { transpose_4x4(r); }
 };
 
 } // namespace

@@ -1,11 +1,10 @@
 #pragma once
 // Lane-parallel BLAKE3 compression, shared by the SIMD files: one input per 32-bit lane, so a
-// vector of L lanes compresses L inputs with exactly the scalar algorithm, word for word. The
-// portable path runs the same rounds (rounds_lanes) on a plain uint32_t.
+// vector of L lanes compresses L inputs with exactly the scalar algorithm, word for word.
 //
 // In a SIMD file, include this after the file's `#pragma GCC target(...)`, so the templates are
-// compiled for that ISA and its intrinsics inline; include the headers it includes before the
-// pragma, so that they are not. Instantiate the templates only with ops types declared in an
+// compiled for that ISA and its intrinsics inline; include the standard headers it includes
+// before the pragma, so that they are not. Instantiate the templates only with ops types declared in an
 // anonymous namespace: each instantiation then has internal linkage, so the AVX2 and the
 // AVX-512 file each keep their own copy and the linker cannot swap one for the other.
 //
@@ -20,39 +19,36 @@
 #include <cstring>
 
 #include "verify/blake3_internal.hpp"
+#include "verify/blake3_rounds.hpp"
 #include "verify/simd_transpose.hpp"
 
 namespace haca::verify::blake3_detail {
 
-template <class Ops>
-[[gnu::always_inline]] inline void g_lanes(typename Ops::V& a, typename Ops::V& b, typename Ops::V& c,
-                                           typename Ops::V& d, typename Ops::V mx, typename Ops::V my) {
-  a = Ops::add(Ops::add(a, mx), b); // mx first: b is the last input to become ready
-  d = Ops::template ror<16>(Ops::xor_(d, a));
-  c = Ops::add(c, d);
-  b = Ops::template ror<12>(Ops::xor_(b, c));
-  a = Ops::add(Ops::add(a, my), b);
-  d = Ops::template ror<8>(Ops::xor_(d, a));
-  c = Ops::add(c, d);
-  b = Ops::template ror<7>(Ops::xor_(b, c));
-}
+namespace {
+// The ymm and xmm ops without ror, which differs by ISA (vprord with AVX-512 VL, shuffles and
+// shifts with AVX2): each SIMD file derives its ops from these and adds its ror.
+struct ymm_base {
+  using V = __m256i;
+  static constexpr std::size_t lanes = 8;
+  static V add(V a, V b) { return _mm256_add_epi32(a, b); }
+  static V xor_(V a, V b) { return _mm256_xor_si256(a, b); }
+  static V set1(std::uint32_t x) { return _mm256_set1_epi32(static_cast<int>(x)); }
+  static V loadu(const void* p) { return _mm256_loadu_si256(static_cast<const V*>(p)); }
+  static void storeu(void* p, V v) { _mm256_storeu_si256(static_cast<V*>(p), v); }
+  [[gnu::always_inline]] static void transpose(V r[8]) { transpose_8x8(r); }
+};
 
-// The 7 rounds: G on the columns, then on the diagonals, of the 4x4 state.
-template <class Ops>
-[[gnu::always_inline]] inline void rounds_lanes(typename Ops::V v[16], const typename Ops::V m[16]) {
-#pragma GCC unroll 7
-  for (std::size_t r = 0; r < 7; ++r) {
-    const auto& s = msg_schedule[r];
-    g_lanes<Ops>(v[0], v[4], v[8], v[12], m[s[0]], m[s[1]]);
-    g_lanes<Ops>(v[1], v[5], v[9], v[13], m[s[2]], m[s[3]]);
-    g_lanes<Ops>(v[2], v[6], v[10], v[14], m[s[4]], m[s[5]]);
-    g_lanes<Ops>(v[3], v[7], v[11], v[15], m[s[6]], m[s[7]]);
-    g_lanes<Ops>(v[0], v[5], v[10], v[15], m[s[8]], m[s[9]]);
-    g_lanes<Ops>(v[1], v[6], v[11], v[12], m[s[10]], m[s[11]]);
-    g_lanes<Ops>(v[2], v[7], v[8], v[13], m[s[12]], m[s[13]]);
-    g_lanes<Ops>(v[3], v[4], v[9], v[14], m[s[14]], m[s[15]]);
-  }
-}
+struct xmm_base {
+  using V = __m128i;
+  static constexpr std::size_t lanes = 4;
+  static V add(V a, V b) { return _mm_add_epi32(a, b); }
+  static V xor_(V a, V b) { return _mm_xor_si128(a, b); }
+  static V set1(std::uint32_t x) { return _mm_set1_epi32(static_cast<int>(x)); }
+  static V loadu(const void* p) { return _mm_loadu_si128(static_cast<const V*>(p)); }
+  static void storeu(void* p, V v) { _mm_storeu_si128(static_cast<V*>(p), v); }
+  [[gnu::always_inline]] static void transpose(V r[4]) { transpose_4x4(r); }
+};
+} // namespace
 
 // hash_many_fn for 1..lanes inputs in one pass. Missing lanes repeat the last input and their
 // results are dropped: a pass costs the same however many lanes are used.
