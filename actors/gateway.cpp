@@ -1,5 +1,7 @@
 #include "actors/gateway.hpp"
 
+#include <map>
+
 #include <spdlog/spdlog.h>
 
 #include "net/zmq_io.hpp"
@@ -8,45 +10,143 @@ namespace haca::actors {
 namespace {
 
 constexpr const char* outbox_endpoint = "inproc://haca-gateway-outbox";
-constexpr char stop_marker = 's';
+std::atomic<bool> stopping{false};
 
-zmq::socket_t& thread_outbox() {
-  thread_local zmq::socket_t push = [] {
-    zmq::socket_t s{net::context(), zmq::socket_type::push};
-    s.set(zmq::sockopt::sndhwm, 0); // never drop: the gateway drains this queue
-    s.set(zmq::sockopt::linger, 0);
-    s.connect(outbox_endpoint);
-    return s;
-  }();
-  return push;
-}
+char port_tag(core::port p) { return p == core::port::client ? 'c' : 'n'; }
 
-void reply_error(zmq::socket_t& router, const std::string& identity, const error& e) {
-  auto frames = proto::encode(proto::make_error(e));
-  frames.insert(frames.begin(), identity);
+// Logs at most a few lines a second, then says how many it left out.
+class log_limiter {
+public:
+  template <class... Args>
+  void warn(fmt::format_string<Args...> f, Args&&... args) {
+    const auto now = std::chrono::steady_clock::now();
+    if (now - window_ > std::chrono::seconds(1)) {
+      if (suppressed_ > 0)
+        spdlog::warn("gateway: {} more rejected messages not logged", suppressed_);
+      window_ = now;
+      logged_ = suppressed_ = 0;
+    }
+    if (logged_++ < 5)
+      spdlog::warn(f, std::forward<Args>(args)...);
+    else
+      ++suppressed_;
+  }
+
+private:
+  std::chrono::steady_clock::time_point window_{};
+  int logged_ = 0;
+  std::int64_t suppressed_ = 0;
+};
+
+// Sends one message to a peer without ever blocking: a full pipe or an unknown peer drops it.
+bool send_to_peer(zmq::socket_t& router, const std::vector<std::string>& frames, std::size_t first) {
   try {
-    net::send_frames(router, frames);
-  } catch (const zmq::error_t& ex) {
-    spdlog::debug("gateway: cannot answer a peer that left: {}", ex.what());
+    for (std::size_t i = first; i < frames.size(); ++i) {
+      auto flags = zmq::send_flags::dontwait | (i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
+      if (!router.send(zmq::buffer(frames[i]), flags))
+        return false; // EAGAIN: the peer's pipe is full (only the first frame can fail so)
+    }
+    return true;
+  } catch (const zmq::error_t&) {
+    return false; // EHOSTUNREACH: the peer left (ROUTER_MANDATORY)
   }
 }
 
-// Reads one message from a ROUTER, decodes it and hands it on (or answers ERROR).
-void on_router(zmq::socket_t& router, port_kind port, const proto::limits& limits, const caf::actor& dest) {
+struct gateway_loop {
+  std::shared_ptr<gateway_sockets> sockets;
+  proto::limits limits;
+  gateway_routes routes;
+  std::shared_ptr<gateway_stats> stats;
+  std::map<std::string, bool> verifier_identities; // node identity -> said HELLO as a verifier
+  log_limiter rejections;
   std::vector<std::string> frames;
-  if (!net::recv_frames(router, frames) || frames.empty())
-    return;
-  std::string identity = std::move(frames.front());
-  frames.erase(frames.begin());
-  auto decoded = proto::decode(frames, limits);
-  if (!decoded) {
-    spdlog::info("gateway: rejected a message from a {}: {} ({})", port == port_kind::client ? "client" : "node",
-                 decoded.err().code, decoded.err().reason);
-    reply_error(router, identity, decoded.err());
-    return;
+
+  // Reads one message from a ROUTER, decodes it and hands it on (or answers ERROR).
+  void read(zmq::socket_t& router, core::port port) {
+    if (!net::recv_frames(router, frames) || frames.empty())
+      return;
+    ++stats->received;
+    std::string identity = std::move(frames.front());
+    frames.erase(frames.begin());
+    auto decoded = proto::decode(frames, limits);
+    if (!decoded) {
+      ++stats->rejected;
+      rejections.warn("gateway: rejected a message from a {}: {} ({})", port == core::port::client ? "client" : "node",
+                      decoded.err().code, decoded.err().reason);
+      std::vector<std::string> reply = proto::encode(proto::make_error(decoded.err()));
+      reply.insert(reply.begin(), identity);
+      if (send_to_peer(router, reply, 0))
+        ++stats->sent;
+      else
+        ++stats->dropped;
+      return;
+    }
+    auto& msg = decoded.value();
+    caf::actor dest = routes.clients;
+    auto* backlog = routes.client_backlog.get();
+    if (port == core::port::node) {
+      backlog = routes.node_backlog.get();
+      if (msg.command == proto::cmd::hello) {
+        // Where a node's messages go is decided by the role its HELLO claims; the core it
+        // reaches checks the HELLO itself.
+        const auto caps = msg.header.find("capabilities");
+        const bool verifier = caps != msg.header.end() && caps->is_object() && caps->contains("role") &&
+                              (*caps)["role"] == "verifier";
+        if (verifier_identities.size() > 100000 && !verifier_identities.count(identity))
+          verifier_identities.erase(verifier_identities.begin()); // bounded under a HELLO flood
+        verifier_identities[identity] = verifier;
+      }
+      auto v = verifier_identities.find(identity);
+      dest = v != verifier_identities.end() && v->second ? routes.verifiers : routes.providers;
+      if (msg.command == proto::cmd::disconnect && v != verifier_identities.end())
+        verifier_identities.erase(v);
+    }
+    ++backlog->pending;
+    caf::anon_send(dest, inbound_atom::value, inbound{port, std::move(identity), std::move(msg)});
   }
-  caf::anon_send(dest, inbound_atom::value, inbound{port, std::move(identity), std::move(decoded.value())});
-}
+
+  // Hands one message from an actor's outbox to its peer.
+  void write(zmq::socket_t& outbox) {
+    if (!net::recv_frames(outbox, frames) || frames.size() < 3)
+      return;
+    auto& router = frames[0][0] == port_tag(core::port::client) ? *sockets->clients : *sockets->nodes;
+    if (send_to_peer(router, frames, 1))
+      ++stats->sent;
+    else
+      ++stats->dropped;
+  }
+
+  void run() {
+    auto& clients = *sockets->clients;
+    auto& nodes = *sockets->nodes;
+    auto& outbox = *sockets->outbox;
+    bool client_paused = false, node_paused = false;
+    while (!stopping) {
+      // Backpressure: a port whose actor is far behind is not read until it catches up, so its
+      // peers wait in their own pipes (bounded by the high-water marks) instead of in memory here.
+      client_paused = routes.client_backlog->pending > (client_paused ? routes.max_backlog / 2 : routes.max_backlog);
+      node_paused = routes.node_backlog->pending > (node_paused ? routes.max_backlog / 2 : routes.max_backlog);
+      stats->paused += client_paused + node_paused;
+      zmq::pollitem_t items[] = {{outbox.handle(), 0, ZMQ_POLLIN, 0},
+                                 {clients.handle(), 0, static_cast<short>(client_paused ? 0 : ZMQ_POLLIN), 0},
+                                 {nodes.handle(), 0, static_cast<short>(node_paused ? 0 : ZMQ_POLLIN), 0}};
+      // Paused ports are looked at again after 1 ms; otherwise poll sleeps until something comes.
+      net::poll(items, 3, std::chrono::milliseconds(client_paused || node_paused ? 1 : 100));
+      // Out first: answers free the peers that wait for them.
+      for (int i = 0; i < 256 && (items[0].revents & ZMQ_POLLIN); ++i) {
+        write(outbox);
+        items[0].revents = outbox.get(zmq::sockopt::events) & ZMQ_POLLIN;
+      }
+      if (items[1].revents & ZMQ_POLLIN)
+        read(clients, core::port::client);
+      if (items[2].revents & ZMQ_POLLIN)
+        read(nodes, core::port::node);
+    }
+    // Stopping: whatever the actors handed over is still sent.
+    while (outbox.get(zmq::sockopt::events) & ZMQ_POLLIN)
+      write(outbox);
+  }
+};
 
 } // namespace
 
@@ -56,7 +156,11 @@ result<std::shared_ptr<gateway_sockets>> bind_gateway(const std::string& client_
   auto make_router = [&](const std::string& endpoint) -> std::unique_ptr<zmq::socket_t> {
     auto r = std::make_unique<zmq::socket_t>(net::context(), zmq::socket_type::router);
     net::tune_socket(*r, limits);
-    r->set(zmq::sockopt::router_mandatory, 1); // a send to a vanished peer is an error, not a silent drop
+    // Per peer: enough for a client with 1000 requests in flight (an ACK and a RESULT each,
+    // 4-5 frames), small enough that a peer that never reads costs little before drops start.
+    r->set(zmq::sockopt::sndhwm, 50000);
+    r->set(zmq::sockopt::rcvhwm, 50000);
+    r->set(zmq::sockopt::router_mandatory, 1); // a send to a vanished peer is an error we count
     r->bind(endpoint);
     return r;
   };
@@ -76,52 +180,26 @@ result<std::shared_ptr<gateway_sockets>> bind_gateway(const std::string& client_
   return s;
 }
 
-static void run_gateway(const std::shared_ptr<gateway_sockets>& sockets, const proto::limits& limits,
-                 const caf::actor& job_queue, const caf::actor& scheduler) {
-  auto& clients = *sockets->clients;
-  auto& nodes = *sockets->nodes;
-  auto& outbox = *sockets->outbox;
-  zmq::pollitem_t items[] = {{clients.handle(), 0, ZMQ_POLLIN, 0},
-                             {nodes.handle(), 0, ZMQ_POLLIN, 0},
-                             {outbox.handle(), 0, ZMQ_POLLIN, 0}};
-  std::vector<std::string> frames;
-  for (;;) {
-    net::poll(items, 3, std::chrono::milliseconds{-1}); // blocks: no timeout, no busy wait
-    if (items[0].revents & ZMQ_POLLIN)
-      on_router(clients, port_kind::client, limits, job_queue);
-    if (items[1].revents & ZMQ_POLLIN)
-      on_router(nodes, port_kind::node, limits, scheduler);
-    if (items[2].revents & ZMQ_POLLIN) {
-      if (!net::recv_frames(outbox, frames) || frames.empty())
-        continue;
-      if (frames[0].size() == 1 && frames[0][0] == stop_marker)
-        return;
-      auto& router = frames[0][0] == static_cast<char>(port_kind::client) ? clients : nodes;
-      try {
-        for (std::size_t i = 1; i < frames.size(); ++i)
-          router.send(zmq::buffer(frames[i]), i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
-      } catch (const zmq::error_t& e) {
-        spdlog::debug("gateway: dropped a message to a peer that left: {}", e.what());
-      }
-    }
-  }
-}
-
 caf::actor spawn_gateway(caf::actor_system& sys, std::shared_ptr<gateway_sockets> sockets, proto::limits limits,
-                         caf::actor job_queue, caf::actor scheduler) {
-  return sys.spawn<caf::detached>([=](caf::blocking_actor*) { run_gateway(sockets, limits, job_queue, scheduler); });
+                         gateway_routes routes, std::shared_ptr<gateway_stats> stats) {
+  return sys.spawn<caf::detached>([=](caf::blocking_actor*) {
+    gateway_loop{sockets, limits, routes, stats, {}, {}, {}}.run();
+  });
 }
 
-void gateway_send(port_kind port, const std::string& identity, const proto::message& m) {
+void gateway_stop() { stopping = true; }
+
+outbox::outbox() : push_(net::context(), zmq::socket_type::push) {
+  push_.set(zmq::sockopt::sndhwm, 0); // never drop here: the gateway drains this queue
+  push_.set(zmq::sockopt::linger, 0);
+  push_.connect(outbox_endpoint);
+}
+
+void outbox::send(core::port to, const std::string& identity, const proto::message& m) {
   auto frames = proto::encode(m);
-  auto& push = thread_outbox();
-  push.send(zmq::buffer(std::string(1, static_cast<char>(port))), zmq::send_flags::sndmore);
-  push.send(zmq::buffer(identity), zmq::send_flags::sndmore);
-  net::send_frames(push, frames);
-}
-
-void gateway_stop() {
-  thread_outbox().send(zmq::buffer(std::string(1, stop_marker)), zmq::send_flags::none);
+  push_.send(zmq::buffer(std::string(1, port_tag(to))), zmq::send_flags::sndmore);
+  push_.send(zmq::buffer(identity), zmq::send_flags::sndmore);
+  net::send_frames(push_, frames);
 }
 
 } // namespace haca::actors

@@ -1,8 +1,11 @@
 #pragma once
 // The gateway: the one owner of the coordinator's ZeroMQ sockets. It runs on a thread of its
 // own (a detached actor) blocked in zmq::poll over the client ROUTER, the node ROUTER and an
-// inproc PULL; decoded frames become actor messages, and any actor sends frames out through
-// gateway_send, which pushes them into that PULL from a thread-local inproc PUSH socket.
+// inproc PULL. Decoded frames become actor messages; actors send through an `outbox` each owns
+// (an inproc PUSH into that PULL), so the messages of one actor leave in the order it sent
+// them. The gateway never blocks on a peer: a message to a peer that does not read (its pipe
+// at the high-water mark) or that left is dropped and counted.
+#include <atomic>
 #include <memory>
 #include <string>
 
@@ -20,18 +23,42 @@ struct gateway_sockets {
   std::unique_ptr<zmq::socket_t> outbox;  // PULL, bound to the inproc outbox
 };
 
+// Counters the gateway keeps (read by tests and, later, metrics).
+struct gateway_stats {
+  std::atomic<std::int64_t> received{0};
+  std::atomic<std::int64_t> rejected{0};     // did not decode: answered ERROR, reached no actor
+  std::atomic<std::int64_t> sent{0};
+  std::atomic<std::int64_t> dropped{0};      // peer gone or not reading
+  std::atomic<std::int64_t> paused{0};       // times reading a port was paused for backpressure
+};
+
 // Binds the sockets on the calling thread, so a port in use fails here with a clear error.
 result<std::shared_ptr<gateway_sockets>> bind_gateway(const std::string& client_endpoint, const std::string& node_endpoint,
                                                       const proto::limits& limits);
 
-// The gateway: a detached actor running the socket loop until gateway_stop(). Client messages
-// go to job_queue, node messages to scheduler. Messages that do not decode are answered with
-// ERROR right there and reach no other actor.
-caf::actor spawn_gateway(caf::actor_system& sys, std::shared_ptr<gateway_sockets> sockets, proto::limits limits,
-                         caf::actor job_queue, caf::actor scheduler);
+struct gateway_routes {
+  caf::actor clients;        // every client message
+  caf::actor providers;      // node messages, unless the node said HELLO as a verifier
+  caf::actor verifiers;
+  std::shared_ptr<inbound_backlog> client_backlog;
+  std::shared_ptr<inbound_backlog> node_backlog;
+  std::int64_t max_backlog = 20000; // stop reading a port while its consumer is this far behind
+};
 
-// Thread-safe: queue a message to a peer on one of the ROUTER sockets.
-void gateway_send(port_kind port, const std::string& identity, const proto::message& m);
+// Runs the socket loop until gateway_stop(); then sends what the outbox still holds and ends.
+caf::actor spawn_gateway(caf::actor_system& sys, std::shared_ptr<gateway_sockets> sockets, proto::limits limits,
+                         gateway_routes routes, std::shared_ptr<gateway_stats> stats);
 void gateway_stop();
+
+// One actor's way out to the peers. Not thread-safe: one owner (an actor, whose handlers
+// never run concurrently).
+class outbox {
+public:
+  outbox();
+  void send(core::port to, const std::string& identity, const proto::message& m);
+
+private:
+  zmq::socket_t push_;
+};
 
 } // namespace haca::actors

@@ -1,284 +1,142 @@
-// job_queue: admission (model, input, funds, duplicates, backpressure), durability before ACK,
-// per-client fair queueing, deadlines and the one-result-per-job rule.
-#include <set>
-
+// job_queue: the execution core's actor. Decodes client and provider messages into events,
+// runs core::execution_core::step, and carries out the effects (actors/core_adapter.hpp).
 #include <fmt/format.h>
-#include <spdlog/spdlog.h>
 
 #include "actors/coordinator.hpp"
-#include "actors/gateway.hpp"
-#include "scheduler/queue_policy.hpp"
-#include "verify/hash.hpp"
+#include "actors/core_adapter.hpp"
+#include "core/execution.hpp"
 
 namespace haca::actors {
 namespace {
 
-struct job_entry {
-  db::job_record rec;
-  std::string identity; // the client's ZeroMQ identity, for RESULT
-  std::string state;    // QUEUED | ASSIGNED | EXECUTED
-  std::int32_t attempt = 0;
-};
-
 struct job_queue_state {
-  coordinator_config cfg;
-  peers p;
-  market::escrow_book escrow;
-  scheduler::fair_queue queue{0};
-  std::map<std::int64_t, job_entry> jobs;
-  std::set<std::pair<std::string, std::string>> requests; // (client, request id) seen since start
-  std::size_t persisting = 0;                             // SUBMITs waiting for the store
+  std::optional<core::execution_core> core;
+  core_adapter io{"job_queue"};
+  std::shared_ptr<inbound_backlog> client_backlog, node_backlog;
+  std::optional<caf::response_promise> drained; // SIGTERM: answered once nothing is owed
   static inline const char* name = "job_queue";
 };
 
 using self_ptr = caf::stateful_actor<job_queue_state>*;
 
-void send_client(const std::string& identity, const proto::message& m) { gateway_send(port_kind::client, identity, m); }
-
-void note_event(self_ptr self, std::int64_t job_id, const char* state, std::string detail, std::int32_t attempt) {
-  self->send(self->state.p.store, note_atom::value,
-             db::operation{db::record_events{{{job_id, state, std::move(detail), attempt, "", now_us()}}}});
-}
-
-// A job leaves the queue for good without being charged: its hold goes back to the client.
-void finish_unpaid(self_ptr self, std::int64_t job_id, const char* state, const char* code, const std::string& reason) {
+void step(self_ptr self, const core::execution_event& ev) {
   auto& st = self->state;
-  auto it = st.jobs.find(job_id);
-  if (it == st.jobs.end())
-    return;
-  auto& job = it->second;
-  st.escrow.release(job.rec.client_id, job.rec.max_price);
-  note_event(self, job_id, state, reason, job.attempt);
-  send_client(job.identity, proto::make_error(make_error(code, reason), job.rec.request_id, job_id));
-  st.queue.remove(job_id);
-  st.jobs.erase(it);
-}
-
-void on_submit(self_ptr self, const inbound& in) {
-  auto& st = self->state;
-  auto parsed = proto::parse_submit(in.msg);
-  if (!parsed) {
-    auto id = in.msg.header.value("request_id", std::string{});
-    send_client(in.identity, proto::make_error(parsed.err(), in.msg.header.contains("request_id") &&
-                                                                     in.msg.header["request_id"].is_string()
-                                                                 ? id
-                                                                 : std::string{}));
-    return;
+  auto fx = st.core->step(ev, now_us());
+  st.io.carry_out(self, fx);
+  if (st.drained && st.core->drained() && st.io.unconfirmed() == 0) {
+    for (const auto& m : st.core->farewell())
+      st.io.send(m.to, m.identity, m.msg);
+    st.drained->deliver(true);
+    st.drained.reset();
   }
-  auto& s = parsed.value();
-  auto refuse = [&](const char* code, std::string reason) {
-    send_client(in.identity, proto::make_error(make_error(code, std::move(reason)), s.request_id));
+}
+
+// A message that does not make an event is answered here and changes nothing.
+std::optional<core::execution_event> decode(self_ptr self, const inbound& in) {
+  const auto& m = in.msg;
+  auto refuse = [&](const error& e, std::int64_t job_id = 0) {
+    self->state.io.send(in.from, in.identity, proto::make_error(e, proto::request_id_of(m), job_id));
+    return std::nullopt;
   };
-  auto model = st.cfg.model_input_dims.find(s.model);
-  if (model == st.cfg.model_input_dims.end()) {
-    refuse(errc::unknown_model, fmt::format("model {} is not known to this coordinator ({} models loaded)",
-                                            s.model.substr(0, 12), st.cfg.model_input_dims.size()));
-    return;
+  if (in.from == core::port::client) {
+    if (m.command == proto::cmd::submit) {
+      auto s = proto::parse_submit(m);
+      if (!s)
+        return refuse(s.err());
+      return core::client_submit{in.identity, std::move(s.value())};
+    }
+    if (m.command == proto::cmd::status) {
+      auto s = proto::parse_status_request(m);
+      if (!s)
+        return refuse(s.err());
+      return core::client_status{in.identity, s->job_id};
+    }
+    return refuse(make_error(errc::unknown_command,
+                             fmt::format("{} is not a client command (SUBMIT, STATUS)", m.command)));
   }
-  const auto& shape = s.input.shape;
-  if (s.input.type != kernels::dtype::i8 || shape.size() != 2 || shape[1] != model->second || shape[0] < 1 ||
-      shape[0] > st.cfg.max_rows) {
-    refuse(errc::bad_input, fmt::format("model {} takes i8 [rows, {}] with 1 <= rows <= {}, got {} [{}]",
-                                        s.model.substr(0, 12), model->second, st.cfg.max_rows,
-                                        kernels::dtype_name(s.input.type), kernels::shape_string(shape)));
-    return;
+  if (m.command == proto::cmd::hello) {
+    auto caps = proto::parse_hello(m);
+    if (!caps)
+      return refuse(caps.err());
+    return core::node_hello{in.identity, std::move(caps.value())};
   }
-  if (st.requests.count({s.client_id, s.request_id})) {
-    refuse(errc::duplicate_request,
-           fmt::format("client '{}' already submitted request id '{}'", s.client_id, s.request_id));
-    return;
+  if (m.command == proto::cmd::ready) {
+    auto n = proto::parse_ready(m);
+    if (!n)
+      return refuse(n.err());
+    return core::node_ready{in.identity, n.value()};
   }
-  if (st.queue.size() + st.persisting >= st.cfg.max_queue) {
-    refuse(errc::queue_full, fmt::format("{} jobs are waiting, the limit is {}; retry later",
-                                         st.queue.size() + st.persisting, st.cfg.max_queue));
-    return;
+  if (m.command == proto::cmd::heartbeat)
+    return core::node_heartbeat{in.identity};
+  if (m.command == proto::cmd::done) {
+    auto d = proto::parse_done(m);
+    if (!d)
+      return refuse(d.err(), m.header.is_object() && m.header.contains("job_id") && m.header["job_id"].is_number_integer()
+                                 ? m.header["job_id"].get<std::int64_t>()
+                                 : 0);
+    return core::node_done{in.identity, std::move(d.value())};
   }
-  // A client id seen for the first time gets the faucet grant, but only with a job it can pay
-  // for: a refused SUBMIT changes nothing.
-  bool grant = !st.escrow.known(s.client_id) && st.cfg.faucet > 0;
-  if (grant && s.max_price > st.cfg.faucet) {
-    refuse(errc::insufficient_funds, fmt::format("client '{}' would have {} available, job max_price is {}",
-                                                 s.client_id, st.cfg.faucet, s.max_price));
-    return;
+  if (m.command == proto::cmd::fail) {
+    auto f = proto::parse_fail(m);
+    if (!f)
+      return refuse(f.err());
+    return core::node_fail{in.identity, std::move(f.value())};
   }
-  if (grant) {
-    st.escrow.credit(s.client_id, st.cfg.faucet);
-    self->send(st.p.store, note_atom::value, db::operation{db::fund_client{s.client_id, st.cfg.faucet}});
-  }
-  if (auto held = st.escrow.hold(s.client_id, s.max_price); !held) {
-    refuse(errc::insufficient_funds, held.err().reason);
-    return;
-  }
-  auto now = now_us();
-  auto deadline_ms = s.deadline_ms > 0 ? s.deadline_ms : st.cfg.default_deadline_ms;
-  db::job_record rec{s.client_id, s.request_id, s.model, s.tier, s.max_price, now + deadline_ms * 1000,
-                     std::move(s.input), "", now};
-  rec.input_hash = verify::sha256_hex(rec.input.data);
-  st.requests.insert({rec.client_id, rec.request_id});
-  ++st.persisting;
-  auto identity = in.identity;
-  self->request(st.p.store, store_timeout, db::operation{db::insert_job{rec}})
-      .then(
-          [=](store_reply& reply) mutable {
-            auto& st = self->state;
-            --st.persisting;
-            if (!reply) {
-              st.escrow.release(rec.client_id, rec.max_price);
-              if (reply.err().code != errc::duplicate_request)
-                st.requests.erase({rec.client_id, rec.request_id});
-              send_client(identity, proto::make_error(reply.err(), rec.request_id));
-              return;
-            }
-            auto job_id = std::get<std::int64_t>(reply.value());
-            send_client(identity, proto::make_ack({rec.request_id, job_id}));
-            st.queue.push(rec.client_id, job_id);
-            st.jobs.emplace(job_id, job_entry{std::move(rec), identity, "QUEUED", 0});
-            self->send(st.p.scheduler, ready_atom::value);
-          },
-          [=](caf::error& e) {
-            auto& st = self->state;
-            --st.persisting;
-            st.escrow.release(rec.client_id, rec.max_price);
-            st.requests.erase({rec.client_id, rec.request_id});
-            send_client(identity, proto::make_error(make_error(errc::internal, "the job could not be stored: " +
-                                                                                   self->system().render(e)),
-                                                    rec.request_id));
-          });
+  if (m.command == proto::cmd::disconnect)
+    return core::node_gone{in.identity, "it disconnected"};
+  return refuse(make_error(errc::unknown_command,
+                           fmt::format("{} is not a provider command (HELLO, READY, HEARTBEAT, DONE, FAIL, "
+                                       "DISCONNECT)",
+                                       m.command)));
 }
 
-void on_status(self_ptr self, const inbound& in) {
-  auto parsed = proto::parse_status_request(in.msg);
-  if (!parsed) {
-    send_client(in.identity, proto::make_error(parsed.err()));
-    return;
-  }
-  auto job_id = parsed->job_id;
-  auto identity = in.identity;
-  self->request(self->state.p.store, store_timeout, db::operation{db::read_status{job_id}})
-      .then(
-          [=](store_reply& reply) {
-            if (!reply)
-              send_client(identity, proto::make_error(make_error(errc::unknown_job,
-                                                                 fmt::format("no job with id {}", job_id)),
-                                                      "", job_id));
-            else
-              send_client(identity, proto::make_status_reply(std::get<proto::status_reply>(reply.value())));
-          },
-          [=](caf::error& e) {
-            send_client(identity, proto::make_error(make_error(errc::internal, self->system().render(e)), "", job_id));
-          });
-}
-
-void expire_overdue(self_ptr self) {
-  auto now = now_us();
-  std::vector<std::int64_t> overdue;
-  for (const auto& [id, job] : self->state.jobs)
-    if (job.state == "QUEUED" && job.rec.deadline_us && job.rec.deadline_us < now)
-      overdue.push_back(id);
-  for (auto id : overdue)
-    finish_unpaid(self, id, "EXPIRED", errc::expired, "the deadline passed before a provider could run the job");
-}
-
-caf::behavior job_queue(self_ptr self, coordinator_config cfg) {
-  self->state.cfg = std::move(cfg);
-  self->state.queue = scheduler::fair_queue{self->state.cfg.max_queue};
-  for (const auto& [client, balance] : self->state.cfg.ledger_head.client_balances)
-    self->state.escrow.credit(client, balance);
-  self->delayed_send(self, std::chrono::seconds(1), tick_atom::value);
+caf::behavior job_queue(self_ptr self, core::execution_core core, std::shared_ptr<inbound_backlog> client_backlog,
+                        std::shared_ptr<inbound_backlog> node_backlog) {
+  auto& st = self->state;
+  st.core.emplace(std::move(core));
+  st.client_backlog = std::move(client_backlog);
+  st.node_backlog = std::move(node_backlog);
   return {
-      [=](peers_atom, const peers& p) { self->state.p = p; },
-      [=](inbound_atom, const inbound& in) {
-        if (in.msg.command == proto::cmd::submit)
-          on_submit(self, in);
-        else if (in.msg.command == proto::cmd::status)
-          on_status(self, in);
-        else
-          send_client(in.identity, proto::make_error(make_error(
-                                       errc::unknown_command,
-                                       fmt::format("{} is not a client command (SUBMIT, STATUS)", in.msg.command))));
+      [=](peers_atom, const peers& p) {
+        self->state.io.set_peers(p);
+        guarded(self, "job_queue", [&] { step(self, core::tick{}); }); // arms the first timers
       },
-      // The scheduler has `credit` free slots; prices maps each model a provider with credit has
-      // to the cheapest such price, so only jobs that can be placed leave the queue.
-      [=](pull_atom, int credit, const std::map<std::string, std::int64_t>& prices) {
-        auto& st = self->state;
-        auto ids = st.queue.take(static_cast<std::size_t>(credit), [&](std::int64_t id) {
-          const auto& rec = st.jobs.at(id).rec;
-          auto price = prices.find(rec.model);
-          return price != prices.end() && price->second <= rec.max_price;
+      [=](inbound_atom, inbound& in) {
+        --(in.from == core::port::client ? self->state.client_backlog : self->state.node_backlog)->pending;
+        guarded(self, "job_queue", [&] {
+          if (auto ev = decode(self, in))
+            step(self, *ev);
         });
-        std::vector<dispatch_job> out;
-        for (auto id : ids) {
-          auto& job = st.jobs.at(id);
-          job.state = "ASSIGNED";
-          out.push_back({{id, job.attempt, job.rec.model, 0, job.rec.input}, job.rec.input_hash, job.rec.max_price});
-        }
-        return out;
       },
-      [=](unplaced_atom, const dispatch_job& d) {
-        auto& st = self->state;
-        auto it = st.jobs.find(d.order.job_id);
-        if (it != st.jobs.end() && it->second.state == "ASSIGNED") {
-          it->second.state = "QUEUED";
-          st.queue.push_front(it->second.rec.client_id, d.order.job_id);
-        }
+      [=](committed_atom, records& recs, outcomes& outs) {
+        self->state.io.confirmed();
+        guarded(self, "job_queue", [&] { step(self, core::committed{std::move(recs), std::move(outs)}); });
       },
-      [=](requeue_atom, std::int64_t job_id, std::int32_t attempt, const std::string& reason) {
-        auto& st = self->state;
-        auto it = st.jobs.find(job_id);
-        if (it == st.jobs.end() || it->second.state != "ASSIGNED" || it->second.attempt != attempt)
-          return; // stale: that attempt already ended
-        auto& job = it->second;
-        if (++job.attempt >= st.cfg.max_attempts) {
-          finish_unpaid(self, job_id, "FAILED", errc::failed,
-                        fmt::format("gave up after {} attempts; last: {}", job.attempt, reason));
-          return;
-        }
-        job.state = "QUEUED";
-        note_event(self, job_id, "QUEUED", "re-queued: " + reason, job.attempt);
-        st.queue.push_front(job.rec.client_id, job_id);
-        self->send(st.p.scheduler, ready_atom::value);
+      [=](core::request_found& found) {
+        guarded(self, "job_queue", [&] { step(self, std::move(found)); });
       },
-      [=](executed_atom, executed_job& ex) {
-        auto& st = self->state;
-        auto& done = ex.done;
-        auto it = st.jobs.find(done.job_id);
-        if (it == st.jobs.end() || it->second.state != "ASSIGNED" || it->second.attempt != done.attempt) {
-          spdlog::warn("job_queue: ignored a second result for job {} attempt {}", done.job_id, done.attempt);
-          return; // exactly one result per job
-        }
-        auto& job = it->second;
-        job.state = "EXECUTED";
-        send_client(job.identity, proto::make_result({job.rec.request_id, done.job_id, done.classes, done.output,
-                                                      done.receipt}));
-        self->send(st.p.store, note_atom::value, db::operation{db::save_receipt{done.job_id, done.receipt}});
-        note_event(self, done.job_id, "EXECUTED", "", job.attempt);
-        self->send(st.p.verifier_pool, executed_atom::value,
-                   to_verify{{done.job_id, job.rec.client_id, done.receipt, ""}, job.rec.tier,
-                             std::move(job.rec.input)});
-        job.rec.input = {};
-      },
-      [=](settled_atom, const std::vector<final_job>& items) {
-        auto& st = self->state;
-        for (const auto& f : items) {
-          auto it = st.jobs.find(f.job_id);
-          if (it == st.jobs.end())
-            continue;
-          if (f.verdict == "mismatch")
-            st.escrow.release(f.client_id, it->second.rec.max_price);
-          else
-            st.escrow.capture(f.client_id, it->second.rec.max_price, f.receipt.price);
-          st.jobs.erase(it);
-        }
+      [=](handoff_atom, settled_jobs& jobs) {
+        guarded(self, "job_queue", [&] { step(self, core::jobs_settled{std::move(jobs)}); });
       },
       [=](tick_atom) {
-        expire_overdue(self);
-        self->delayed_send(self, std::chrono::seconds(1), tick_atom::value);
+        self->state.io.ticked(now_us());
+        guarded(self, "job_queue", [&] { step(self, core::tick{}); });
+      },
+      [=](drain_atom) -> caf::result<bool> {
+        auto rp = self->make_response_promise<bool>();
+        self->state.drained = rp;
+        guarded(self, "job_queue", [&] { step(self, core::drain{}); });
+        return rp;
       },
   };
 }
 
 } // namespace
 
-caf::actor spawn_job_queue(caf::actor_system& sys, const coordinator_config& cfg) { return sys.spawn(job_queue, cfg); }
+caf::actor spawn_job_queue(caf::actor_system& sys, core::execution_core core,
+                           std::shared_ptr<inbound_backlog> client_backlog,
+                           std::shared_ptr<inbound_backlog> node_backlog) {
+  return sys.spawn(job_queue, std::move(core), std::move(client_backlog), std::move(node_backlog));
+}
 
 } // namespace haca::actors

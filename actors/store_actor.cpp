@@ -1,6 +1,12 @@
-// store: the only actor that talks to Postgres. Detached (blocking I/O on its own thread).
-// Group commit: operations that arrive while the store is busy pile up in its mailbox; the
-// first one buffered schedules a flush message behind them, so one transaction serves them all.
+// store: the only actor that writes to Postgres. Detached (blocking I/O on its own thread).
+// Group commit: persist messages that arrive while a commit is running pile up in the mailbox;
+// the first one buffered schedules a flush behind them, so one transaction serves them all.
+// A commit that ends in doubt (connection lost, server restarting) is applied again until
+// Postgres answers: records are idempotent, so a retry finds its own earlier commit. Nobody is
+// told anything before that, so a stalled Postgres delays answers and never loses them.
+#include <deque>
+#include <thread>
+
 #include <spdlog/spdlog.h>
 
 #include "actors/coordinator.hpp"
@@ -10,43 +16,78 @@ namespace {
 
 using flush_atom = caf::atom_constant<caf::atom("flush")>;
 
+constexpr std::size_t max_records_per_commit = 4096;
+
+struct pending {
+  caf::strong_actor_ptr reply_to;
+  records recs;
+};
+
 struct store_state {
   std::shared_ptr<db::store> db;
-  std::vector<db::operation> ops;
-  std::vector<std::optional<caf::response_promise>> promises;
+  std::deque<pending> queue;
   static inline const char* name = "store";
 };
 
-void buffer(caf::stateful_actor<store_state>* self, db::operation op, std::optional<caf::response_promise> rp) {
-  auto& st = self->state;
-  if (st.ops.empty())
-    self->send(self, flush_atom::value);
-  st.ops.push_back(std::move(op));
-  st.promises.push_back(std::move(rp));
+using self_ptr = caf::stateful_actor<store_state>*;
+
+// Applies until Postgres decides; logs the failures and backs off.
+outcomes apply_until_decided(self_ptr self, const records& all) {
+  auto backoff = std::chrono::milliseconds(20);
+  for (int attempt = 1;; ++attempt) {
+    auto r = self->state.db->apply(all);
+    if (auto* out = std::get_if<outcomes>(&r))
+      return std::move(*out);
+    if (attempt == 1 || attempt % 20 == 0)
+      spdlog::warn("store: commit of {} records not confirmed ({}); retrying (try {})", all.size(),
+                   std::get<db::transient_error>(r).reason, attempt);
+    std::this_thread::sleep_for(backoff);
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(1000));
+  }
 }
 
-caf::behavior store_actor(caf::stateful_actor<store_state>* self, std::shared_ptr<db::store> db) {
+void flush(self_ptr self) {
+  auto& st = self->state;
+  std::vector<std::pair<caf::strong_actor_ptr, std::size_t>> senders; // and how many records each sent
+  records all;
+  while (!st.queue.empty() &&
+         (senders.empty() || all.size() + st.queue.front().recs.size() <= max_records_per_commit)) {
+    auto& p = st.queue.front();
+    senders.emplace_back(std::move(p.reply_to), p.recs.size());
+    std::move(p.recs.begin(), p.recs.end(), std::back_inserter(all));
+    st.queue.pop_front();
+  }
+  if (!st.queue.empty())
+    self->send(self, flush_atom::value);
+  if (all.empty() && senders.empty())
+    return;
+  auto outs = apply_until_decided(self, all);
+  // Each sender gets back its own records with their outcomes, in its order.
+  std::size_t at = 0;
+  for (auto& [sender, n] : senders) {
+    records recs(std::make_move_iterator(all.begin() + static_cast<std::ptrdiff_t>(at)),
+                 std::make_move_iterator(all.begin() + static_cast<std::ptrdiff_t>(at + n)));
+    outcomes o(outs.begin() + static_cast<std::ptrdiff_t>(at), outs.begin() + static_cast<std::ptrdiff_t>(at + n));
+    at += n;
+    caf::anon_send(caf::actor_cast<caf::actor>(sender), committed_atom::value, std::move(recs), std::move(o));
+  }
+}
+
+caf::behavior store_actor(self_ptr self, std::shared_ptr<db::store> db) {
   self->state.db = std::move(db);
   return {
-      [=](db::operation& op) -> caf::response_promise {
-        auto rp = self->make_response_promise();
-        buffer(self, std::move(op), rp);
-        return rp;
-      },
-      [=](note_atom, db::operation& op) { buffer(self, std::move(op), std::nullopt); },
-      [=](flush_atom) {
+      [=](persist_atom, records& recs) {
         auto& st = self->state;
-        auto ops = std::move(st.ops);
-        auto promises = std::move(st.promises);
-        st.ops.clear();
-        st.promises.clear();
-        auto answers = st.db->apply(ops);
-        for (std::size_t i = 0; i < answers.size(); ++i) {
-          if (promises[i])
-            promises[i]->deliver(store_reply{answers[i]});
-          else if (!answers[i].ok())
-            spdlog::error("store: a write failed: {} ({})", answers[i].err().reason, answers[i].err().code);
-        }
+        if (st.queue.empty())
+          self->send(self, flush_atom::value);
+        st.queue.push_back({self->current_sender(), std::move(recs)});
+      },
+      [=](flush_atom) { flush(self); },
+      // Answered after everything sent before it is committed (the mailbox is in order).
+      [=](sync_atom) {
+        while (!self->state.queue.empty())
+          flush(self);
+        return true;
       },
   };
 }

@@ -1,5 +1,6 @@
 // `haca coordinator`: the composition root of the coordinator's actors.
 #include <chrono>
+#include <thread>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -27,6 +28,9 @@ struct coordinator_options {
   int heartbeat_ms = proto::default_heartbeat_ms;
   int max_attempts = 3;
   std::size_t max_queue = 100000;
+  std::size_t max_client_queue = 10000;
+  std::int64_t assign_timeout_ms = 30000;
+  int drain_ms = 5000;
   std::int64_t max_tensor_bytes = 1 << 20;
   std::string log_level = "info";
 };
@@ -44,33 +48,43 @@ int run_coordinator(const coordinator_options& o) {
     spdlog::error("coordinator key: {}", key.err().reason);
     return 2;
   }
-  std::shared_ptr<db::store> store_db;
-  try {
-    store_db = std::make_shared<db::store>(o.db);
-  } catch (const std::exception& e) {
-    spdlog::error("cannot connect to {}: {} (is PostgreSQL running? try 'deploy/setup.sh --db-only')", o.db, e.what());
+  // Recovery is replay: every core starts from what Postgres committed, nothing else.
+  auto store_db = std::make_shared<db::store>(o.db);
+  auto snap = store_db->load_snapshot();
+  if (!snap) {
+    spdlog::error("{} (is PostgreSQL running and migrated? try 'deploy/setup.sh --db-only')", snap.err().reason);
     return 2;
   }
-  auto head = store_db->load_startup();
-  if (!head) {
-    spdlog::error("{} (were the migrations applied? 'deploy/migrate.sh {}')", head.err().reason, o.db);
-    return 2;
-  }
+  const auto now = actors::now_us();
 
-  actors::coordinator_config cfg;
+  core::execution_config ex;
   for (const auto& [hash, m] : models.value())
-    cfg.model_input_dims[hash] = m.input_dim();
-  cfg.faucet = o.faucet;
-  cfg.heartbeat_ms = o.heartbeat_ms;
-  cfg.sample_rate = o.sample_rate;
-  cfg.sampling_secret = verify::to_hex(verify::sha256(key->secret_key + "sampling"));
-  cfg.fee_bps = o.fee_bps;
-  cfg.batch_size = o.batch_size;
-  cfg.batch_ms = o.batch_ms;
-  cfg.max_attempts = o.max_attempts;
-  cfg.max_queue = o.max_queue;
-  cfg.key = key.value();
-  cfg.ledger_head = head.value();
+    ex.model_input_dims[hash] = m.input_dim();
+  ex.faucet = o.faucet;
+  ex.heartbeat_ms = o.heartbeat_ms;
+  ex.max_attempts = o.max_attempts;
+  ex.max_waiting = o.max_queue;
+  ex.max_client_waiting = std::min(o.max_queue, o.max_client_queue);
+  ex.assign_timeout_ms = o.assign_timeout_ms;
+  ex.coordinator_key = key->public_key_hex;
+  core::verification_config vc;
+  vc.sample_rate = o.sample_rate;
+  vc.sampling_secret = verify::to_hex(verify::sha256(key->secret_key + "sampling"));
+  vc.heartbeat_ms = o.heartbeat_ms;
+  vc.coordinator_key = key->public_key_hex;
+  core::settlement_config sc;
+  sc.batch_size = o.batch_size;
+  sc.batch_ms = o.batch_ms;
+  sc.fee_bps = o.fee_bps;
+  sc.key = key.value();
+
+  auto execution = core::execution_core::recover(ex, snap.value(), now);
+  auto verification = core::verification_core::recover(vc, snap.value(), now);
+  auto settlement = core::settlement_core::recover(sc, snap.value(), now);
+  spdlog::info("coordinator: recovered {} open jobs ({} waiting for a provider, {} for verification, {} for "
+               "settlement), ledger height {}",
+               snap->open_jobs.size(), execution.waiting(), verification.backlog(), settlement.backlog(),
+               settlement.next_height());
 
   proto::limits limits;
   limits.max_tensor_bytes = o.max_tensor_bytes;
@@ -83,24 +97,66 @@ int run_coordinator(const coordinator_options& o) {
 
   caf::actor_system_config sys_cfg;
   caf::actor_system sys{sys_cfg};
+  auto client_backlog = std::make_shared<actors::inbound_backlog>();
+  auto node_backlog = std::make_shared<actors::inbound_backlog>();
   actors::peers p;
   p.store = actors::spawn_store(sys, store_db);
-  p.job_queue = actors::spawn_job_queue(sys, cfg);
-  p.scheduler = actors::spawn_scheduler(sys, cfg);
-  p.verifier_pool = actors::spawn_verifier_pool(sys, cfg);
-  p.settlement = actors::spawn_settlement_batcher(sys, cfg);
-  for (const auto& a : {p.job_queue, p.scheduler, p.verifier_pool, p.settlement})
+  p.reader = actors::spawn_status_reader(sys, o.db);
+  p.job_queue = actors::spawn_job_queue(sys, std::move(execution), client_backlog, node_backlog);
+  p.verifier_pool = actors::spawn_verifier_pool(sys, std::move(verification), node_backlog);
+  p.settlement = actors::spawn_settlement_batcher(sys, std::move(settlement));
+  for (const auto& a : {p.job_queue, p.verifier_pool, p.settlement})
     caf::anon_send(a, actors::peers_atom::value, p);
-  auto gateway = actors::spawn_gateway(sys, sockets.value(), limits, p.job_queue, p.scheduler);
+  auto stats = std::make_shared<actors::gateway_stats>();
+  auto gateway = actors::spawn_gateway(sys, sockets.value(), limits,
+                                       {p.job_queue, p.job_queue, p.verifier_pool, client_backlog, node_backlog},
+                                       stats);
 
-  spdlog::info("coordinator: clients on {}:{}, nodes on {}:{}, {} models, ledger height {}, key {}", o.bind,
-               o.client_port, o.bind, o.node_port, cfg.model_input_dims.size(), cfg.ledger_head.next_height,
-               cfg.key.public_key_hex.substr(0, 12));
-  wait_for_stop_signal();
-  spdlog::info("coordinator: stopping");
-  actors::gateway_stop(); // the gateway actor ends; the actor system waits for it on the way out
-  for (const auto& a : {p.job_queue, p.scheduler, p.verifier_pool, p.settlement, p.store})
+  // Fail fast: if any actor dies, say why and exit non-zero; a supervisor restarts the
+  // coordinator and recovery takes over from what Postgres committed.
+  caf::scoped_actor self{sys};
+  const std::vector<std::pair<const char*, caf::actor>> watched{
+      {"store", p.store},           {"status_reader", p.reader}, {"job_queue", p.job_queue},
+      {"verifier_pool", p.verifier_pool}, {"settlement", p.settlement}, {"gateway", gateway}};
+  for (const auto& [name, a] : watched)
+    self->monitor(a);
+  std::thread signals([handle = caf::actor_cast<caf::actor>(self)] {
+    wait_for_stop_signal();
+    caf::anon_send(handle, actors::drain_atom::value);
+  });
+  signals.detach();
+
+  spdlog::info("coordinator: clients on {}:{}, nodes on {}:{}, {} models, key {}", o.bind, o.client_port, o.bind,
+               o.node_port, ex.model_input_dims.size(), key->public_key_hex.substr(0, 12));
+  bool stopping = false;
+  self->receive_while([&] { return !stopping; })(
+      [&](caf::down_msg& dm) {
+        const char* who = "an actor";
+        for (const auto& [name, a] : watched)
+          if (a.address() == dm.source)
+            who = name;
+        spdlog::critical("coordinator: {} died ({}); exiting so that a restart recovers from Postgres", who,
+                         sys.render(dm.reason));
+        spdlog::default_logger()->flush();
+        std::_Exit(70);
+      },
+      [&](actors::drain_atom) { stopping = true; });
+
+  // SIGTERM drains: admit nothing more, let providers finish what they hold, commit what is
+  // pending, send what is owed, say DISCONNECT to the nodes, then stop.
+  spdlog::info("coordinator: draining");
+  self->request(p.job_queue, std::chrono::milliseconds(o.drain_ms), actors::drain_atom::value)
+      .receive([](bool) {},
+               [&](caf::error& e) { spdlog::warn("coordinator: drain not finished ({}); stopping anyway", sys.render(e)); });
+  self->request(p.store, std::chrono::seconds(5), actors::sync_atom::value)
+      .receive([](bool) {}, [&](caf::error& e) { spdlog::warn("coordinator: store not idle ({})", sys.render(e)); });
+  actors::gateway_stop();
+  for (const auto& [name, a] : watched)
+    self->demonitor(a);
+  for (const auto& a : {p.job_queue, p.verifier_pool, p.settlement, p.store, p.reader})
     caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
+  spdlog::info("coordinator: stopped ({} messages received, {} rejected, {} sent, {} dropped)", stats->received.load(),
+               stats->rejected.load(), stats->sent.load(), stats->dropped.load());
   return 0;
 }
 
@@ -130,7 +186,14 @@ void add_coordinator_command(CLI::App& app) {
   cmd->add_option("--heartbeat-ms", o->heartbeat_ms, "heartbeat interval; a node is dead after 3 missed")
       ->capture_default_str();
   cmd->add_option("--max-attempts", o->max_attempts, "attempts per job before it FAILS")->capture_default_str();
-  cmd->add_option("--max-queue", o->max_queue, "queued jobs before SUBMIT answers queue_full")->capture_default_str();
+  cmd->add_option("--max-queue", o->max_queue, "jobs waiting for a provider before SUBMIT answers queue_full")
+      ->capture_default_str();
+  cmd->add_option("--max-client-queue", o->max_client_queue, "the same, per client")->capture_default_str();
+  cmd->add_option("--assign-timeout-ms", o->assign_timeout_ms,
+                  "an assigned job without DONE or FAIL after this long runs again elsewhere")
+      ->capture_default_str();
+  cmd->add_option("--drain-ms", o->drain_ms, "on SIGTERM, how long to wait for providers to finish what they hold")
+      ->capture_default_str();
   cmd->add_option("--max-tensor-bytes", o->max_tensor_bytes, "largest tensor a message may carry")
       ->capture_default_str();
   add_log_level_option(*cmd, o->log_level);

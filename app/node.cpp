@@ -6,6 +6,7 @@
 #include "actors/node_workers.hpp"
 #include "app/common.hpp"
 #include "net/node_session.hpp"
+#include "proto/commands.hpp"
 
 namespace haca::app {
 namespace {
@@ -42,6 +43,11 @@ result<const kernels::backend*> choose_backend(const std::string& name) {
 int run_node(const node_cli& o) {
   set_log_level(o.log_level);
   install_stop_handlers();
+  // The coordinator refuses a HELLO whose name is not an id (docs/PROTOCOL.md): say so now.
+  if (auto st = proto::check_id(o.name, "--name"); !st) {
+    spdlog::error("{}", st.err().reason);
+    return 2;
+  }
   auto models = load_models_dir(o.models);
   if (!models) {
     spdlog::error("{}", models.err().reason);

@@ -1,5 +1,6 @@
 #include "db/audit.hpp"
 
+#include <algorithm>
 #include <map>
 #include <pqxx/pqxx>
 
@@ -10,6 +11,11 @@
 
 namespace haca::db {
 namespace {
+
+// The states a job ends in; every other state holds the client's escrow.
+constexpr const char* final_states = "('SETTLED', 'FAILED', 'EXPIRED', 'CANCELLED')";
+// The states after a provider's result was accepted: each has a receipt.
+constexpr const char* executed_states = "('EXECUTED', 'VERIFIED', 'UNSAMPLED', 'DISPUTED', 'SETTLED')";
 
 verify::receipt receipt_from_row(const pqxx::row& row) {
   verify::receipt r;
@@ -27,37 +33,93 @@ verify::receipt receipt_from_row(const pqxx::row& row) {
   return r;
 }
 
+// Collects findings; a kind reported twice adds up, keeping the first example.
+struct collector {
+  audit_report& a;
+  void add(std::string_view kind, std::int64_t count, std::string example) {
+    if (count <= 0) return;
+    for (auto& f : a.findings)
+      if (f.kind == kind) {
+        f.count += count;
+        return;
+      }
+    a.findings.push_back({std::string(kind), count, std::move(example)});
+  }
+};
+
+std::size_t order_of(std::string_view kind) {
+  const auto& checks = audit_checks();
+  for (std::size_t i = 0; i < checks.size(); ++i)
+    if (checks[i].kind == kind) return i;
+  return checks.size();
+}
+
 } // namespace
 
-result<audit_report> audit(const std::string& url, const std::string& client_id) {
+const std::vector<audit_check>& audit_checks() {
+  static const std::vector<audit_check> checks = {
+      {"invalid_receipts", "receipts whose Ed25519 signature does not verify"},
+      {"broken_chain", "blocks whose height, link, hash, signature or batch root does not check"},
+      {"unbalanced_postings", "postings that do not sum to zero, in all or for one job"},
+      {"account_drift", "accounts whose balance differs from the sum of their postings"},
+      {"stuck_jobs", "jobs not in a final state whose last change is older than the threshold"},
+      {"executed_without_receipt", "jobs in EXECUTED, VERIFIED, UNSAMPLED, DISPUTED or SETTLED without a receipt"},
+      {"negative_accounts", "accounts below zero (other than 'mint', which funds the faucet)"},
+      {"holds_exceed_balance", "clients whose open jobs' max_price (their escrow holds) exceed their balance"},
+      {"settled_without_postings", "SETTLED jobs, not refunded after a mismatch, with no posting"},
+      {"postings_on_unsettled_job", "jobs with postings that are not SETTLED"},
+  };
+  return checks;
+}
+
+const audit_finding* audit_report::find(std::string_view kind) const {
+  for (const auto& f : findings)
+    if (f.kind == kind) return &f;
+  return nullptr;
+}
+
+result<audit_report> audit(const std::string& url, const audit_options& o) {
   try {
     pqxx::connection conn{url};
     pqxx::read_transaction tx{conn};
     audit_report a;
-    auto note = [&](bool& flag, std::string problem) {
-      if (flag && a.problem.empty())
-        a.problem = std::move(problem);
-      flag = false;
-    };
-    std::string where = client_id.empty() ? "true" : "j.client_id = " + tx.quote(client_id);
-    auto counts = tx.exec1("select count(*), count(*) filter (where j.state = 'SETTLED'), "
-                           "count(*) filter (where j.state in ('FAILED', 'EXPIRED')), "
-                           "count(*) filter (where r.verdict = 'verified'), "
-                           "count(*) filter (where r.verdict = 'unsampled'), "
-                           "count(*) filter (where r.verdict = 'mismatch') "
-                           "from jobs j left join receipts r on r.job_id = j.id where " + where);
+    collector c{a};
+    // Only ever a parameter ($1), never spliced into the SQL text.
+    const std::string& client = o.client_id;
+
+    auto counts = tx.exec_params1("select count(*), count(*) filter (where state = 'SETTLED'), "
+                                  "count(*) filter (where state in ('FAILED', 'EXPIRED')) "
+                                  "from jobs where $1 = '' or client_id = $1",
+                                  client);
     a.jobs = counts[0].as<std::int64_t>();
     a.settled = counts[1].as<std::int64_t>();
     a.failed = counts[2].as<std::int64_t>();
-    a.verified = counts[3].as<std::int64_t>();
-    a.unsampled = counts[4].as<std::int64_t>();
-    a.disputed = counts[5].as<std::int64_t>();
+    auto verdicts = tx.exec_params1("select count(*) filter (where r.verdict = 'verified'), "
+                                    "count(*) filter (where r.verdict = 'unsampled'), "
+                                    "count(*) filter (where r.verdict = 'mismatch') "
+                                    "from receipts r join jobs j on j.id = r.job_id where $1 = '' or j.client_id = $1",
+                                    client);
+    a.verified = verdicts[0].as<std::int64_t>();
+    a.unsampled = verdicts[1].as<std::int64_t>();
+    a.disputed = verdicts[2].as<std::int64_t>();
+    a.open = tx.exec1(fmt::format("select count(*) from jobs where state not in {}", final_states))[0]
+                 .as<std::int64_t>();
 
-    for (const auto& row : tx.exec("select r.* from receipts r join jobs j on j.id = r.job_id where " + where)) {
+    // Receipt signatures.
+    std::int64_t invalid = 0;
+    std::string first_invalid;
+    for (const auto& row : tx.exec_params("select r.* from receipts r join jobs j on j.id = r.job_id "
+                                          "where $1 = '' or j.client_id = $1 order by r.job_id, r.attempt",
+                                          client)) {
       ++a.receipts_checked;
-      if (!verify::verify_receipt(receipt_from_row(row)))
-        note(a.receipts_valid, fmt::format("receipt of job {} does not verify", row["job_id"].c_str()));
+      if (!verify::verify_receipt(receipt_from_row(row))) {
+        if (invalid++ == 0)
+          first_invalid = fmt::format("the receipt of job {} (attempt {}) does not verify", row["job_id"].c_str(),
+                                      row["attempt"].c_str());
+      }
     }
+    a.receipts_valid = invalid == 0;
+    c.add("invalid_receipts", invalid, first_invalid);
 
     // The chain: heights from 0, each prev_hash the block before's hash, hashes and signatures
     // recomputed, each batch root rebuilt from its receipts in batch order.
@@ -66,6 +128,8 @@ result<audit_report> audit(const std::string& url, const std::string& client_id)
                                    "block_index"))
       leaves[row["block_height"].as<std::int64_t>()].push_back(verify::receipt_hash(receipt_from_row(row)));
     std::string prev(64, '0');
+    std::int64_t broken_blocks = 0;
+    std::string first_broken;
     for (const auto& row : tx.exec("select * from blocks order by height")) {
       verify::block b;
       b.height = row["height"].as<std::int64_t>();
@@ -76,42 +140,128 @@ result<audit_report> audit(const std::string& url, const std::string& client_id)
       b.created_at_us = row["created_at"].as<std::int64_t>();
       b.signer_key = row["signer_key"].c_str();
       b.signature = row["signature"].c_str();
+      std::string problem;
       if (b.height != a.blocks)
-        note(a.chain_valid, fmt::format("block heights jump from {} to {}", a.blocks - 1, b.height));
-      if (b.prev_hash != prev)
-        note(a.chain_valid, fmt::format("block {} does not link to the block before it", b.height));
-      if (verify::block_hash(b) != row["block_hash"].c_str())
-        note(a.chain_valid, fmt::format("block {}'s stored hash differs from its contents", b.height));
-      if (!verify::verify_block(b))
-        note(a.chain_valid, fmt::format("block {}'s signature does not verify", b.height));
-      if (verify::merkle_root(leaves[b.height]) != b.batch_root)
-        note(a.chain_valid, fmt::format("block {}'s batch root does not match its receipts", b.height));
+        problem = fmt::format("block heights jump from {} to {}", a.blocks - 1, b.height);
+      else if (b.prev_hash != prev)
+        problem = fmt::format("block {} does not link to the block before it", b.height);
+      else if (verify::block_hash(b) != row["block_hash"].c_str())
+        problem = fmt::format("block {}'s stored hash differs from its contents", b.height);
+      else if (!verify::verify_block(b))
+        problem = fmt::format("block {}'s signature does not verify", b.height);
+      else if (verify::merkle_root(leaves[b.height]) != b.batch_root)
+        problem = fmt::format("block {}'s batch root does not match its receipts", b.height);
+      if (!problem.empty() && broken_blocks++ == 0)
+        first_broken = std::move(problem);
       prev = row["block_hash"].c_str();
       ++a.blocks;
     }
+    a.chain_valid = broken_blocks == 0;
+    c.add("broken_chain", broken_blocks, first_broken);
 
-    if (tx.exec1("select coalesce(sum(amount), 0) from postings")[0].as<std::int64_t>() != 0)
-      note(a.postings_balanced, "the postings do not sum to zero");
-    auto unbalanced = tx.exec("select job_id from postings where job_id is not null group by job_id "
-                              "having sum(amount) <> 0 limit 1");
+    // The ledger: all postings, and each job's, sum to zero; balances are their postings' sums.
+    // Grouped by job; the postings of no job (faucet grants) form one more group. Every group
+    // balanced means all postings are.
+    auto unbalanced = tx.exec("select count(*) over (), job_id, sum(amount) from postings group by job_id "
+                              "having sum(amount) <> 0 order by job_id nulls last limit 1");
     if (!unbalanced.empty())
-      note(a.postings_balanced, fmt::format("the postings of job {} do not sum to zero", unbalanced[0][0].c_str()));
-    auto drift = tx.exec("select a.id from accounts a left join (select account, sum(amount) s from postings group by "
-                         "account) p on p.account = a.id where a.balance <> coalesce(p.s, 0) limit 1");
+      c.add("unbalanced_postings", unbalanced[0][0].as<std::int64_t>(),
+            unbalanced[0][1].is_null()
+                ? fmt::format("the postings of no job (faucet grants) sum to {}, not zero", unbalanced[0][2].c_str())
+                : fmt::format("the postings of job {} sum to {}, not zero", unbalanced[0][1].c_str(),
+                              unbalanced[0][2].c_str()));
+    auto drift = tx.exec("select count(*) over (), a.id, a.balance, coalesce(p.s, 0) from accounts a "
+                         "left join (select account, sum(amount) s from postings group by account) p "
+                         "on p.account = a.id where a.balance <> coalesce(p.s, 0) order by a.id limit 1");
     if (!drift.empty())
-      note(a.postings_balanced, fmt::format("account {}'s balance differs from its postings", drift[0][0].c_str()));
+      c.add("account_drift", drift[0][0].as<std::int64_t>(),
+            fmt::format("account '{}' has balance {} but its postings sum to {}", drift[0][1].c_str(),
+                        drift[0][2].c_str(), drift[0][3].c_str()));
+    a.postings_balanced = !a.find("unbalanced_postings") && !a.find("account_drift");
+
+    // a. Jobs that stopped moving: not final, unchanged for longer than the threshold.
+    auto stuck = tx.exec_params(fmt::format("select count(*) over (), id, state, "
+                                            "floor(extract(epoch from now() - updated_at))::bigint from jobs "
+                                            "where state not in {} and updated_at < now() - $1::bigint * interval "
+                                            "'1 second' order by updated_at, id limit 1",
+                                            final_states),
+                                o.stuck_after_s);
+    if (!stuck.empty())
+      c.add("stuck_jobs", stuck[0][0].as<std::int64_t>(),
+            fmt::format("job {} has been {} for {} s, the longest of those unchanged for over {} s",
+                        stuck[0][1].c_str(), stuck[0][2].c_str(), stuck[0][3].c_str(), o.stuck_after_s));
+
+    // b. Executed jobs must have a receipt.
+    auto no_receipt = tx.exec(fmt::format("select count(*) over (), j.id, j.state from jobs j where j.state in {} "
+                                          "and not exists (select 1 from receipts r where r.job_id = j.id) "
+                                          "order by j.id limit 1",
+                                          executed_states));
+    if (!no_receipt.empty())
+      c.add("executed_without_receipt", no_receipt[0][0].as<std::int64_t>(),
+            fmt::format("job {} is {} but has no receipt", no_receipt[0][1].c_str(), no_receipt[0][2].c_str()));
+
+    // c. No account below zero but the mint, which funds the faucet.
+    auto negative = tx.exec("select count(*) over (), id, balance from accounts where balance < 0 and id <> 'mint' "
+                            "order by balance, id limit 1");
+    if (!negative.empty())
+      c.add("negative_accounts", negative[0][0].as<std::int64_t>(),
+            fmt::format("account '{}' has balance {}", negative[0][1].c_str(), negative[0][2].c_str()));
+
+    // d. A client's escrow holds are the max_price of its open jobs: its balance must cover them.
+    auto holds = tx.exec(fmt::format(
+        "with h as (select client_id, sum(max_price) held, count(*) jobs from jobs where state not in {} "
+        "group by client_id) "
+        "select count(*) over (), h.client_id, h.held, coalesce(a.balance, 0), h.jobs from h "
+        "left join accounts a on a.id = 'client:' || h.client_id where h.held > coalesce(a.balance, 0) "
+        "order by h.held - coalesce(a.balance, 0) desc, h.client_id limit 1",
+        final_states));
+    if (!holds.empty())
+      c.add("holds_exceed_balance", holds[0][0].as<std::int64_t>(),
+            fmt::format("client '{}' holds {} for {} open job{} but its balance is {}", holds[0][1].c_str(),
+                        holds[0][2].c_str(), holds[0][4].c_str(), holds[0][4].as<std::int64_t>() == 1 ? "" : "s",
+                        holds[0][3].c_str()));
+
+    // A settled job was charged (postings) unless its last receipt's verdict is a mismatch
+    // (refunded); a job with no receipt at all is executed_without_receipt instead.
+    auto uncharged = tx.exec("select count(*) over (), j.id from jobs j "
+                             "join lateral (select verdict from receipts r where r.job_id = j.id "
+                             "order by r.attempt desc limit 1) lr on true "
+                             "where j.state = 'SETTLED' and lr.verdict is distinct from 'mismatch' "
+                             "and not exists (select 1 from postings p where p.job_id = j.id) "
+                             "order by j.id limit 1");
+    if (!uncharged.empty())
+      c.add("settled_without_postings", uncharged[0][0].as<std::int64_t>(),
+            fmt::format("job {} is SETTLED but has no posting", uncharged[0][1].c_str()));
+
+    // Only a settled job has postings.
+    auto early = tx.exec("select count(*) over (), j.id, j.state from jobs j where j.state <> 'SETTLED' "
+                         "and exists (select 1 from postings p where p.job_id = j.id) order by j.id limit 1");
+    if (!early.empty())
+      c.add("postings_on_unsettled_job", early[0][0].as<std::int64_t>(),
+            fmt::format("job {} has postings but is {}", early[0][1].c_str(), early[0][2].c_str()));
+
+    std::stable_sort(a.findings.begin(), a.findings.end(),
+                     [](const audit_finding& x, const audit_finding& y) { return order_of(x.kind) < order_of(y.kind); });
+    if (!a.findings.empty())
+      a.problem = a.findings.front().example;
     return a;
   } catch (const std::exception& e) {
     return make_error(errc::io_error, fmt::format("auditing {}: {}", url, e.what()));
   }
 }
 
+result<audit_report> audit(const std::string& url, const std::string& client_id) {
+  audit_options o;
+  o.client_id = client_id;
+  return audit(url, o);
+}
+
 result<std::int64_t> count_final(const std::string& url, const std::string& client_id) {
   try {
     pqxx::connection conn{url};
     pqxx::read_transaction tx{conn};
-    return tx.exec1("select count(*) from jobs where client_id = " + tx.quote(client_id) +
-                    " and state in ('SETTLED', 'FAILED', 'EXPIRED', 'CANCELLED')")[0]
+    return tx.exec_params1(fmt::format("select count(*) from jobs where client_id = $1 and state in {}", final_states),
+                           client_id)[0]
         .as<std::int64_t>();
   } catch (const std::exception& e) {
     return make_error(errc::io_error, fmt::format("reading job states from {}: {}", url, e.what()));

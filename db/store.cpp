@@ -4,273 +4,489 @@
 #include <pqxx/pqxx>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "db/rows.hpp"
+#include "verify/hash.hpp"
 
 namespace haca::db {
 namespace {
 
-// A unix-microseconds value as a timestamptz expression.
-std::string ts(std::int64_t us) { return fmt::format("to_timestamp({}::double precision / 1e6)", us); }
+using core::job_state;
 
-std::string bytea(pqxx::dbtransaction& tx, const std::string& bytes) {
-  return tx.quote_raw(reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size());
-}
-
-template <class T, class F>
-std::string join_rows(const std::vector<T>& items, F&& row) {
-  std::string out;
-  for (const auto& item : items) {
-    if (!out.empty())
-      out += ',';
-    out += '(' + row(item) + ')';
+// A Postgres array literal, built element by element: the whole array travels as one
+// statement parameter, so a commit of n rows is one statement whatever n is.
+class array_param {
+public:
+  array_param& num(std::int64_t v) {
+    sep();
+    text_ += std::to_string(v);
+    return *this;
   }
-  return out;
+  array_param& str(std::string_view v) {
+    sep();
+    text_ += '"';
+    for (char c : v) {
+      if (c == '"' || c == '\\')
+        text_ += '\\';
+      text_ += c == '\0' ? '?' : c; // Postgres text cannot hold NUL; ids never do (checked at decode)
+    }
+    text_ += '"';
+    return *this;
+  }
+  array_param& bytes(std::string_view v) {
+    static constexpr char hex[] = "0123456789abcdef";
+    sep();
+    text_ += "\"\\\\x"; // bytea hex input, its backslash escaped for the array literal
+    for (unsigned char c : v) {
+      text_ += hex[c >> 4];
+      text_ += hex[c & 15];
+    }
+    text_ += '"';
+    return *this;
+  }
+  array_param& null() {
+    sep();
+    text_ += "NULL";
+    return *this;
+  }
+  std::string done() const { return text_ + '}'; }
+
+private:
+  void sep() { text_ += first_ ? "" : ","; first_ = false; }
+  std::string text_ = "{";
+  bool first_ = true;
+};
+
+// ---- statements (prepared once per connection) ----
+
+std::string ts(const char* column) { return fmt::format("('epoch'::timestamptz + {} * interval '1 microsecond')", column); }
+std::string us(const char* column) { return fmt::format("(extract(epoch from {}) * 1000000)::bigint", column); }
+
+void prepare(pqxx::connection& c) {
+  c.prepare("insert_jobs",
+            "with v as (select * from unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[], "
+            "$7::text[], $8::text[], $9::bigint[], $10::bigint[], $11::bigint[]) as v (id, client_id, request_id, "
+            "model, input_hash, input, shape, tier, max_price, deadline_us, submitted_us)), "
+            "ins as (insert into jobs (id, client_id, client_req_id, model_hash, input_hash, input, input_shape, tier, "
+            "max_price, deadline, state, attempt, seq, submitted_at, updated_at) "
+            "select id, client_id, request_id, model, input_hash, input, shape, tier, max_price, "
+            "case when deadline_us = 0 then null else " + ts("deadline_us") + " end, 'QUEUED', 0, 0, " +
+                ts("submitted_us") + ", " + ts("submitted_us") +
+                " from v on conflict do nothing returning id, submitted_at) "
+                "insert into job_events (job_id, seq, state, detail, attempt, at) "
+                "select id, 0, 'QUEUED', 'submitted', 0, submitted_at from ins on conflict do nothing returning job_id");
+  // The job that holds each (client, request id), with its receipt when it has one.
+  c.prepare("find_requests",
+            std::string("select v.id as mine, j.id, j.state, ") + result_columns +
+                " "
+            "from unnest($1::bigint[], $2::text[], $3::text[]) as v (id, client_id, request_id) "
+            "join jobs j on j.client_id = v.client_id and j.client_req_id = v.request_id "
+            "left join receipts r on r.job_id = j.id and r.attempt = j.attempt");
+  // A transition is an event (once per job and seq) and, when newer than the row's, the row.
+  c.prepare("transitions",
+            "with v as (select * from unnest($1::bigint[], $2::int[], $3::text[], $4::int[], $5::text[], $6::bigint[], "
+            "$7::text[], $8::bigint[]) as v (job_id, seq, state, attempt, provider_key, price, detail, at_us)), "
+            "ev as (insert into job_events (job_id, seq, state, detail, attempt, at) "
+            "select v.job_id, v.seq, v.state, v.detail, v.attempt, " + ts("v.at_us") +
+                " from v join jobs j on j.id = v.job_id on conflict do nothing), "
+                "newest as (select distinct on (job_id) * from v order by job_id, seq desc) "
+                "update jobs j set state = n.state, attempt = n.attempt, seq = n.seq, "
+                "provider_key = case when n.provider_key = '' then j.provider_key else n.provider_key end, "
+                "price = case when n.state = 'ASSIGNED' then n.price else j.price end, updated_at = " +
+                ts("n.at_us") + " from newest n where j.id = n.job_id and j.seq < n.seq");
+  c.prepare("insert_receipts",
+            "insert into receipts (job_id, attempt, receipt_hash, model_hash, input_hash, output_hash, trace_root, "
+            "provider_key, price, started_at, finished_at, signature, output, output_shape, classes) "
+            "select * from unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], "
+            "$8::text[], $9::bigint[], $10::bigint[], $11::bigint[], $12::text[], $13::bytea[], $14::text[], "
+            "$15::text[]) on conflict do nothing");
+  c.prepare("verdicts", "update receipts r set verdict = v.verdict from unnest($1::bigint[], $2::int[], $3::text[]) "
+                        "as v (job_id, attempt, verdict) where r.job_id = v.job_id and r.attempt = v.attempt");
+  c.prepare("insert_block",
+            "insert into blocks (height, prev_hash, batch_root, receipts, total_amount, block_hash, signer_key, "
+            "signature, created_at) values ($1, $2, $3, $4, $5, $6, $7, $8, $9) on conflict (height) do nothing "
+            "returning height");
+  c.prepare("block_hash_at", "select block_hash from blocks where height = $1");
+  c.prepare("settle_receipts",
+            "update receipts r set block_height = $1, block_index = v.idx from unnest($2::bigint[], $3::int[], "
+            "$4::int[]) as v (job_id, attempt, idx) where r.job_id = v.job_id and r.attempt = v.attempt and "
+            "r.block_height is null returning r.job_id");
+  c.prepare("credit_accounts", "insert into accounts (id, balance) select * from unnest($1::text[], $2::bigint[]) "
+                               "on conflict (id) do update set balance = accounts.balance + excluded.balance");
+  c.prepare("insert_postings",
+            "insert into postings (block_height, job_id, account, amount, memo, ref) select * from unnest("
+            "$1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::text[], $6::text[])");
+  c.prepare("open_accounts", "insert into accounts (id, balance) select unnest($1::text[]), 0 on conflict do nothing");
+  c.prepare("claim_ref", "insert into postings (account, amount, memo, ref) values ($1, $2, $3, $4) "
+                         "on conflict (ref) where ref is not null do nothing returning id");
+  c.prepare("upsert_node",
+            "insert into providers (public_key, role, name, device, price, capabilities) values ($1, $2, $3, $4, $5, "
+            "$6::jsonb) on conflict (public_key) do update set role = excluded.role, name = excluded.name, device = "
+            "excluded.device, price = excluded.price, capabilities = excluded.capabilities, last_seen = now()");
 }
 
-void insert_jobs(pqxx::dbtransaction& tx, const std::vector<const insert_job*>& jobs, std::vector<result<answer>*>& answers) {
-  auto values = join_rows(jobs, [&](const insert_job* op) {
-    const auto& j = op->job;
-    return fmt::format("{},{},{},{},{},{},{},{}::bigint,{},{}", tx.quote(j.client_id), tx.quote(j.request_id),
-                       tx.quote(j.model), tx.quote(j.input_hash), bytea(tx, j.input.data),
-                       tx.quote(kernels::shape_string(j.input.shape)), tx.quote(j.tier), j.max_price,
-                       j.deadline_us ? ts(j.deadline_us) : "null::timestamptz", ts(j.submitted_us));
-  });
-  auto rows = tx.exec(
-      "with v (client_id, client_req_id, model_hash, input_hash, input, input_shape, tier, max_price, deadline, "
-      "submitted_at) as (values " + values + "), "
-      "ins as (insert into jobs (id, client_id, client_req_id, model_hash, input_hash, input, input_shape, tier, "
-      "max_price, deadline, state, attempt, submitted_at, updated_at) "
-      "select nextval('job_id_seq'), client_id, client_req_id, model_hash, input_hash, input, input_shape, tier, "
-      "max_price, deadline, 'QUEUED', 0, submitted_at, submitted_at from v "
-      "on conflict (client_id, client_req_id) do nothing returning id, client_id, client_req_id, submitted_at), "
-      "ev as (insert into job_events (job_id, state, at) select id, 'SUBMITTED', submitted_at from ins "
-      "union all select id, 'QUEUED', submitted_at from ins) "
-      "select id, client_id, client_req_id from ins");
-  std::map<std::pair<std::string, std::string>, std::int64_t> ids;
-  for (const auto& row : rows)
-    ids[{row[1].c_str(), row[2].c_str()}] = row[0].as<std::int64_t>();
-  for (std::size_t i = 0; i < jobs.size(); ++i) {
-    const auto& j = jobs[i]->job;
-    auto it = ids.find({j.client_id, j.request_id});
-    if (it == ids.end()) {
-      *answers[i] = make_error(errc::duplicate_request,
-                               fmt::format("client '{}' already submitted request id '{}'", j.client_id, j.request_id));
-    } else {
-      *answers[i] = answer{it->second};
-      ids.erase(it); // a duplicate within the same batch gets the error
+const char* verdict_word(job_state s) {
+  return s == job_state::verified ? "verified" : s == job_state::disputed ? "mismatch" : "unsampled";
+}
+
+// ---- applying records ----
+
+class batch_writer {
+public:
+  batch_writer(pqxx::work& tx, const std::vector<core::record>& records) : tx_(tx), records_(records) {}
+
+  // Kinds of records are applied in dependency order: accounts and nodes, jobs, their
+  // transitions (receipts, verdicts), then blocks in height order. Each record depends only
+  // on records of an earlier kind or earlier in the list, so this order is the list's.
+  std::vector<core::outcome> run() {
+    std::vector<core::outcome> out(records_.size());
+    for (std::size_t i = 0; i < records_.size(); ++i) {
+      if (const auto* f = std::get_if<core::funding>(&records_[i]))
+        fund(*f);
+      else if (const auto* n = std::get_if<core::node_seen>(&records_[i]))
+        node(*n);
+    }
+    insert_jobs(out);
+    transitions();
+    for (const auto& r : records_)
+      if (const auto* b = std::get_if<core::block_commit>(&r))
+        block(*b);
+    return out;
+  }
+
+private:
+  void fund(const core::funding& f) {
+    const auto account = market::client_account(f.client_id);
+    tx_.exec_prepared("open_accounts", array_param{}.str(account).str(market::mint_account).done());
+    if (tx_.exec_prepared("claim_ref", account, f.amount, "faucet", f.ref).empty())
+      return; // granted before: a retried commit
+    tx_.exec_prepared("insert_postings", array_param{}.null().done(), array_param{}.null().done(),
+                      array_param{}.str(market::mint_account).done(), array_param{}.num(-f.amount).done(),
+                      array_param{}.str("faucet").done(), array_param{}.str("mint:" + f.ref).done());
+    tx_.exec_prepared("credit_accounts", array_param{}.str(account).str(market::mint_account).done(),
+                      array_param{}.num(f.amount).num(-f.amount).done());
+  }
+
+  void node(const core::node_seen& n) {
+    const auto& c = n.caps;
+    tx_.exec_prepared("upsert_node", c.public_key, c.role, c.name, c.device, c.price,
+                      proto::capabilities_json(c).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+  }
+
+  void insert_jobs(std::vector<core::outcome>& out) {
+    array_param id, client, request, model, input_hash, input, shape, tier, max_price, deadline, submitted;
+    std::vector<std::size_t> index;
+    for (std::size_t i = 0; i < records_.size(); ++i) {
+      const auto* ins = std::get_if<core::job_insert>(&records_[i]);
+      if (!ins)
+        continue;
+      const auto& s = ins->spec;
+      index.push_back(i);
+      id.num(s.id);
+      client.str(s.client_id);
+      request.str(s.request_id);
+      model.str(s.model);
+      input_hash.str(s.input_hash);
+      input.bytes(s.input.data);
+      shape.str(kernels::shape_string(s.input.shape));
+      tier.str(s.tier);
+      max_price.num(s.max_price);
+      deadline.num(s.deadline_us);
+      submitted.num(s.submitted_us);
+    }
+    if (index.empty())
+      return;
+    tx_.exec_prepared("insert_jobs", id.done(), client.done(), request.done(), model.done(), input_hash.done(),
+                      input.done(), shape.done(), tier.done(), max_price.done(), deadline.done(), submitted.done());
+    // Inserted now or by an earlier try of this commit: the pair is held by our id.
+    std::map<std::int64_t, pqxx::row> holder;
+    auto rows = tx_.exec_prepared("find_requests", id.done(), client.done(), request.done());
+    for (const auto& row : rows)
+      holder.emplace(row["mine"].as<std::int64_t>(), row);
+    for (auto i : index) {
+      const auto& s = std::get<core::job_insert>(records_[i]).spec;
+      auto h = holder.find(s.id);
+      if (h == holder.end())
+        throw bad_record(fmt::format("job {} of client '{}' is neither stored nor held by another job (is job id {} "
+                                     "taken?)",
+                                     s.id, s.client_id, s.id),
+                         {s.id});
+      const auto& row = h->second;
+      const auto existing = row["id"].as<std::int64_t>();
+      if (existing == s.id)
+        continue;
+      core::existing_job x;
+      x.job_id = existing;
+      x.state = core::parse_state(row["state"].c_str()).value_or(job_state::queued);
+      x.result = result_of(row, existing);
+      out[i].what = core::outcome::kind::duplicate;
+      out[i].existing = std::move(x);
     }
   }
-}
 
-void insert_events(pqxx::dbtransaction& tx, const std::vector<job_event>& events) {
-  if (events.empty())
-    return;
-  tx.exec("insert into job_events (job_id, state, detail, at) values " +
-          join_rows(events, [&](const job_event& e) {
-            return fmt::format("{},{},{},{}", e.job_id, tx.quote(e.state), tx.quote(e.detail), ts(e.at_us));
-          }));
-  std::map<std::int64_t, const job_event*> last; // the newest state per job wins
-  for (const auto& e : events)
-    last[e.job_id] = &e;
-  std::string values;
-  for (const auto& [id, e] : last) {
-    if (!values.empty())
-      values += ',';
-    values += fmt::format("({}::bigint,{},{}::int,{},{})", id, tx.quote(e->state), e->attempt, tx.quote(e->provider_key),
-                          ts(e->at_us));
+  // Job transitions of every kind, with the SETTLED ones of blocks added by block().
+  void transitions() {
+    array_param job, seq, state, attempt, key, price, detail, at;
+    array_param r_job, r_attempt, r_hash, r_model, r_input, r_output, r_trace, r_key, r_price, r_start, r_end, r_sig,
+        r_bytes, r_shape, r_classes;
+    array_param v_job, v_attempt, v_word;
+    bool any = false, any_receipt = false, any_verdict = false;
+    for (const auto& rec : records_) {
+      const auto* t = std::get_if<core::job_transition>(&rec);
+      if (!t)
+        continue;
+      any = true;
+      job.num(t->job_id);
+      seq.num(t->seq);
+      state.str(core::state_name(t->to));
+      attempt.num(t->attempt);
+      key.str(t->provider_key);
+      price.num(t->price);
+      detail.str(t->detail.size() > 1024 ? t->detail.substr(0, 1024) : t->detail);
+      at.num(t->at_us);
+      if (t->result) {
+        any_receipt = true;
+        const auto& rc = t->result->receipt;
+        r_job.num(t->job_id);
+        r_attempt.num(t->attempt);
+        r_hash.str(verify::receipt_hash(rc));
+        r_model.str(rc.model_hash);
+        r_input.str(rc.input_hash);
+        r_output.str(rc.output_hash);
+        r_trace.str(rc.trace_root);
+        r_key.str(rc.provider_key);
+        r_price.num(rc.price);
+        r_start.num(rc.started_at_us);
+        r_end.num(rc.finished_at_us);
+        r_sig.str(rc.signature);
+        r_bytes.bytes(t->result->output.data);
+        r_shape.str(kernels::shape_string(t->result->output.shape));
+        r_classes.str(nlohmann::json(t->result->classes).dump());
+      }
+      if (t->to == job_state::verified || t->to == job_state::unsampled || t->to == job_state::disputed) {
+        any_verdict = true;
+        v_job.num(t->job_id);
+        v_attempt.num(t->attempt);
+        v_word.str(verdict_word(t->to));
+      }
+    }
+    if (!any)
+      return;
+    tx_.exec_prepared("transitions", job.done(), seq.done(), state.done(), attempt.done(), key.done(), price.done(),
+                      detail.done(), at.done());
+    if (any_receipt)
+      tx_.exec_prepared("insert_receipts", r_job.done(), r_attempt.done(), r_hash.done(), r_model.done(),
+                        r_input.done(), r_output.done(), r_trace.done(), r_key.done(), r_price.done(), r_start.done(),
+                        r_end.done(), r_sig.done(), r_bytes.done(), r_shape.done(), r_classes.done());
+    if (any_verdict)
+      tx_.exec_prepared("verdicts", v_job.done(), v_attempt.done(), v_word.done());
   }
-  tx.exec("update jobs j set state = v.state, attempt = v.attempt, "
-          "provider_key = coalesce(nullif(v.pk, ''), j.provider_key), updated_at = v.at "
-          "from (values " + values + ") as v (id, state, attempt, pk, at) where j.id = v.id");
-}
 
-void apply_postings(pqxx::dbtransaction& tx, std::optional<std::int64_t> height, std::int64_t job_id,
-                    const std::vector<market::posting>& postings) {
-  if (postings.empty())
-    return;
-  if (!market::balanced(postings))
-    throw std::runtime_error(fmt::format("postings for job {} do not sum to zero", job_id));
-  std::map<std::string, std::int64_t> per_account;
-  for (const auto& p : postings)
-    per_account[p.account] += p.amount;
-  std::string accounts;
-  for (const auto& [id, amount] : per_account)
-    accounts += fmt::format("{}({},{}::bigint)", accounts.empty() ? "" : ",", tx.quote(id), amount);
-  tx.exec("insert into accounts (id, balance) values " + accounts +
-          " on conflict (id) do update set balance = accounts.balance + excluded.balance");
-  tx.exec("insert into postings (block_height, job_id, account, amount, memo) values " +
-          join_rows(postings, [&](const market::posting& p) {
-            return fmt::format("{},{},{},{}::bigint,{}", height ? std::to_string(*height) : "null::bigint",
-                               job_id ? std::to_string(job_id) : "null::bigint", tx.quote(p.account), p.amount,
-                               tx.quote(p.memo));
-          }));
-}
-
-std::int64_t apply_settlement(pqxx::dbtransaction& tx, const settlement& s) {
-  const auto& b = s.block;
-  tx.exec(fmt::format("insert into blocks (height, prev_hash, batch_root, receipts, total_amount, block_hash, "
-                      "signer_key, signature, created_at) values ({},{},{},{},{},{},{},{},{})",
-                      b.height, tx.quote(b.prev_hash), tx.quote(b.batch_root), b.receipts, b.total_amount,
-                      tx.quote(verify::block_hash(b)), tx.quote(b.signer_key), tx.quote(b.signature), b.created_at_us));
-  if (s.items.empty())
-    return b.height;
-  // Idempotent by receipt: a receipt already in a block makes the whole batch fail.
-  auto updated = tx.exec(fmt::format("update receipts r set verdict = v.verdict, block_height = {}, block_index = v.idx "
-                                     "from (values {}) as v (job_id, verdict, idx) "
-                                     "where r.job_id = v.job_id and r.block_height is null",
-                                     b.height, join_rows(s.items, [&, i = 0](const settled_item& it) mutable {
-                                       return fmt::format("{}::bigint,{},{}::int", it.job_id, tx.quote(it.verdict), i++);
-                                     })));
-  if (updated.affected_rows() != s.items.size())
-    throw std::runtime_error(fmt::format("block {}: {} of {} receipts are missing or already settled", b.height,
-                                         s.items.size() - updated.affected_rows(), s.items.size()));
-  std::vector<job_event> events;
-  for (const auto& it : s.items) {
-    apply_postings(tx, b.height, it.job_id, it.postings);
-    events.push_back({it.job_id, "SETTLED", fmt::format("block {} ({})", b.height, it.verdict), it.receipt.attempt, "",
-                      b.created_at_us});
+  void block(const core::block_commit& bc) {
+    const auto& b = bc.block;
+    if (tx_.exec_prepared("insert_block", b.height, b.prev_hash, b.batch_root, b.receipts, b.total_amount,
+                          bc.block_hash, b.signer_key, b.signature, b.created_at_us)
+            .empty()) {
+      auto stored = tx_.exec_prepared("block_hash_at", b.height);
+      if (!stored.empty() && stored[0][0].c_str() == bc.block_hash)
+        return; // this very block, committed by an earlier try
+      throw bad_record(fmt::format("block {} is already stored with hash {}, this one is {}: a fork", b.height,
+                                   stored.empty() ? std::string("?") : std::string(stored[0][0].c_str()).substr(0, 16),
+                                   bc.block_hash.substr(0, 16)));
+    }
+    if (bc.items.empty())
+      return;
+    array_param job, attempt, idx;
+    int i = 0;
+    for (const auto& it : bc.items) {
+      job.num(it.job_id);
+      attempt.num(it.attempt);
+      idx.num(i++);
+    }
+    auto settled = tx_.exec_prepared("settle_receipts", b.height, job.done(), attempt.done(), idx.done());
+    if (settled.size() != bc.items.size()) {
+      std::set<std::int64_t> found;
+      for (const auto& row : settled)
+        found.insert(row[0].as<std::int64_t>());
+      std::vector<std::int64_t> missing;
+      for (const auto& it : bc.items)
+        if (!found.count(it.job_id))
+          missing.push_back(it.job_id);
+      throw bad_record(fmt::format("block {}: {} of {} receipts are not stored or already settled (first: job {})",
+                                   b.height, missing.size(), bc.items.size(), missing.front()),
+                       missing);
+    }
+    std::map<std::string, std::int64_t> per_account;
+    array_param p_height, p_job, p_account, p_amount, p_memo, p_ref;
+    bool any_posting = false;
+    for (const auto& it : bc.items) {
+      if (!market::balanced(it.postings))
+        throw bad_record(fmt::format("block {}: the postings of job {} do not sum to zero", b.height, it.job_id),
+                         {it.job_id});
+      for (const auto& p : it.postings) {
+        any_posting = true;
+        per_account[p.account] += p.amount;
+        p_height.num(b.height);
+        p_job.num(it.job_id);
+        p_account.str(p.account);
+        p_amount.num(p.amount);
+        p_memo.str(p.memo);
+        p_ref.null(); // the block row itself makes these postings idempotent
+      }
+    }
+    if (any_posting) {
+      array_param accounts, amounts;
+      for (const auto& [account, amount] : per_account) {
+        accounts.str(account);
+        amounts.num(amount);
+      }
+      tx_.exec_prepared("credit_accounts", accounts.done(), amounts.done());
+      tx_.exec_prepared("insert_postings", p_height.done(), p_job.done(), p_account.done(), p_amount.done(),
+                        p_memo.done(), p_ref.done());
+    }
+    array_param t_job, t_seq, t_state, t_attempt, t_key, t_price, t_detail, t_at;
+    for (const auto& it : bc.items) {
+      t_job.num(it.job_id);
+      t_seq.num(it.seq);
+      t_state.str("SETTLED");
+      t_attempt.num(it.attempt);
+      t_key.str("");
+      t_price.num(0);
+      t_detail.str(fmt::format("block {} ({}, charged {})", b.height, verdict_word(it.verdict), it.charged));
+      t_at.num(b.created_at_us);
+    }
+    tx_.exec_prepared("transitions", t_job.done(), t_seq.done(), t_state.done(), t_attempt.done(), t_key.done(),
+                      t_price.done(), t_detail.done(), t_at.done());
   }
-  insert_events(tx, events);
-  return b.height;
-}
 
-proto::status_reply read_job_status(pqxx::dbtransaction& tx, std::int64_t job_id) {
-  proto::status_reply out;
-  auto job = tx.exec(fmt::format("select state, attempt from jobs where id = {}", job_id));
-  if (job.empty())
-    throw std::out_of_range(fmt::format("no job {}", job_id));
-  out.job_id = job_id;
-  out.state = job[0][0].c_str();
-  out.attempt = job[0][1].as<std::int32_t>();
-  auto events = tx.exec(fmt::format("select state, detail, (extract(epoch from at) * 1e6)::bigint from job_events "
-                                    "where job_id = {} order by id", job_id));
-  for (const auto& row : events)
-    out.events.push_back({row[0].c_str(), row[1].c_str(), row[2].as<std::int64_t>()});
-  return out;
-}
+  pqxx::work& tx_;
+  const std::vector<core::record>& records_;
+};
 
-// Jobs first (events and receipts refer to them), then the rest in arrival order.
-void apply_all(pqxx::dbtransaction& tx, const std::vector<const operation*>& ops, std::vector<result<answer>>& out,
-               const std::vector<std::size_t>& index);
+// SQLSTATE classes that mean "this data is wrong" (retrying cannot help): data exceptions,
+// integrity violations, syntax or access rule violations, raised exceptions.
+bool permanent(const std::string& sqlstate) {
+  auto cls = sqlstate.substr(0, 2);
+  return cls == "22" || cls == "23" || cls == "42" || cls == "P0" || cls == "2F";
+}
 
 } // namespace
 
 struct store::connection {
-  explicit connection(const std::string& url) : db(url) {}
+  explicit connection(const std::string& url) : db(url) { prepare(db); }
   pqxx::connection db;
 };
 
-store::store(const std::string& url) : conn_(std::make_unique<connection>(url)), url_(url) {}
+store::store(std::string url) : url_(std::move(url)) {}
 store::~store() = default;
 
-result<startup_state> store::load_startup() {
-  try {
-    pqxx::work tx{conn_->db};
-    startup_state s;
-    auto last = tx.exec("select height, block_hash from blocks order by height desc limit 1");
-    if (last.empty()) {
-      s.prev_hash = std::string(64, '0');
-    } else {
-      s.next_height = last[0][0].as<std::int64_t>() + 1;
-      s.prev_hash = last[0][1].c_str();
-    }
-    for (const auto& row : tx.exec("select substr(id, 8), balance from accounts where id like 'client:%'"))
-      s.client_balances.emplace_back(row[0].c_str(), row[1].as<std::int64_t>());
-    tx.commit();
-    return s;
-  } catch (const std::exception& e) {
-    return make_error(errc::io_error, fmt::format("reading the ledger head from {}: {}", url_, e.what()));
-  }
+store::connection& store::conn() {
+  if (!conn_ || !conn_->db.is_open())
+    conn_ = std::make_unique<connection>(url_);
+  return *conn_;
 }
 
 namespace {
-void apply_all(pqxx::dbtransaction& tx, const std::vector<const operation*>& ops, std::vector<result<answer>>& out,
-               const std::vector<std::size_t>& index) {
-  std::vector<const insert_job*> jobs;
-  std::vector<result<answer>*> job_answers;
-  for (std::size_t i = 0; i < ops.size(); ++i)
-    if (auto* j = std::get_if<insert_job>(ops[i])) {
-      jobs.push_back(j);
-      job_answers.push_back(&out[index[i]]);
-    }
-  if (!jobs.empty())
-    insert_jobs(tx, jobs, job_answers);
-  std::vector<job_event> events;
-  for (std::size_t i = 0; i < ops.size(); ++i) {
-    auto& slot = out[index[i]];
-    std::visit(
-        [&](const auto& op) {
-          using T = std::decay_t<decltype(op)>;
-          if constexpr (std::is_same_v<T, record_events>) {
-            events.insert(events.end(), op.events.begin(), op.events.end());
-            slot = answer{};
-          } else if constexpr (std::is_same_v<T, upsert_node>) {
-            const auto& c = op.caps;
-            tx.exec(fmt::format("insert into providers (public_key, role, name, device, price, capabilities) values "
-                                "({},{},{},{},{},{}::jsonb) on conflict (public_key) do update set role = "
-                                "excluded.role, name = excluded.name, device = excluded.device, price = "
-                                "excluded.price, capabilities = excluded.capabilities, last_seen = now()",
-                                tx.quote(c.public_key), tx.quote(c.role), tx.quote(c.name), tx.quote(c.device),
-                                c.price, tx.quote(proto::capabilities_json(c).dump())));
-            slot = answer{};
-          } else if constexpr (std::is_same_v<T, save_receipt>) {
-            const auto& r = op.receipt;
-            tx.exec(fmt::format("insert into receipts (job_id, receipt_hash, model_hash, input_hash, output_hash, "
-                                "trace_root, provider_key, price, attempt, started_at, finished_at, signature) values "
-                                "({},{},{},{},{},{},{},{},{},{},{},{})",
-                                op.job_id, tx.quote(verify::receipt_hash(r)), tx.quote(r.model_hash),
-                                tx.quote(r.input_hash), tx.quote(r.output_hash), tx.quote(r.trace_root),
-                                tx.quote(r.provider_key), r.price, r.attempt, r.started_at_us, r.finished_at_us,
-                                tx.quote(r.signature)));
-            slot = answer{};
-          } else if constexpr (std::is_same_v<T, fund_client>) {
-            apply_postings(tx, std::nullopt, 0, market::funding_postings(op.client_id, op.amount));
-            slot = answer{};
-          }
-        },
-        *ops[i]);
-  }
-  // Events before settlements: a job's EXECUTED/VERIFIED lands before its SETTLED.
-  insert_events(tx, events);
-  for (std::size_t i = 0; i < ops.size(); ++i) {
-    if (auto* s = std::get_if<settle>(ops[i]))
-      out[index[i]] = answer{apply_settlement(tx, s->batch)};
-    else if (auto* r = std::get_if<read_status>(ops[i]))
-      out[index[i]] = answer{read_job_status(tx, r->job_id)};
-  }
+
+// One record, or all, in one transaction: ok, or the exception that stopped it.
+std::vector<core::outcome> apply_in(pqxx::connection& c, const std::vector<core::record>& records) {
+  pqxx::work tx{c};
+  auto out = batch_writer{tx, records}.run();
+  tx.commit();
+  return out;
 }
 
 } // namespace
 
-std::vector<result<answer>> store::apply(const std::vector<operation>& ops) {
-  std::vector<result<answer>> out(ops.size(), result<answer>{answer{}});
-  std::vector<const operation*> all;
-  std::vector<std::size_t> index;
-  for (std::size_t i = 0; i < ops.size(); ++i) {
-    all.push_back(&ops[i]);
-    index.push_back(i);
-  }
+std::variant<std::vector<core::outcome>, transient_error> store::apply(const std::vector<core::record>& records) {
+  auto transient = [&](const std::string& why) {
+    conn_.reset(); // a fresh connection next time (prepared statements included)
+    return transient_error{why};
+  };
   try {
-    pqxx::work tx{conn_->db};
-    apply_all(tx, all, out, index);
-    tx.commit();
-    return out;
-  } catch (const std::exception&) {
-    // Fall through: find the operation that failed by applying each alone.
+    return apply_in(conn().db, records);
+  } catch (const bad_record&) {
+  } catch (const pqxx::sql_error& e) {
+    if (!permanent(e.sqlstate()))
+      return transient(e.what());
+  } catch (const pqxx::failure& e) { // broken connection, commit in doubt, ...
+    return transient(e.what());
+  } catch (const std::exception& e) {
+    return transient(e.what());
   }
-  for (std::size_t i = 0; i < ops.size(); ++i) {
+  // Some record is bad: apply each alone, so only it fails.
+  std::vector<core::outcome> out(records.size());
+  for (std::size_t i = 0; i < records.size(); ++i) {
     try {
-      if (!conn_->db.is_open())
-        conn_ = std::make_unique<connection>(url_);
-      pqxx::work tx{conn_->db};
-      apply_all(tx, {&ops[i]}, out, {i});
-      tx.commit();
-    } catch (const std::out_of_range& e) {
-      out[i] = make_error(errc::unknown_job, e.what());
+      out[i] = apply_in(conn().db, {records[i]}).front();
+    } catch (const bad_record& e) {
+      out[i] = {core::outcome::kind::rejected, e.what(), std::nullopt, e.bad_jobs};
+    } catch (const pqxx::sql_error& e) {
+      if (!permanent(e.sqlstate()))
+        return transient(e.what());
+      out[i] = {core::outcome::kind::rejected, e.what(), std::nullopt, {}};
     } catch (const std::exception& e) {
-      out[i] = make_error(errc::io_error, e.what());
+      return transient(e.what());
     }
   }
   return out;
+}
+
+result<core::snapshot> store::load_snapshot() {
+  try {
+    pqxx::read_transaction tx{conn().db};
+    core::snapshot s;
+    auto head = tx.exec("select height, block_hash from blocks order by height desc limit 1");
+    if (!head.empty()) {
+      s.next_height = head[0][0].as<std::int64_t>() + 1;
+      s.prev_hash = head[0][1].c_str();
+    }
+    s.next_job_id = tx.exec1("select coalesce(max(id), 0) + 1 from jobs")[0].as<std::int64_t>();
+    for (const auto& row : tx.exec("select substr(id, 8), balance from accounts where id like 'client:%'"))
+      s.client_balances.emplace(row[0].c_str(), row[1].as<std::int64_t>());
+    for (const auto& row : tx.exec("select substr(ref, 8) from postings where ref like 'faucet:%'"))
+      s.funded.insert(row[0].c_str());
+    auto jobs = tx.exec(
+        "select j.id, j.client_id, j.client_req_id, j.model_hash, j.tier, j.max_price, coalesce(" + us("j.deadline") +
+        ", 0) as deadline_us, j.input, j.input_shape, j.input_hash, " + us("j.submitted_at") +
+        " as submitted_us, j.state, j.attempt, j.seq, coalesce(j.provider_key, '') as provider_key, "
+        "coalesce(j.price, 0) as price, " + us("j.updated_at") +
+        " as updated_us, " + result_columns +
+        " "
+        "from jobs j left join receipts r on r.job_id = j.id and r.attempt = j.attempt "
+        "where j.state not in ('SETTLED', 'FAILED', 'EXPIRED', 'CANCELLED') order by j.id");
+    for (const auto& row : jobs) {
+      core::stored_job j;
+      auto& spec = j.spec;
+      spec.id = row["id"].as<std::int64_t>();
+      spec.client_id = row["client_id"].c_str();
+      spec.request_id = row["client_req_id"].c_str();
+      spec.model = row["model_hash"].c_str();
+      spec.tier = row["tier"].c_str();
+      spec.max_price = row["max_price"].as<std::int64_t>();
+      spec.deadline_us = row["deadline_us"].as<std::int64_t>();
+      spec.input.type = kernels::dtype::i8;
+      spec.input.data = bytes_of(row["input"]);
+      spec.input.shape = parse_shape(row["input_shape"].c_str());
+      spec.input_hash = row["input_hash"].c_str();
+      spec.submitted_us = row["submitted_us"].as<std::int64_t>();
+      auto state = core::parse_state(row["state"].c_str());
+      if (!state)
+        return make_error(errc::io_error, fmt::format("job {} has an unknown state '{}'", spec.id, row["state"].c_str()));
+      j.state = *state;
+      j.attempt = row["attempt"].as<std::int32_t>();
+      j.seq = row["seq"].as<std::int32_t>();
+      j.provider_key = row["provider_key"].c_str();
+      j.price = row["price"].as<std::int64_t>();
+      j.updated_us = row["updated_us"].as<std::int64_t>();
+      j.result = result_of(row, spec.id);
+      s.open_jobs.push_back(std::move(j));
+    }
+    return s;
+  } catch (const std::exception& e) {
+    return make_error(errc::io_error, fmt::format("reading what {} committed: {}", url_, e.what()));
+  }
 }
 
 } // namespace haca::db

@@ -1,46 +1,52 @@
 #pragma once
-// The Postgres store: the only code that speaks SQL. Blocking; the `store` actor runs it on a
-// thread of its own and feeds it batches (group commit).
+// The Postgres store: the only code that writes SQL. Blocking; the `store` actor runs it on a
+// thread of its own and hands it the records of many core steps at once (group commit).
+//
+// Every record is applied idempotently (core/records.hpp says by which key), so after a lost
+// confirmation the same records can simply be applied again. Statements are prepared and take
+// arrays (one statement per kind of record per commit, whatever the number of rows); no SQL
+// text is built from a record's values.
 #include <memory>
-#include <optional>
 #include <string>
-#include <variant>
 #include <vector>
 
-#include "db/records.hpp"
-#include "proto/commands.hpp"
+#include "core/records.hpp"
 #include "proto/error.hpp"
 
 namespace haca::db {
 
-// One write or read; a batch of them commits in one transaction.
-struct insert_job { job_record job; };                  // -> job id, or duplicate_request
-struct record_events { std::vector<job_event> events; };
-struct upsert_node { proto::capabilities caps; };
-struct save_receipt { std::int64_t job_id = 0; verify::receipt receipt; };
-struct fund_client { std::string client_id; std::int64_t amount = 0; };
-struct settle { settlement batch; };                    // -> block height
-struct read_status { std::int64_t job_id = 0; };        // -> proto::status_reply
-
-using operation = std::variant<insert_job, record_events, upsert_node, save_receipt, fund_client, settle, read_status>;
-
-// What each operation answers: nothing, a number (job id, block height) or a status.
-using answer = std::variant<std::monostate, std::int64_t, proto::status_reply>;
+// The store could not reach a verdict on a commit (connection lost, server restarting, a
+// timeout): the records may or may not be applied. Apply them again later.
+struct transient_error {
+  std::string reason;
+};
 
 class store {
 public:
-  explicit store(const std::string& url);
+  explicit store(std::string url); // connects lazily: a down server is a transient error
   ~store();
 
-  result<startup_state> load_startup();
-  // Applies all operations in one transaction. If that fails, applies each in a transaction
-  // of its own, so one bad operation fails alone. One answer per operation, in order.
-  std::vector<result<answer>> apply(const std::vector<operation>& ops);
+  // What Postgres has committed, for the cores to be rebuilt from.
+  result<core::snapshot> load_snapshot();
+
+  // Applies the records in one transaction and returns one outcome per record. When that
+  // transaction fails on a record (bad data, a broken invariant), each record is applied in a
+  // transaction of its own, so a bad record is `rejected` alone. A transient failure returns
+  // transient_error and nothing is decided.
+  std::variant<std::vector<core::outcome>, transient_error> apply(const std::vector<core::record>& records);
 
 private:
-  struct connection; // the pqxx connection, kept out of this header
+  struct connection;
+  connection& conn(); // (re)connects; throws on failure
   std::unique_ptr<connection> conn_;
   std::string url_;
+};
+
+// A bad record (as opposed to a transient failure): thrown inside a transaction.
+struct bad_record : std::runtime_error {
+  bad_record(const std::string& what, std::vector<std::int64_t> jobs = {})
+      : std::runtime_error(what), bad_jobs(std::move(jobs)) {}
+  std::vector<std::int64_t> bad_jobs;
 };
 
 } // namespace haca::db

@@ -56,6 +56,10 @@ status escrow_book::hold(const std::string& client_id, micros amount) {
   return ok_status();
 }
 
+void escrow_book::restore_hold(const std::string& client_id, micros amount) {
+  if (amount > 0) held_[client_id] += amount;
+}
+
 void escrow_book::release(const std::string& client_id, micros amount) {
   if (amount <= 0) return;
   auto it = held_.find(client_id);

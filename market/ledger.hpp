@@ -46,6 +46,9 @@ public:
   bool known(const std::string& client_id) const { return balance_.count(client_id) > 0; }
   // insufficient_funds when available < amount; nothing changes then.
   status hold(const std::string& client_id, micros amount);
+  // A hold rebuilt from storage after a restart: kept even beyond the balance (only a hand
+  // edit of Postgres makes that happen, and `haca audit` reports it).
+  void restore_hold(const std::string& client_id, micros amount);
   void release(const std::string& client_id, micros amount);
   // Releases `held_amount` and debits `price` (price <= held_amount).
   void capture(const std::string& client_id, micros held_amount, micros price);

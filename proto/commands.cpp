@@ -21,11 +21,34 @@ std::string type_of(const json& j) {
   return j.type_name();
 }
 
-// A peer's value shown in a reason, cut short.
+// A peer's value shown in a reason, cut short. dump() escapes control bytes and NUL.
 std::string shown(const json& j) {
   auto s = j.dump(-1, ' ', false, json::error_handler_t::replace);
   if (s.size() > 40) s = s.substr(0, 40) + "...";
   return s;
+}
+
+std::string byte_hex(unsigned char c) {
+  static constexpr char digits[] = "0123456789abcdef";
+  return std::string("0x") + digits[c >> 4] + digits[c & 15];
+}
+
+std::string byte_name(unsigned char c) {
+  if (c == 0) return byte_hex(c) + " (NUL)";
+  if (c == ' ') return byte_hex(c) + " (space)";
+  if (c < 0x20 || c == 0x7f) return byte_hex(c) + " (a control character)";
+  return byte_hex(c) + " (not ASCII)";
+}
+
+// The problem with an id, or "" when it is one.
+std::string id_problem(std::string_view s) {
+  if (s.empty()) return "an empty string";
+  if (s.size() > max_id_bytes) return std::to_string(s.size()) + " bytes";
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x21 || c > 0x7e) return "byte " + byte_name(c) + " at offset " + std::to_string(i);
+  }
+  return {};
 }
 
 // Reads the fields of one JSON object and keeps the first problem. After a failure every
@@ -36,9 +59,12 @@ public:
   // objects: "receipt." so a reason names the full path.
   reader(const json& obj, std::string owner, std::string context, std::string prefix = {})
       : obj_(obj), owner_(std::move(owner)), context_(std::move(context)), prefix_(std::move(prefix)) {
+    // A header that is not an object is a framing error (decode refuses it first); a nested
+    // value that is not an object is a field of the wrong type.
     if (!obj_.is_object())
-      fail(errc::malformed_frame, owner_ + (prefix_.empty() ? "" : " field '" + prefix_.substr(0, prefix_.size() - 1) + "'") +
-                                      " must be a JSON object, got " + type_of(obj_));
+      fail(prefix_.empty() ? errc::malformed_frame : errc::bad_input,
+           owner_ + (prefix_.empty() ? "" : " field '" + prefix_.substr(0, prefix_.size() - 1) + "'") +
+               " must be a JSON object, got " + type_of(obj_));
   }
 
   std::optional<error> err;
@@ -53,6 +79,7 @@ public:
     return &*it;
   }
 
+  // Any string; each field then applies the id, text, hash or enumeration rule to it.
   std::string str(const char* key, std::optional<std::string> fallback = std::nullopt) {
     const auto* v = find(key, !fallback);
     if (!v) return fallback.value_or("");
@@ -60,12 +87,28 @@ public:
     return v->get<std::string>();
   }
 
+  // An id (check_id). allow_empty: an optional id whose absence is written "".
+  std::string id(const char* key, std::optional<std::string> fallback = std::nullopt, bool allow_empty = false) {
+    auto s = str(key, std::move(fallback));
+    if (err || (allow_empty && s.empty())) return s;
+    if (auto st = check_id(s, field(key)); !st) return take(st.err()), std::string();
+    return s;
+  }
+
+  // Free text (check_text).
+  std::string text(const char* key, std::optional<std::string> fallback = std::nullopt) {
+    auto s = str(key, std::move(fallback));
+    if (err) return s;
+    if (auto st = check_text(s, field(key)); !st) return take(st.err()), std::string();
+    return s;
+  }
+
   // 64 lowercase hex (a SHA-256 or an Ed25519 public key); allow_empty for a value a peer
   // could not compute.
   std::string hash(const char* key, bool allow_empty = false) {
     auto s = str(key);
     if (err || (allow_empty && s.empty()) || verify::is_hash_hex(s)) return s;
-    fail(errc::malformed_frame, field(key) + " must be 64 lowercase hex characters, got " + shown(json(s)));
+    fail(errc::bad_input, field(key) + " must be 64 lowercase hex characters, got " + shown(json(s)));
     return {};
   }
 
@@ -77,7 +120,7 @@ public:
       if (s == a) return s;
     std::string list;
     for (auto a : allowed) list += (list.empty() ? "" : "|") + std::string(a);
-    fail(errc::malformed_frame, field(key) + " must be one of " + list + ", got " + shown(json(s)));
+    fail(errc::bad_input, field(key) + " must be one of " + list + ", got " + shown(json(s)));
     return {};
   }
 
@@ -99,7 +142,8 @@ public:
     return v->get<bool>();
   }
 
-  std::vector<std::string> strings(const char* key, bool hashes) {
+  enum class kind { id, hash };
+  std::vector<std::string> strings(const char* key, kind k) {
     std::vector<std::string> out;
     const auto* v = find(key);
     if (!v) return out;
@@ -108,9 +152,12 @@ public:
     for (std::size_t i = 0; i < v->size(); ++i) {
       const auto& e = (*v)[i];
       const auto name = field(key, i);
-      if (!e.is_string()) return fail(errc::malformed_frame, name + " must be a string, got " + type_of(e)), out;
-      if (hashes && !verify::is_hash_hex(e.get_ref<const std::string&>()))
-        return fail(errc::malformed_frame, name + " must be 64 lowercase hex characters, got " + shown(e)), out;
+      if (!e.is_string()) return fail(errc::bad_input, name + " must be a string, got " + type_of(e)), out;
+      const auto& s = e.get_ref<const std::string&>();
+      if (k == kind::hash && !verify::is_hash_hex(s))
+        return fail(errc::bad_input, name + " must be 64 lowercase hex characters, got " + shown(e)), out;
+      if (k == kind::id)
+        if (auto st = check_id(s, name); !st) return take(st.err()), out;
       out.push_back(e.get<std::string>());
     }
     return out;
@@ -153,22 +200,25 @@ public:
   void take(const std::optional<error>& e) {
     if (e && !err) err = e;
   }
+  void take(const error& e) {
+    if (!err) err = e;
+  }
 
 private:
   void mistyped(const char* key, const char* expected, const json& got) {
-    fail(errc::malformed_frame, field(key) + " must be " + expected + ", got " + type_of(got));
+    fail(errc::bad_input, field(key) + " must be " + expected + ", got " + type_of(got));
   }
 
   std::int64_t checked_integer(const json& v, const std::string& name, std::int64_t min, std::int64_t max) {
     if (err) return 0;
-    if (!v.is_number_integer()) return fail(errc::malformed_frame, name + " must be an integer, got " + type_of(v)), 0;
+    if (!v.is_number_integer()) return fail(errc::bad_input, name + " must be an integer, got " + type_of(v)), 0;
     const bool too_big = v.is_number_unsigned() && v.get<std::uint64_t>() > static_cast<std::uint64_t>(max);
     const auto x = too_big ? max : v.get<std::int64_t>();
     if (too_big || x < min || x > max) {
-      fail(errc::malformed_frame, name + " must be " +
-                                      (max == int64_max ? ">= " + std::to_string(min)
-                                                        : "between " + std::to_string(min) + " and " + std::to_string(max)) +
-                                      ", got " + v.dump());
+      fail(errc::bad_input, name + " must be " +
+                                (max == int64_max ? ">= " + std::to_string(min)
+                                                  : "between " + std::to_string(min) + " and " + std::to_string(max)) +
+                                ", got " + v.dump());
       return 0;
     }
     return x;
@@ -221,7 +271,7 @@ verify::receipt read_receipt(reader& r) {
   out.attempt = r.int32("attempt", 0);
   out.started_at_us = r.integer("started_at_us", 0, int64_max);
   out.finished_at_us = r.integer("finished_at_us", 0, int64_max);
-  out.signature = r.str("signature");
+  out.signature = r.text("signature");
   return out;
 }
 
@@ -236,6 +286,49 @@ verify::receipt nested_receipt(reader& outer, const message& m) {
 }
 
 } // namespace
+
+// ---- field rules ----
+
+status check_id(std::string_view s, std::string_view what) {
+  auto problem = id_problem(s);
+  if (problem.empty()) return ok_status();
+  return haca::make_error(errc::bad_input, std::string(what) + " must be 1 to " + std::to_string(max_id_bytes) +
+                                               " printable ASCII characters (0x21-0x7E: no space, control or "
+                                               "non-ASCII byte), got " + problem);
+}
+
+bool is_id(std::string_view s) { return id_problem(s).empty(); }
+
+status check_text(std::string_view s, std::string_view what) {
+  const auto too_long = s.size() > max_text_bytes;
+  const auto nul = s.find('\0');
+  if (!too_long && nul == std::string_view::npos) return ok_status();
+  return haca::make_error(errc::bad_input, std::string(what) + " must be at most " + std::to_string(max_text_bytes) +
+                                               " bytes without NUL, got " +
+                                               (too_long ? std::to_string(s.size()) + " bytes"
+                                                         : "a NUL byte at offset " + std::to_string(nul)));
+}
+
+std::string bounded_text(std::string_view s) {
+  if (s.size() > max_text_bytes) {
+    std::size_t n = max_text_bytes;
+    // Do not cut a UTF-8 character: back off over continuation bytes (10xxxxxx).
+    while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xc0) == 0x80) --n;
+    s = s.substr(0, n);
+  }
+  std::string out(s);
+  for (auto& c : out)
+    if (c == '\0') c = '?';
+  return out;
+}
+
+std::string request_id_of(const message& m) {
+  if (!m.header.is_object()) return {};
+  const auto it = m.header.find("request_id");
+  if (it == m.header.end() || !it->is_string()) return {};
+  const auto& s = it->get_ref<const std::string&>();
+  return is_id(s) ? s : std::string();
+}
 
 // ---- client side ----
 
@@ -254,15 +347,13 @@ result<submit_request> parse_submit(const message& m) {
   if (auto e = expect(m, cmd::submit, 1, " (the input)")) return *e;
   auto r = header_reader(m);
   submit_request s;
-  s.client_id = r.str("client_id");
-  s.request_id = r.str("request_id");
+  s.client_id = r.id("client_id");
+  s.request_id = r.id("request_id");
   s.model = r.hash("model");
   s.tier = r.one_of("tier", {"none", "sampled", "full"}, std::string("sampled"));
   s.max_price = r.integer("max_price", 0, int64_max);
   s.deadline_ms = r.integer("deadline_ms", 0, int64_max, 0);
   if (r.err) return *r.err;
-  if (s.client_id.empty()) return error{errc::malformed_frame, "SUBMIT field 'client_id' must not be empty"};
-  if (s.request_id.empty()) return error{errc::malformed_frame, "SUBMIT field 'request_id' must not be empty"};
   if (m.tensors[0].type != kernels::dtype::i8)
     return error{errc::bad_input, "SUBMIT input tensor must be i8, got " +
                                       std::string(kernels::dtype_name(m.tensors[0].type))};
@@ -278,14 +369,14 @@ result<ack_reply> parse_ack(const message& m) {
   if (auto e = expect(m, cmd::ack, 0)) return *e;
   auto r = header_reader(m);
   ack_reply a;
-  a.request_id = r.str("request_id");
+  a.request_id = r.id("request_id");
   a.job_id = r.integer("job_id", 0, int64_max);
   if (r.err) return *r.err;
   return a;
 }
 
 message make_error(const error_reply& e) {
-  json h{{"code", e.code}, {"reason", e.reason}};
+  json h{{"code", e.code}, {"reason", bounded_text(e.reason)}};
   if (!e.request_id.empty()) h["request_id"] = e.request_id;
   if (e.job_id != 0) h["job_id"] = e.job_id;
   return with(cmd::error, std::move(h));
@@ -299,9 +390,9 @@ result<error_reply> parse_error(const message& m) {
   if (auto e = expect(m, cmd::error, 0)) return *e;
   auto r = header_reader(m);
   error_reply out;
-  out.code = r.str("code");
-  out.reason = r.str("reason");
-  out.request_id = r.str("request_id", std::string());
+  out.code = r.id("code");
+  out.reason = r.text("reason");
+  out.request_id = r.id("request_id", std::string(), true);
   out.job_id = r.integer("job_id", 0, int64_max, 0);
   if (r.err) return *r.err;
   return out;
@@ -320,7 +411,7 @@ result<job_result> parse_result(const message& m) {
   if (auto e = expect(m, cmd::result, 1, " (the output)")) return *e;
   auto r = header_reader(m);
   job_result out;
-  out.request_id = r.str("request_id");
+  out.request_id = r.id("request_id");
   out.job_id = r.integer("job_id", 0, int64_max);
   out.classes = r.int32s("classes");
   out.receipt = nested_receipt(r, m);
@@ -342,7 +433,8 @@ result<status_request> parse_status_request(const message& m) {
 
 message make_status_reply(const status_reply& s) {
   json events = json::array();
-  for (const auto& e : s.events) events.push_back({{"state", e.state}, {"detail", e.detail}, {"at_us", e.at_us}});
+  for (const auto& e : s.events)
+    events.push_back({{"state", e.state}, {"detail", bounded_text(e.detail)}, {"at_us", e.at_us}});
   return with(cmd::status,
               {{"job_id", s.job_id}, {"state", s.state}, {"attempt", s.attempt}, {"events", std::move(events)}});
 }
@@ -352,14 +444,14 @@ result<status_reply> parse_status_reply(const message& m) {
   auto r = header_reader(m);
   status_reply s;
   s.job_id = r.integer("job_id", 0, int64_max);
-  s.state = r.str("state");
+  s.state = r.id("state");
   s.attempt = r.int32("attempt", 0);
   if (const auto* events = r.array("events")) {
     for (std::size_t i = 0; i < events->size() && !r.err; ++i) {
       reader e((*events)[i], m.command + " header", m.command, "events[" + std::to_string(i) + "].");
       status_event ev;
-      ev.state = e.str("state");
-      ev.detail = e.str("detail", std::string());
+      ev.state = e.id("state");
+      ev.detail = e.text("detail", std::string());
       ev.at_us = e.integer("at_us", 0, int64_max);
       r.take(e.err);
       s.events.push_back(std::move(ev));
@@ -400,11 +492,11 @@ result<capabilities> parse_hello(const message& m) {
   if (j) {
     reader cr(*j, "HELLO header", "HELLO", "capabilities.");
     c.role = cr.one_of("role", {"provider", "verifier"});
-    c.name = cr.str("name");
+    c.name = cr.id("name");
     c.public_key = cr.hash("public_key");
-    c.device = cr.str("device");
-    c.backends = cr.strings("backends", false);
-    c.models = cr.strings("models", true);
+    c.device = cr.id("device");
+    c.backends = cr.strings("backends", reader::kind::id);
+    c.models = cr.strings("models", reader::kind::hash);
     c.price = cr.integer("price", 0, int64_max);
     c.stake = cr.integer("stake", 0, int64_max);
     c.memory_bytes = cr.integer("memory_bytes", 0, int64_max);
@@ -412,7 +504,7 @@ result<capabilities> parse_hello(const message& m) {
     c.timestamp_us = cr.integer("timestamp_us", 0, int64_max);
     r.take(cr.err);
   }
-  const auto signature = r.str("signature");
+  const auto signature = r.text("signature");
   if (r.err) return *r.err;
   // The signature covers the capabilities object as it came (sorted keys, no whitespace). For
   // the fields above that is capabilities_json(c).dump(); a key this version does not read is
@@ -434,7 +526,7 @@ result<welcome_reply> parse_welcome(const message& m) {
   auto r = header_reader(m);
   welcome_reply w;
   w.heartbeat_ms = r.int32("heartbeat_ms", 1);
-  w.coordinator_key = r.str("coordinator_key");
+  w.coordinator_key = r.text("coordinator_key");
   if (r.err) return *r.err;
   return w;
 }
@@ -451,7 +543,7 @@ result<std::int32_t> parse_ready(const message& m) {
 
 message make_heartbeat() { return with(cmd::heartbeat, json::object()); }
 
-message make_disconnect(const std::string& reason) { return with(cmd::disconnect, {{"reason", reason}}); }
+message make_disconnect(const std::string& reason) { return with(cmd::disconnect, {{"reason", bounded_text(reason)}}); }
 
 message make_job(const job_order& j) {
   return with(cmd::job, {{"job_id", j.job_id}, {"attempt", j.attempt}, {"model", j.model}, {"price", j.price}},
@@ -494,7 +586,8 @@ result<job_done> parse_done(const message& m) {
 }
 
 message make_fail(const job_failed& f) {
-  return with(cmd::fail, {{"job_id", f.job_id}, {"attempt", f.attempt}, {"code", f.code}, {"reason", f.reason}});
+  return with(cmd::fail,
+              {{"job_id", f.job_id}, {"attempt", f.attempt}, {"code", f.code}, {"reason", bounded_text(f.reason)}});
 }
 
 result<job_failed> parse_fail(const message& m) {
@@ -503,8 +596,8 @@ result<job_failed> parse_fail(const message& m) {
   job_failed f;
   f.job_id = r.integer("job_id", 0, int64_max);
   f.attempt = r.int32("attempt", 0);
-  f.code = r.str("code");
-  f.reason = r.str("reason");
+  f.code = r.id("code");
+  f.reason = r.text("reason");
   if (r.err) return *r.err;
   return f;
 }
@@ -532,7 +625,7 @@ message make_verdict(const verdict_reply& v) {
                              {"trace_root", v.trace_root},
                              {"output_hash", v.output_hash},
                              {"layer_hashes", v.layer_hashes},
-                             {"reason", v.reason}});
+                             {"reason", bounded_text(v.reason)}});
 }
 
 result<verdict_reply> parse_verdict(const message& m) {
@@ -543,8 +636,8 @@ result<verdict_reply> parse_verdict(const message& m) {
   v.match = r.boolean("match");
   v.trace_root = r.hash("trace_root", true);
   v.output_hash = r.hash("output_hash", true);
-  v.layer_hashes = r.strings("layer_hashes", true);
-  v.reason = r.str("reason", std::string());
+  v.layer_hashes = r.strings("layer_hashes", reader::kind::hash);
+  v.reason = r.text("reason", std::string());
   if (r.err) return *r.err;
   return v;
 }

@@ -1,9 +1,11 @@
 #pragma once
 // Typed views of each command's header: make_* builds a message, parse_* checks one and names
-// the missing or mistyped field (missing_field / malformed_frame). Field lists: docs/PROTOCOL.md.
+// the missing field (missing_field) or the field of the wrong type, range or form (bad_input).
+// Field lists and the id / text rules: docs/PROTOCOL.md.
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "kernels/tensor.hpp"
@@ -11,6 +13,31 @@
 #include "verify/receipt.hpp"
 
 namespace haca::proto {
+
+// ---- field rules shared by every command ----
+
+// An id (client_id, request_id, a node's name, device, backend names, error codes, states) is
+// 1 to max_id_bytes bytes, each a printable ASCII character 0x21..0x7E: no space, NUL, control
+// or non-ASCII byte. So an id can go into a log line, a file name or a SQL literal unescaped
+// and means the same to every reader.
+inline constexpr std::size_t max_id_bytes = 128;
+// Free text (reason, detail) is any UTF-8 without NUL, at most max_text_bytes bytes.
+inline constexpr std::size_t max_text_bytes = 1024;
+
+// The id rule, in one place. `what` names the value in the reason, e.g. "SUBMIT field
+// 'request_id'"; the error is bad_input: "<what> must be 1 to 128 printable ASCII characters
+// (0x21-0x7E: no space, control or non-ASCII byte), got <what came>".
+status check_id(std::string_view s, std::string_view what = "id");
+bool is_id(std::string_view s);
+// The free-text rule: bad_input "<what> must be at most 1024 bytes without NUL, got ...".
+status check_text(std::string_view s, std::string_view what = "text");
+// A local string cut to max_text_bytes (at a UTF-8 character boundary) with NUL bytes replaced
+// by '?': what make_* puts in a reason or detail, so a peer's parser accepts it.
+std::string bounded_text(std::string_view s);
+
+// The header's request_id when it is present and a valid id, else "": what an ERROR answering
+// a message (even one refused for another field) may echo back.
+std::string request_id_of(const message& m);
 
 // ---- client side ----
 struct submit_request {

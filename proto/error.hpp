@@ -9,14 +9,14 @@ namespace haca {
 
 namespace errc {
 // Framing and protocol
-inline constexpr const char* malformed_frame = "malformed_frame";       // too few frames, bad JSON, wrong types
+inline constexpr const char* malformed_frame = "malformed_frame";       // framing: too few frames, bad JSON, tensor descriptors or count
 inline constexpr const char* unknown_version = "unknown_version";       // tag frame is not HACA/1
 inline constexpr const char* unknown_command = "unknown_command";
 inline constexpr const char* missing_field = "missing_field";
 inline constexpr const char* oversized = "oversized";                   // a frame or tensor over the configured limit
 // Jobs
 inline constexpr const char* unknown_model = "unknown_model";
-inline constexpr const char* bad_input = "bad_input";                   // wrong shape, dtype or byte count
+inline constexpr const char* bad_input = "bad_input";                   // a field's type, range or form (ids, text); a tensor's shape, dtype or byte count
 inline constexpr const char* insufficient_funds = "insufficient_funds";
 inline constexpr const char* queue_full = "queue_full";
 inline constexpr const char* duplicate_request = "duplicate_request";
@@ -24,6 +24,7 @@ inline constexpr const char* unknown_job = "unknown_job";
 inline constexpr const char* no_provider = "no_provider";
 inline constexpr const char* expired = "expired";
 inline constexpr const char* failed = "failed";
+inline constexpr const char* unavailable = "unavailable";               // shutting down: resend after a restart
 // Nodes
 inline constexpr const char* bad_signature = "bad_signature";
 inline constexpr const char* not_registered = "not_registered";

@@ -220,6 +220,29 @@ TEST_CASE("a SUBMIT without 'model' is refused as missing_field naming the field
   CHECK(e.request_id == "r-1");
 }
 
+TEST_CASE("a SUBMIT whose max_price is a string is refused as bad_input naming the field, with its request id") {
+  auto& net = client_net();
+  auto client = test::unique_id("bad-type");
+  auto m = proto::make_submit(submit_request(client, "r-1", net.model_hash(), net.input_dim()));
+  m.header["max_price"] = "100";
+  auto e = refused_without_effect(proto::encode(m), errc::bad_input, client);
+  CHECK(e.reason == "SUBMIT field 'max_price' must be an integer, got string");
+  CHECK(e.request_id == "r-1");
+}
+
+TEST_CASE("a SUBMIT whose request_id is not a valid id is refused as bad_input and the ERROR carries no request id") {
+  auto& net = client_net();
+  for (const std::string& bad : {std::string("r 1"), std::string(129, 'r'), std::string("r\0" "1", 3), std::string()}) {
+    CAPTURE(bad.size());
+    auto client = test::unique_id("bad-reqid");
+    auto m = proto::make_submit(submit_request(client, "r-1", net.model_hash(), net.input_dim()));
+    m.header["request_id"] = bad;
+    auto e = refused_without_effect(proto::encode(m), errc::bad_input, client);
+    CHECK(e.reason.find("SUBMIT field 'request_id' must be 1 to 128 printable ASCII characters") == 0);
+    CHECK(e.request_id.empty());
+  }
+}
+
 TEST_CASE("a SUBMIT for an unknown model hash is refused as unknown_model and creates nothing") {
   auto& net = client_net();
   auto client = test::unique_id("bad-model");

@@ -134,7 +134,7 @@ json mistyped(const json& v) {
 }
 
 // Drops and mistypes each field of header (or of the object at `nested`), expecting
-// missing_field / malformed_frame naming the field; `optional` fields may be absent.
+// missing_field / bad_input naming the field; `optional` fields may be absent.
 void check_fields(const message& valid, const parse_fn& parse, const std::vector<std::string>& optional = {},
                   const std::string& nested = {}) {
   REQUIRE_FALSE(parse(valid).has_value());
@@ -160,7 +160,7 @@ void check_fields(const message& valid, const parse_fn& parse, const std::vector
     wtarget[key] = mistyped(value);
     e = parse(wrong);
     REQUIRE(e.has_value());
-    CHECK(e->code == errc::malformed_frame);
+    CHECK(e->code == errc::bad_input);
     CHECK(e->reason.find(valid.command + " field '" + prefix + key) == 0);
   }
 }
@@ -601,7 +601,7 @@ TEST_CASE("parse_submit reports the exact reasons for a missing model and a mist
   auto mistyped_price = m;
   mistyped_price.header["max_price"] = "10";
   auto e = parse_submit(mistyped_price).err();
-  CHECK(e.code == errc::malformed_frame);
+  CHECK(e.code == errc::bad_input);
   CHECK(e.reason == "SUBMIT field 'max_price' must be an integer, got string");
   mistyped_price.header["max_price"] = 10.5;
   CHECK(parse_submit(mistyped_price).err().reason == "SUBMIT field 'max_price' must be an integer, got float");
@@ -617,21 +617,21 @@ TEST_CASE("parse_submit checks values: hash form, tier, signs, input count and d
   };
   auto bad = m;
   bad.header["model"] = "abc";
-  expect_code(bad, errc::malformed_frame);
+  expect_code(bad, errc::bad_input);
   bad.header["model"] = verify::sha256_hex("x").substr(0, 63) + "A";
-  expect_code(bad, errc::malformed_frame);
+  expect_code(bad, errc::bad_input);
   bad = m;
   bad.header["tier"] = "gold";
-  CHECK(expect_code(bad, errc::malformed_frame) == "SUBMIT field 'tier' must be one of none|sampled|full, got \"gold\"");
+  CHECK(expect_code(bad, errc::bad_input) == "SUBMIT field 'tier' must be one of none|sampled|full, got \"gold\"");
   bad = m;
   bad.header["max_price"] = -1;
-  CHECK(expect_code(bad, errc::malformed_frame) == "SUBMIT field 'max_price' must be >= 0, got -1");
+  CHECK(expect_code(bad, errc::bad_input) == "SUBMIT field 'max_price' must be >= 0, got -1");
   bad = m;
   bad.header["deadline_ms"] = -5;
-  expect_code(bad, errc::malformed_frame);
+  expect_code(bad, errc::bad_input);
   bad = m;
   bad.header["max_price"] = 18'446'744'073'709'551'615ULL;
-  expect_code(bad, errc::malformed_frame);
+  expect_code(bad, errc::bad_input);
   bad = m;
   bad.tensors.clear();
   CHECK(expect_code(bad, errc::malformed_frame) == "SUBMIT carries 1 tensor (the input), got 0");
@@ -667,12 +667,12 @@ TEST_CASE("commands without tensors refuse payload frames and commands with one 
 }
 
 TEST_CASE("ready needs a credit of at least one and welcome a positive heartbeat") {
-  CHECK(parse_ready(make_ready(0)).err().code == errc::malformed_frame);
-  CHECK(parse_ready(make_ready(-3)).err().code == errc::malformed_frame);
+  CHECK(parse_ready(make_ready(0)).err().code == errc::bad_input);
+  CHECK(parse_ready(make_ready(-3)).err().code == errc::bad_input);
   auto big = make_ready(1);
   big.header["credit"] = 1LL << 40;
-  CHECK(parse_ready(big).err().code == errc::malformed_frame);
-  CHECK(parse_welcome(make_welcome({0, ""})).err().code == errc::malformed_frame);
+  CHECK(parse_ready(big).err().code == errc::bad_input);
+  CHECK(parse_welcome(make_welcome({0, ""})).err().code == errc::bad_input);
 }
 
 TEST_CASE("hello with tampered capabilities fails with bad_signature") {
@@ -714,7 +714,7 @@ TEST_CASE("hello role must be provider or verifier") {
   c.role = "client";
   auto p = parse_hello(make_hello(c, provider_key()));
   REQUIRE_FALSE(p.ok());
-  CHECK(p.err().code == errc::malformed_frame);
+  CHECK(p.err().code == errc::bad_input);
   c.role = "verifier";
   CHECK(parse_hello(make_hello(c, provider_key())).ok());
 }
@@ -743,9 +743,273 @@ TEST_CASE("verdict accepts empty hashes when the verifier could not compute them
   REQUIRE(p.ok());
   CHECK_FALSE(p->match);
   auto bad = make_verdict({3, false, "xyz", "", {}, ""});
-  CHECK(parse_verdict(bad).err().code == errc::malformed_frame);
+  CHECK(parse_verdict(bad).err().code == errc::bad_input);
   auto bad_layer = make_verdict({3, true, model_hash, model_hash, {"nothex"}, ""});
   CHECK(parse_verdict(bad_layer).err().reason.find("VERDICT field 'layer_hashes[0]'") == 0);
+}
+
+// ---------------------------------------------------------------- hostile field values
+
+namespace {
+
+const message& valid_submit() {
+  static const message m = make_submit({"alice", "r1", model_hash, "full", 10, 5, i8_tensor({1, 4})});
+  return m;
+}
+
+// One value of each JSON type, named as a reason names it.
+const std::vector<std::pair<std::string, json>>& every_json_type() {
+  static const std::vector<std::pair<std::string, json>> v = {
+      {"null", nullptr},
+      {"boolean", true},
+      {"integer", 7},
+      {"float", 7.5},
+      {"string", "seven"},
+      {"array", json::array({"r1"})},
+      {"object", json{{"request_id", "r1"}}},
+  };
+  return v;
+}
+
+// parse_submit after a trip through the wire (the codec must pass any field value through).
+result<submit_request> submit_through_wire(const message& m) { return parse_submit(wire(m)); }
+
+std::string id_reason(const std::string& field, const std::string& got) {
+  return "SUBMIT field '" + field +
+         "' must be 1 to 128 printable ASCII characters (0x21-0x7E: no space, control or non-ASCII byte), got " + got;
+}
+
+} // namespace
+
+TEST_CASE("every JSON type in every SUBMIT field other than the field's own is refused as bad_input naming the field") {
+  struct field_rule {
+    std::string name;
+    std::string type;       // the JSON type the field takes
+    bool any_value_of_type; // false: "seven" / 7 is still refused (a hash, an enumeration)
+  };
+  const std::vector<field_rule> fields = {
+      {"client_id", "string", true}, {"request_id", "string", true}, {"model", "string", false},
+      {"tier", "string", false},     {"max_price", "integer", true}, {"deadline_ms", "integer", true},
+  };
+  REQUIRE(valid_submit().header.size() == fields.size()); // every field of SUBMIT is tried
+  for (const auto& f : fields) {
+    for (const auto& [type, value] : every_json_type()) {
+      CAPTURE(f.name);
+      CAPTURE(type);
+      auto m = valid_submit();
+      m.header[f.name] = value;
+      auto p = submit_through_wire(m);
+      if (type == f.type && f.any_value_of_type) {
+        CHECK(p.ok());
+        continue;
+      }
+      REQUIRE_FALSE(p.ok());
+      CHECK(p.err().code == errc::bad_input);
+      CHECK(p.err().reason.find("SUBMIT field '" + f.name + "' must be ") == 0);
+      if (type != f.type)
+        CHECK(p.err().reason == "SUBMIT field '" + f.name + "' must be " +
+                                    (f.type == "string" ? "a string" : "an integer") + ", got " + type);
+      // The ERROR answering it carries the request id exactly when that one is valid.
+      auto reply = make_error(p.err(), request_id_of(m));
+      CHECK(reply.header.contains("request_id") == (f.name != "request_id" || type == "string"));
+    }
+  }
+}
+
+TEST_CASE("a SUBMIT field set to null is a wrong type (bad_input), not a missing field") {
+  auto m = valid_submit();
+  m.header["model"] = nullptr;
+  auto p = parse_submit(m);
+  REQUIRE_FALSE(p.ok());
+  CHECK(p.err().code == errc::bad_input);
+  CHECK(p.err().reason == "SUBMIT field 'model' must be a string, got null");
+  m.header.erase("model");
+  CHECK(parse_submit(m).err().code == errc::missing_field);
+}
+
+TEST_CASE("integer SUBMIT fields refuse floats, negatives and values past int64 as bad_input") {
+  for (const char* field : {"max_price", "deadline_ms"}) {
+    for (const json& v : {json(10.0), json(-1), json(-9'223'372'036'854'775'807LL - 1), json(9'223'372'036'854'775'808ULL),
+                          json(1e300)}) {
+      CAPTURE(field);
+      CAPTURE(v.dump());
+      auto m = valid_submit();
+      m.header[field] = v;
+      auto p = submit_through_wire(m);
+      REQUIRE_FALSE(p.ok());
+      CHECK(p.err().code == errc::bad_input);
+      CHECK(p.err().reason.find(std::string("SUBMIT field '") + field + "'") == 0);
+    }
+  }
+  auto m = valid_submit();
+  m.header["max_price"] = 9'223'372'036'854'775'807LL; // int64 max is in range
+  CHECK(submit_through_wire(m).ok());
+}
+
+TEST_CASE("client_id and request_id must be 1 to 128 printable ASCII bytes, otherwise bad_input saying why") {
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {"", "an empty string"},
+      {std::string(129, 'a'), "129 bytes"},
+      {std::string(4096, 'a'), "4096 bytes"},
+      {std::string("r\0" "1", 3), "byte 0x00 (NUL) at offset 1"},
+      {std::string(1, '\0'), "byte 0x00 (NUL) at offset 0"},
+      {"r 1", "byte 0x20 (space) at offset 1"},
+      {" r1", "byte 0x20 (space) at offset 0"},
+      {"r1\n", "byte 0x0a (a control character) at offset 2"},
+      {"\tr1", "byte 0x09 (a control character) at offset 0"},
+      {"r\x1b[31m", "byte 0x1b (a control character) at offset 1"},
+      {"r\x7f", "byte 0x7f (a control character) at offset 1"},
+      {"caf\xc3\xa9", "byte 0xc3 (not ASCII) at offset 3"},                 // valid UTF-8, not ASCII
+      {"\xe2\x80\xae" "1r", "byte 0xe2 (not ASCII) at offset 0"},          // right-to-left override
+  };
+  for (const char* field : {"client_id", "request_id"}) {
+    for (const auto& [value, got] : bad) {
+      CAPTURE(field);
+      CAPTURE(json(value).dump(-1, ' ', true).substr(0, 60));
+      auto m = valid_submit();
+      m.header[field] = value;
+      auto p = submit_through_wire(m);
+      REQUIRE_FALSE(p.ok());
+      CHECK(p.err().code == errc::bad_input);
+      CHECK(p.err().reason == id_reason(field, got));
+    }
+    for (const std::string& good : {std::string("!"), std::string(128, '~'), std::string("a-b_c.d:e/f@g#1"),
+                                   std::string("{\"x\"}'--;"), std::string(128, 'z')}) {
+      CAPTURE(field);
+      CAPTURE(good);
+      auto m = valid_submit();
+      m.header[field] = good;
+      auto p = submit_through_wire(m);
+      REQUIRE_MESSAGE(p.ok(), (p.ok() ? std::string() : p.err().reason));
+      CHECK((std::string(field) == "client_id" ? p->client_id : p->request_id) == good);
+    }
+  }
+}
+
+TEST_CASE("check_id accepts exactly the bytes 0x21 to 0x7E and 1 to 128 of them") {
+  for (int c = 0; c < 256; ++c) {
+    CAPTURE(c);
+    const std::string s(1, static_cast<char>(c));
+    CHECK(is_id(s) == (c >= 0x21 && c <= 0x7e));
+    CHECK(check_id(s).ok() == is_id(s));
+  }
+  CHECK_FALSE(is_id(""));
+  CHECK(is_id(std::string(128, 'x')));
+  CHECK_FALSE(is_id(std::string(129, 'x')));
+  auto e = check_id("", "HELLO field 'capabilities.name'");
+  REQUIRE_FALSE(e.ok());
+  CHECK(e.err().code == errc::bad_input);
+  CHECK(e.err().reason.find("HELLO field 'capabilities.name' must be 1 to 128 printable ASCII characters") == 0);
+}
+
+TEST_CASE("a node's name, device and backend names follow the id rule even when signed") {
+  auto refused = [](capabilities c, const std::string& field) {
+    CAPTURE(field);
+    auto p = parse_hello(wire(make_hello(c, provider_key())));
+    REQUIRE_FALSE(p.ok());
+    CHECK(p.err().code == errc::bad_input);
+    CHECK(p.err().reason.find("HELLO field '" + field + "' must be 1 to 128 printable ASCII characters") == 0);
+  };
+  auto c = sample_capabilities();
+  c.name = "gpu box";
+  refused(c, "capabilities.name");
+  c.name = std::string("gpu\0box", 7);
+  refused(c, "capabilities.name");
+  c.name = std::string(129, 'n');
+  refused(c, "capabilities.name");
+  c.name = "";
+  refused(c, "capabilities.name");
+  c = sample_capabilities();
+  c.device = "cu\nda";
+  refused(c, "capabilities.device");
+  c = sample_capabilities();
+  c.backends = {"cpu", ""};
+  refused(c, "capabilities.backends[1]");
+  c = sample_capabilities();
+  c.name = std::string(128, 'n');
+  CHECK(parse_hello(wire(make_hello(c, provider_key()))).ok());
+}
+
+TEST_CASE("free-text fields take any UTF-8 up to 1024 bytes without NUL") {
+  auto fail_with = [](const std::string& reason) {
+    auto m = make_fail({3, 0, "bad_model", "x"});
+    m.header["reason"] = reason; // as a hostile peer sends it, not through make_fail
+    return parse_fail(wire(m));
+  };
+  CHECK(fail_with(std::string(1024, 'r')).ok());
+  CHECK(fail_with("").ok());
+  CHECK(fail_with("mod\xc3\xa8le manquant\n\tline two").ok());
+  auto e = fail_with(std::string(1025, 'r'));
+  REQUIRE_FALSE(e.ok());
+  CHECK(e.err().code == errc::bad_input);
+  CHECK(e.err().reason == "FAIL field 'reason' must be at most 1024 bytes without NUL, got 1025 bytes");
+  e = fail_with(std::string("bad\0", 4));
+  REQUIRE_FALSE(e.ok());
+  CHECK(e.err().code == errc::bad_input);
+  CHECK(e.err().reason == "FAIL field 'reason' must be at most 1024 bytes without NUL, got a NUL byte at offset 3");
+
+  auto code = make_fail({3, 0, "bad_model", "x"});
+  code.header["code"] = "bad model";
+  CHECK(parse_fail(code).err().reason.find("FAIL field 'code' must be 1 to 128 printable ASCII") == 0);
+
+  auto verdict = make_verdict({3, false, "", "", {}, ""});
+  verdict.header["reason"] = std::string(2000, 'v');
+  CHECK(parse_verdict(verdict).err().reason.find("VERDICT field 'reason' must be at most 1024 bytes") == 0);
+  auto status_msg = make_status_reply({3, "QUEUED", 0, {{"QUEUED", "", 1}}});
+  status_msg.header["events"][0]["detail"] = std::string("x\0", 2);
+  CHECK(parse_status_reply(status_msg).err().reason.find("STATUS field 'events[0].detail' must be at most 1024 bytes") == 0);
+  auto error_msg = make_error(error_reply{"queue_full", "full", "", 0});
+  error_msg.header["request_id"] = "r 1";
+  CHECK(parse_error(error_msg).err().code == errc::bad_input);
+}
+
+TEST_CASE("make functions bound the free text they send so the peer's parser accepts it") {
+  std::string long_utf8;
+  while (long_utf8.size() < 3000) long_utf8 += "\xc3\xa9"; // é, two bytes each
+  auto f = parse_fail(wire(make_fail({3, 0, "internal", long_utf8})));
+  REQUIRE_MESSAGE(f.ok(), (f.ok() ? std::string() : f.err().reason));
+  CHECK(f->reason.size() == 1024);
+  CHECK(f->reason == long_utf8.substr(0, 1024));
+
+  std::string odd = "x" + long_utf8; // the 1024th byte starts a character: it is dropped whole
+  auto b = bounded_text(odd);
+  CHECK(b.size() == 1023);
+  CHECK(odd.compare(0, b.size(), b) == 0);
+
+  auto e = parse_error(wire(make_error(error_reply{"internal", std::string("a\0b", 3), "r1", 0})));
+  REQUIRE(e.ok());
+  CHECK(e->reason == "a?b");
+  CHECK(bounded_text("short") == "short");
+}
+
+TEST_CASE("request_id_of returns the header's request id only when it is a valid id") {
+  auto m = valid_submit();
+  CHECK(request_id_of(m) == "r1");
+  for (const json& bad : {json(nullptr), json(17), json(1.5), json(true), json::array({"r1"}), json{{"r", "r1"}},
+                          json(""), json(std::string(129, 'r')), json(std::string("r\0" "1", 3)), json("r 1"),
+                          json("caf\xc3\xa9")}) {
+    CAPTURE(bad.dump());
+    auto x = m;
+    x.header["request_id"] = bad;
+    CHECK(request_id_of(x) == "");
+    // So the ERROR for it carries no request id at all.
+    CHECK_FALSE(make_error(parse_submit(x).err(), request_id_of(x)).header.contains("request_id"));
+  }
+  auto absent = m;
+  absent.header.erase("request_id");
+  CHECK(request_id_of(absent) == "");
+  message not_object{"SUBMIT", json::array({1}), {}};
+  CHECK(request_id_of(not_object) == "");
+  CHECK(request_id_of(make_ack({"r-7", 1})) == "r-7");
+
+  // A SUBMIT refused for another field still gets its valid request id back.
+  auto bad_price = m;
+  bad_price.header["max_price"] = "ten";
+  auto reply = parse_error(wire(make_error(parse_submit(bad_price).err(), request_id_of(bad_price))));
+  REQUIRE(reply.ok());
+  CHECK(reply->code == "bad_input");
+  CHECK(reply->request_id == "r1");
+  CHECK(reply->reason == "SUBMIT field 'max_price' must be an integer, got string");
 }
 
 } // TEST_SUITE

@@ -1,0 +1,89 @@
+#pragma once
+// What the three core actors (job_queue, verifier_pool, settlement_batcher) share: carrying
+// out a core's effects. Records go to the store (its answer comes back as `committed_atom`),
+// messages go out through the actor's own outbox in the order the core produced them,
+// hand-offs go to the next core, STATUS look-ups to the reader, and the core's next wake-up
+// becomes a timer. Decisions stay in the core: this only moves data.
+#include <optional>
+#include <string>
+
+#include <caf/all.hpp>
+#include <spdlog/spdlog.h>
+
+#include "actors/gateway.hpp"
+#include "actors/messages.hpp"
+
+namespace haca::actors {
+
+class core_adapter {
+public:
+  explicit core_adapter(const char* name) : name_(name) {}
+
+  void set_peers(const peers& p) { peers_ = p; }
+  const peers& peer() const { return peers_; }
+  std::size_t unconfirmed() const { return unconfirmed_; } // persist batches the store has not answered
+  const char* name() const { return name_; }
+
+  void carry_out(caf::event_based_actor* self, core::effects& fx) {
+    for (const auto& e : fx.errors)
+      spdlog::error("{}: {}", name_, e);
+    for (const auto& n : fx.notes)
+      spdlog::info("{}: {}", name_, n);
+    if (!fx.records.empty()) {
+      ++unconfirmed_;
+      self->send(peers_.store, persist_atom::value, std::move(fx.records));
+    }
+    for (const auto& m : fx.messages)
+      out_.send(m.to, m.identity, m.msg);
+    if (!fx.to_verification.empty())
+      self->send(peers_.verifier_pool, handoff_atom::value, std::move(fx.to_verification));
+    if (!fx.to_settlement.empty())
+      self->send(peers_.settlement, handoff_atom::value, std::move(fx.to_settlement));
+    if (!fx.to_execution.empty())
+      self->send(peers_.job_queue, handoff_atom::value, std::move(fx.to_execution));
+    for (auto& l : fx.lookups)
+      self->send(peers_.reader, lookup_atom::value, std::move(l));
+    for (auto& l : fx.request_lookups)
+      self->send(peers_.reader, lookup_atom::value, std::move(l)); // answered with a request_found
+    arm(self, fx.wake_at_us);
+  }
+
+  void confirmed() { --unconfirmed_; }
+
+  // A tick arrived: the timer that sent it is spent.
+  void ticked(std::int64_t now) {
+    if (armed_at_ && *armed_at_ <= now)
+      armed_at_.reset();
+  }
+
+  void send(core::port to, const std::string& identity, const proto::message& m) { out_.send(to, identity, m); }
+
+private:
+  void arm(caf::event_based_actor* self, std::int64_t wake_at) {
+    if (wake_at <= 0 || (armed_at_ && *armed_at_ <= wake_at))
+      return;
+    armed_at_ = wake_at;
+    const auto delay = std::max<std::int64_t>(wake_at - now_us(), 0);
+    self->delayed_send(self, std::chrono::microseconds(delay), tick_atom::value);
+  }
+
+  const char* name_;
+  peers peers_;
+  outbox out_;
+  std::size_t unconfirmed_ = 0;
+  std::optional<std::int64_t> armed_at_;
+};
+
+// Runs f; an exception (a bug: cores do not throw on bad input) is logged and ends the actor,
+// and the coordinator, which monitors it, exits non-zero so a supervisor restarts it.
+template <class F>
+void guarded(caf::event_based_actor* self, const char* name, F&& f) {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    spdlog::critical("{}: {}", name, e.what());
+    self->quit(caf::make_error(caf::sec::runtime_error, std::string(name) + ": " + e.what()));
+  }
+}
+
+} // namespace haca::actors

@@ -1,0 +1,62 @@
+#pragma once
+// The events the coordinator's cores step on: decoded messages from clients and nodes, commit
+// confirmations, hand-offs from another core, and timers. Plain data.
+#include <string>
+#include <vector>
+
+#include "core/records.hpp"
+
+namespace haca::core {
+
+struct client_submit {
+  std::string identity;
+  proto::submit_request req;
+};
+struct client_status {
+  std::string identity;
+  std::int64_t job_id = 0;
+};
+struct node_hello {
+  std::string identity;
+  proto::capabilities caps;           // signature already checked by the codec
+};
+struct node_ready {
+  std::string identity;
+  std::int32_t credit = 0;
+};
+struct node_heartbeat {
+  std::string identity;
+};
+struct node_done {
+  std::string identity;
+  proto::job_done done;
+};
+struct node_fail {
+  std::string identity;
+  proto::job_failed fail;
+};
+struct node_gone {                    // DISCONNECT
+  std::string identity;
+  std::string reason;
+};
+struct committed {                    // the store applied `records` (this core's), with outcomes
+  std::vector<record> records;
+  std::vector<outcome> outcomes;
+};
+struct request_found {                // the answer to a request_lookup
+  std::string identity;
+  std::string request_id;
+  std::optional<existing_job> job;    // the job that holds the request id, if any
+  error refusal;
+};
+struct jobs_settled {
+  std::vector<settled_job> jobs;
+};
+struct node_verdict {
+  std::string identity;
+  proto::verdict_reply verdict;
+};
+struct tick {};                       // timers: liveness, deadlines, timeouts, batches
+struct drain {};                      // SIGTERM: admit nothing more
+
+} // namespace haca::core

@@ -1,0 +1,752 @@
+#include "core/execution.hpp"
+
+#include <algorithm>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "kernels/ops.hpp"
+#include "scheduler/match.hpp"
+#include "verify/hash.hpp"
+
+namespace haca::core {
+namespace {
+
+std::string short_key(const std::string& key) { return key.substr(0, 12); }
+
+outbound to_client(const std::string& identity, proto::message m) { return {port::client, identity, std::move(m)}; }
+outbound to_node(const std::string& identity, proto::message m) { return {port::node, identity, std::move(m)}; }
+
+// A receipt counts only if it is signed by the provider the job was assigned to and describes
+// exactly the job sent: model, input, price, attempt and the output that came with it.
+status check_done(const proto::job_done& done, const job_spec& spec, const std::string& provider_key,
+                  micros price, std::int32_t attempt) {
+  const auto& r = done.receipt;
+  auto mismatch = [&](const char* field, const std::string& got, const std::string& want) {
+    return make_error(errc::bad_receipt, fmt::format("receipt for job {}: {} is {}, expected {}", done.job_id, field,
+                                                     got.substr(0, 16), want.substr(0, 16)));
+  };
+  if (r.provider_key != provider_key)
+    return mismatch("provider_key", r.provider_key, provider_key);
+  if (r.job_id != done.job_id || r.attempt != attempt)
+    return mismatch("job/attempt", fmt::format("{}/{}", r.job_id, r.attempt), fmt::format("{}/{}", done.job_id, attempt));
+  if (r.model_hash != spec.model)
+    return mismatch("model_hash", r.model_hash, spec.model);
+  if (r.input_hash != spec.input_hash)
+    return mismatch("input_hash", r.input_hash, spec.input_hash);
+  if (r.price != price)
+    return mismatch("price", std::to_string(r.price), std::to_string(price));
+  if (auto h = verify::sha256_hex(done.output.data); r.output_hash != h)
+    return mismatch("output_hash", r.output_hash, h);
+  // The receipt signs the output, not `classes`: they must be the output's arg-max per row, or
+  // the client would get a prediction nobody signed or verified.
+  const auto& out = done.output;
+  const auto rows = spec.input.shape.empty() ? 0 : spec.input.shape[0];
+  if (out.type != kernels::dtype::i8 || out.shape.size() != 2 || out.shape[0] != rows || out.shape[1] < 1)
+    return make_error(errc::bad_receipt, fmt::format("DONE for job {}: output must be i8 [{}, classes], got {} [{}]",
+                                                     done.job_id, rows, kernels::dtype_name(out.type),
+                                                     kernels::shape_string(out.shape)));
+  std::vector<std::int32_t> classes(static_cast<std::size_t>(rows));
+  kernels::argmax_rows(out.i8(), static_cast<int>(rows), static_cast<int>(out.shape[1]), classes.data());
+  if (done.classes != classes)
+    return make_error(errc::bad_receipt,
+                      fmt::format("DONE for job {}: classes [{}] are not the arg-max of the output rows, [{}]",
+                                  done.job_id, fmt::join(done.classes, ","), fmt::join(classes, ",")));
+  // Last, because it is the expensive check (~37 us).
+  if (!verify::verify_receipt(r))
+    return make_error(errc::bad_signature,
+                      fmt::format("receipt for job {} has a signature that does not verify", done.job_id));
+  return ok_status();
+}
+
+} // namespace
+
+execution_core::execution_core(execution_config cfg) : cfg_(std::move(cfg)) {}
+
+execution_core execution_core::recover(execution_config cfg, const snapshot& s, time_us now) {
+  execution_core c(std::move(cfg));
+  c.next_job_id_ = s.next_job_id;
+  c.funded_ = s.funded;
+  for (const auto& [client, balance] : s.client_balances)
+    c.escrow_.credit(client, balance);
+  c.last_beat_ = now;
+  const time_us liveness = static_cast<time_us>(proto::heartbeat_liveness) * c.cfg_.heartbeat_ms * 1000;
+  for (const auto& stored : s.open_jobs) {
+    if (is_final(stored.state) || stored.state == job_state::submitted)
+      continue;
+    job_entry j;
+    j.spec = stored.spec;
+    j.state = j.durable = stored.state;
+    j.attempt = stored.attempt;
+    j.seq = stored.seq;
+    j.inserted = true;
+    j.result = stored.result;
+    const auto id = j.spec.id;
+    // Holds are not stored: they are the max_price of every job not yet settled or final.
+    c.escrow_.restore_hold(j.spec.client_id, j.spec.max_price);
+    c.by_request_[{j.spec.client_id, j.spec.request_id}] = id;
+    if (stored.state == job_state::queued || stored.state == job_state::assigned) {
+      j.waiting = true;
+      ++c.waiting_;
+      ++c.client_waiting_[j.spec.client_id];
+      if (j.spec.deadline_us)
+        c.deadlines_.insert({j.spec.deadline_us, id});
+      if (stored.state == job_state::queued) {
+        c.queue_.push(j.spec.client_id, id);
+      } else {
+        // Its provider may come back and deliver within the liveness timeout; if not, it runs again.
+        j.provider_key = stored.provider_key;
+        j.price = stored.price;
+        j.timeout_at = now + liveness;
+        c.timeouts_.insert({j.timeout_at, id});
+        c.recovered_by_key_[j.provider_key].insert(id);
+      }
+    } else {
+      j.spec.input = {}; // executed: the verification core holds the input now
+    }
+    c.jobs_.emplace(id, std::move(j));
+  }
+  return c;
+}
+
+effects execution_core::step(const execution_event& ev, time_us now) {
+  effects out;
+  std::visit([&](const auto& e) { on(e, now, out); }, ev);
+  out.wake_at_us = next_wake();
+  return out;
+}
+
+std::optional<execution_core::job_view> execution_core::job(std::int64_t id) const {
+  auto it = jobs_.find(id);
+  if (it == jobs_.end())
+    return std::nullopt;
+  return job_view{it->second.state, it->second.durable, it->second.attempt, it->second.provider_key};
+}
+
+bool execution_core::drained() const {
+  if (!draining_)
+    return false;
+  for (const auto& [id, j] : jobs_)
+    if (j.state == job_state::assigned || j.state == job_state::submitted || (j.state != j.durable))
+      return false;
+  return true;
+}
+
+std::vector<outbound> execution_core::farewell() const {
+  std::vector<outbound> out;
+  for (const auto& [key, s] : sessions_)
+    out.push_back(to_node(s.identity, proto::make_disconnect("the coordinator is shutting down")));
+  return out;
+}
+
+execution_core::session* execution_core::session_of(const std::string& identity) {
+  auto k = key_of_.find(identity);
+  if (k == key_of_.end())
+    return nullptr;
+  auto s = sessions_.find(k->second);
+  return s == sessions_.end() ? nullptr : &s->second;
+}
+
+// ---- clients ----
+
+void execution_core::on(const client_submit& e, time_us now, effects& out) {
+  const auto& r = e.req;
+  auto refuse = [&](const char* code, std::string reason) {
+    out.messages.push_back(to_client(e.identity, proto::make_error(make_error(code, std::move(reason)), r.request_id)));
+  };
+  // A request id this core still holds: the same job, whatever the new SUBMIT says. Its
+  // reply identity moves to the sender (a client that reconnected has a new one).
+  if (auto known = by_request_.find({r.client_id, r.request_id}); known != by_request_.end()) {
+    auto& j = jobs_.at(known->second);
+    j.reply_to = e.identity;
+    if (j.inserted)
+      reply_duplicate(e.identity, r.request_id, j, out);
+    return; // not stored yet: its ACK goes to the new identity when the insert commits
+  }
+  if (draining_) {
+    refuse(errc::unavailable, "the coordinator is shutting down; resend this request after it restarts");
+    return;
+  }
+  auto model = cfg_.model_input_dims.find(r.model);
+  if (model == cfg_.model_input_dims.end()) {
+    refuse(errc::unknown_model, fmt::format("model {} is not known to this coordinator ({} models loaded)",
+                                            r.model.substr(0, 12), cfg_.model_input_dims.size()));
+    return;
+  }
+  const auto& shape = r.input.shape;
+  if (r.input.type != kernels::dtype::i8 || shape.size() != 2 || shape[1] != model->second || shape[0] < 1 ||
+      shape[0] > cfg_.max_rows) {
+    refuse(errc::bad_input, fmt::format("model {} takes i8 [rows, {}] with 1 <= rows <= {}, got {} [{}]",
+                                        r.model.substr(0, 12), model->second, cfg_.max_rows,
+                                        kernels::dtype_name(r.input.type), kernels::shape_string(shape)));
+    return;
+  }
+  // Refusals that depend on the moment (queues, funds) could be wrong for the resend of a job
+  // this core no longer holds: Postgres is asked first, within limits.
+  auto refuse_unless_stored = [&](const char* code, std::string reason) {
+    if (lookups_in_flight_ >= cfg_.max_lookups)
+      return refuse(code, std::move(reason));
+    ++lookups_in_flight_;
+    out.request_lookups.push_back({e.identity, r.client_id, r.request_id, make_error(code, std::move(reason))});
+  };
+  const auto waiting_of_client = client_waiting_.find(r.client_id);
+  const std::size_t client_waiting = waiting_of_client == client_waiting_.end() ? 0 : waiting_of_client->second;
+  if (waiting_ >= cfg_.max_waiting || client_waiting >= cfg_.max_client_waiting || jobs_.size() >= cfg_.max_open) {
+    refuse_unless_stored(errc::queue_full,
+                         fmt::format("{} jobs are waiting ({} of this client); the limits are {} and {} per client; "
+                                     "retry later",
+                                     waiting_, client_waiting, cfg_.max_waiting, cfg_.max_client_waiting));
+    return;
+  }
+  // The faucet funds a client id it never funded, but only with a job it can pay for: a
+  // refused SUBMIT changes nothing.
+  const bool grant = cfg_.faucet > 0 && !funded_.count(r.client_id);
+  const micros available = escrow_.available(r.client_id) + (grant ? cfg_.faucet : 0);
+  if (available < r.max_price) {
+    refuse_unless_stored(errc::insufficient_funds,
+           fmt::format("client '{}' has {} micro-units available, the job's max_price is {} (fund the account or "
+                       "lower max_price)",
+                       r.client_id, available, r.max_price));
+    return;
+  }
+  if (grant) {
+    funded_.insert(r.client_id);
+    escrow_.credit(r.client_id, cfg_.faucet);
+    out.records.push_back(funding{r.client_id, cfg_.faucet, "faucet:" + r.client_id, now});
+  }
+  escrow_.hold(r.client_id, r.max_price);
+
+  job_entry j;
+  auto& spec = j.spec;
+  spec.id = next_job_id_++;
+  spec.client_id = r.client_id;
+  spec.request_id = r.request_id;
+  spec.model = r.model;
+  spec.tier = r.tier;
+  spec.max_price = r.max_price;
+  spec.deadline_us = now + (r.deadline_ms > 0 ? r.deadline_ms : cfg_.default_deadline_ms) * 1000;
+  spec.input = r.input;
+  spec.input_hash = verify::sha256_hex(spec.input.data);
+  spec.submitted_us = now;
+  j.reply_to = e.identity;
+  j.waiting = true;
+  const auto id = spec.id;
+  out.records.push_back(job_insert{spec});
+  ++waiting_;
+  ++client_waiting_[r.client_id];
+  by_request_[{r.client_id, r.request_id}] = id;
+  deadlines_.insert({spec.deadline_us, id});
+  queue_.push(r.client_id, id);
+  jobs_.emplace(id, std::move(j));
+  dispatch(now, out);
+}
+
+void execution_core::on(const client_status& e, time_us, effects& out) {
+  // Answered from Postgres by a reader (what is committed is what may be told), never
+  // through the write queue.
+  out.lookups.push_back({e.identity, e.job_id});
+}
+
+void execution_core::on(const request_found& e, time_us, effects& out) {
+  if (lookups_in_flight_ > 0)
+    --lookups_in_flight_;
+  if (e.job)
+    reply_stored(e.identity, e.request_id, *e.job, out);
+  else
+    out.messages.push_back(to_client(e.identity, proto::make_error(e.refusal, e.request_id)));
+}
+
+// A request id held by a job this core no longer holds (settled, or from before a restart):
+// that job's ACK, and its RESULT when it has one. Nothing is charged again.
+void execution_core::reply_stored(const std::string& identity, const std::string& request_id, const existing_job& x,
+                                  effects& out) {
+  out.messages.push_back(to_client(identity, proto::make_ack({request_id, x.job_id})));
+  if (x.result)
+    out.messages.push_back(to_client(
+        identity, proto::make_result({request_id, x.job_id, x.result->classes, x.result->output, x.result->receipt})));
+  else if (x.state == job_state::failed || x.state == job_state::expired || x.state == job_state::cancelled)
+    out.messages.push_back(
+        to_client(identity, proto::make_error(make_error(x.state == job_state::expired ? errc::expired : errc::failed,
+                                                         fmt::format("job {} ended {}", x.job_id, state_name(x.state))),
+                                              request_id, x.job_id)));
+}
+
+void execution_core::reply_duplicate(const std::string& identity, const std::string& request_id, const job_entry& j,
+                                     effects& out) {
+  out.messages.push_back(to_client(identity, proto::make_ack({request_id, j.spec.id})));
+  if (j.result && j.durable >= job_state::executed && !is_final(j.durable))
+    out.messages.push_back(to_client(identity, proto::make_result({request_id, j.spec.id, j.result->classes,
+                                                                   j.result->output, j.result->receipt})));
+}
+
+// ---- nodes ----
+
+void execution_core::on(const node_hello& e, time_us now, effects& out) {
+  const auto& caps = e.caps;
+  if (caps.role != "provider") {
+    out.messages.push_back(to_node(e.identity, proto::make_error(make_error(
+                                                   errc::bad_input, "this port's provider sessions take role 'provider', "
+                                                                    "got '" + caps.role + "'"))));
+    return;
+  }
+  // A provider that reconnects (a new identity for its key, or a new key on an identity)
+  // replaces its old session; what the old one held goes back to the queue.
+  if (auto old = key_of_.find(e.identity); old != key_of_.end() && old->second != caps.public_key)
+    lose_session(old->second, now, out, "its connection now speaks for another key");
+  if (sessions_.count(caps.public_key))
+    lose_session(caps.public_key, now, out, "replaced by a new session");
+  session s;
+  s.identity = e.identity;
+  s.caps = caps;
+  s.last_heard = now;
+  sessions_.emplace(caps.public_key, std::move(s));
+  key_of_[e.identity] = caps.public_key;
+  out.records.push_back(node_seen{caps, now});
+  out.messages.push_back(to_node(e.identity, proto::make_welcome({cfg_.heartbeat_ms, cfg_.coordinator_key})));
+  out.notes.push_back(fmt::format("provider '{}' ({}) joined: {} models, price {}", caps.name,
+                                  short_key(caps.public_key), caps.models.size(), caps.price));
+}
+
+void execution_core::on(const node_ready& e, time_us now, effects& out) {
+  auto* s = session_of(e.identity);
+  if (!s) {
+    out.messages.push_back(to_node(e.identity, proto::make_error(make_error(
+                                                   errc::not_registered, "READY from a node that has not sent HELLO (or "
+                                                                         "was dropped after missing heartbeats); send "
+                                                                         "HELLO first"))));
+    return;
+  }
+  s->last_heard = now;
+  const std::int64_t credit = static_cast<std::int64_t>(s->credit) + e.credit;
+  if (credit > cfg_.max_credit)
+    out.messages.push_back(to_node(e.identity, proto::make_error(make_error(
+                                                   errc::bad_input, fmt::format("READY would raise credit to {}; the "
+                                                                                "limit is {}, credit stays at it",
+                                                                                credit, cfg_.max_credit)))));
+  s->credit = static_cast<std::int32_t>(std::min<std::int64_t>(credit, cfg_.max_credit));
+  dispatch(now, out);
+}
+
+void execution_core::on(const node_heartbeat& e, time_us now, effects& out) {
+  if (auto* s = session_of(e.identity))
+    s->last_heard = now;
+  else
+    out.messages.push_back(to_node(e.identity, proto::make_error(make_error(
+                                                   errc::not_registered, "HEARTBEAT from a node without a session; "
+                                                                         "send HELLO"))));
+}
+
+void execution_core::release_slot(session& s, std::int64_t job_id, std::int32_t attempt) {
+  if (s.held.erase({job_id, attempt}))
+    ++s.credit;
+}
+
+void execution_core::on(const node_done& e, time_us now, effects& out) {
+  auto* s = session_of(e.identity);
+  const auto& done = e.done;
+  if (!s) {
+    out.messages.push_back(to_node(e.identity, proto::make_error(make_error(errc::not_registered,
+                                                                            "DONE from a node without a session; send "
+                                                                            "HELLO first"),
+                                                                 "", done.job_id)));
+    return;
+  }
+  s->last_heard = now;
+  release_slot(*s, done.job_id, done.attempt); // the provider is done with it, whatever we decide
+  const std::string key = s->caps.public_key;
+  auto it = jobs_.find(done.job_id);
+  if (it == jobs_.end() || it->second.state != job_state::assigned || it->second.attempt != done.attempt ||
+      it->second.provider_key != key) {
+    out.messages.push_back(to_node(e.identity, proto::make_error(make_error(errc::unknown_job,
+                                                                            fmt::format("job {} attempt {} is not "
+                                                                                        "assigned to you (any more)",
+                                                                                        done.job_id, done.attempt)),
+                                                                 "", done.job_id)));
+    dispatch(now, out);
+    return;
+  }
+  auto& j = it->second;
+  if (j.spec.deadline_us && now > j.spec.deadline_us) {
+    finish_unpaid(j, job_state::expired, now, out, errc::expired,
+                  "the deadline passed before the provider's result arrived");
+    out.messages.push_back(to_node(e.identity, proto::make_error(make_error(errc::expired,
+                                                                            fmt::format("job {} passed its deadline "
+                                                                                        "before your DONE; not paid",
+                                                                                        done.job_id)),
+                                                                 "", done.job_id)));
+    dispatch(now, out);
+    return;
+  }
+  if (auto ok = check_done(done, j.spec, key, j.price, j.attempt); !ok) {
+    out.messages.push_back(to_node(e.identity, proto::make_error(ok.err(), "", done.job_id)));
+    out.notes.push_back(fmt::format("provider {} sent a bad DONE: {}", short_key(key), ok.err().reason));
+    requeue(j, now, out, "its provider sent a receipt that does not check: " + ok.err().reason);
+    dispatch(now, out);
+    return;
+  }
+  timeouts_.erase({j.timeout_at, j.spec.id});
+  stop_waiting(j);
+  transition(j, job_state::executed, now, out, "", execution_result{done.classes, done.output, done.receipt});
+  dispatch(now, out);
+}
+
+void execution_core::on(const node_fail& e, time_us now, effects& out) {
+  auto* s = session_of(e.identity);
+  const auto& f = e.fail;
+  if (!s) {
+    out.messages.push_back(to_node(e.identity, proto::make_error(make_error(errc::not_registered,
+                                                                            "FAIL from a node without a session"),
+                                                                 "", f.job_id)));
+    return;
+  }
+  s->last_heard = now;
+  release_slot(*s, f.job_id, f.attempt);
+  auto it = jobs_.find(f.job_id);
+  if (it != jobs_.end() && it->second.state == job_state::assigned && it->second.attempt == f.attempt &&
+      it->second.provider_key == s->caps.public_key)
+    requeue(it->second, now, out,
+            fmt::format("provider {} failed it: {} ({})", short_key(s->caps.public_key), f.reason, f.code));
+  dispatch(now, out);
+}
+
+void execution_core::on(const node_gone& e, time_us now, effects& out) {
+  if (auto k = key_of_.find(e.identity); k != key_of_.end())
+    lose_session(k->second, now, out, e.reason.empty() ? "it disconnected" : e.reason);
+  dispatch(now, out);
+}
+
+void execution_core::lose_session(std::string key, time_us now, effects& out, const std::string& why) {
+  auto it = sessions_.find(key);
+  if (it == sessions_.end())
+    return;
+  auto held = it->second.held;
+  key_of_.erase(it->second.identity);
+  sessions_.erase(it);
+  if (auto r = recovered_by_key_.find(key); r != recovered_by_key_.end()) {
+    for (auto id : r->second)
+      if (auto j = jobs_.find(id); j != jobs_.end())
+        held.insert({id, j->second.attempt});
+    recovered_by_key_.erase(r);
+  }
+  std::size_t requeued = 0;
+  for (const auto& [job_id, attempt] : held) {
+    auto j = jobs_.find(job_id);
+    if (j != jobs_.end() && j->second.state == job_state::assigned && j->second.attempt == attempt &&
+        j->second.provider_key == key) {
+      requeue(j->second, now, out, fmt::format("provider {} lost: {}", short_key(key), why));
+      ++requeued;
+    }
+  }
+  out.notes.push_back(fmt::format("provider {} lost ({}); {} jobs re-queued", short_key(key), why, requeued));
+}
+
+// ---- the job life cycle ----
+
+bool execution_core::transition(job_entry& j, job_state to, time_us now, effects& out, std::string detail,
+                                std::optional<execution_result> result) {
+  if (!legal(j.state, to)) {
+    out.errors.push_back(fmt::format("job {}: illegal transition {} -> {} refused", j.spec.id, state_name(j.state),
+                                     state_name(to)));
+    return false;
+  }
+  ++j.seq;
+  job_transition t;
+  t.job_id = j.spec.id;
+  t.seq = j.seq;
+  t.from = j.state;
+  t.to = to;
+  t.attempt = j.attempt;
+  if (to == job_state::assigned) {
+    t.provider_key = j.provider_key;
+    t.price = j.price;
+  }
+  t.detail = std::move(detail);
+  t.at_us = now;
+  if (result)
+    j.result = result;
+  t.result = std::move(result);
+  out.records.push_back(std::move(t));
+  j.state = to;
+  return true;
+}
+
+void execution_core::stop_waiting(job_entry& j) {
+  if (!j.waiting)
+    return;
+  j.waiting = false;
+  --waiting_;
+  if (auto c = client_waiting_.find(j.spec.client_id); c != client_waiting_.end() && --c->second == 0)
+    client_waiting_.erase(c);
+  deadlines_.erase({j.spec.deadline_us, j.spec.id});
+}
+
+void execution_core::requeue(job_entry& j, time_us now, effects& out, const std::string& why) {
+  timeouts_.erase({j.timeout_at, j.spec.id});
+  if (j.attempt + 1 >= cfg_.max_attempts) {
+    finish_unpaid(j, job_state::failed, now, out, errc::failed,
+                  fmt::format("gave up after {} attempts; last: {}", j.attempt + 1, why));
+    return;
+  }
+  ++j.attempt;
+  j.provider_key.clear();
+  j.price = 0;
+  if (transition(j, job_state::queued, now, out, "re-queued: " + why))
+    queue_.push_front(j.spec.client_id, j.spec.id);
+}
+
+// The job ends without a result: nothing is charged. Its hold is released and the client told
+// once the record of the end is committed.
+void execution_core::finish_unpaid(job_entry& j, job_state to, time_us now, effects& out, const char* code,
+                                   const std::string& why) {
+  if (j.state == job_state::queued || j.state == job_state::submitted)
+    queue_.remove(j.spec.id);
+  timeouts_.erase({j.timeout_at, j.spec.id});
+  stop_waiting(j);
+  j.end_code = code;
+  j.end_reason = why;
+  transition(j, to, now, out, why);
+}
+
+void execution_core::drop_job(std::int64_t id) {
+  auto it = jobs_.find(id);
+  if (it == jobs_.end())
+    return;
+  auto& j = it->second;
+  if (j.state == job_state::queued || j.state == job_state::submitted)
+    queue_.remove(id);
+  timeouts_.erase({j.timeout_at, id});
+  stop_waiting(j);
+  by_request_.erase({j.spec.client_id, j.spec.request_id});
+  jobs_.erase(it);
+}
+
+void execution_core::assign(job_entry& j, session& s, time_us now, effects& out) {
+  j.provider_key = s.caps.public_key;
+  j.price = s.caps.price;
+  if (!transition(j, job_state::assigned, now, out, "provider " + short_key(s.caps.public_key)))
+    return;
+  j.timeout_at = now + cfg_.assign_timeout_ms * 1000;
+  timeouts_.insert({j.timeout_at, j.spec.id});
+  --s.credit;
+  s.held.insert({j.spec.id, j.attempt});
+}
+
+void execution_core::dispatch(time_us now, effects& out) {
+  if (draining_ || queue_.size() == 0)
+    return;
+  std::vector<scheduler::provider_view> views;
+  std::size_t total = 0;
+  for (const auto& [key, s] : sessions_) {
+    if (s.credit <= 0)
+      continue;
+    views.push_back({key, s.caps.device, std::set<std::string>(s.caps.models.begin(), s.caps.models.end()), s.credit,
+                     s.caps.price, 1000});
+    total += static_cast<std::size_t>(s.credit);
+  }
+  if (views.empty())
+    return;
+  std::map<std::int64_t, std::string> choice;
+  auto ids = queue_.take(total, [&](std::int64_t id) {
+    const auto& j = jobs_.at(id);
+    if (j.spec.deadline_us && j.spec.deadline_us <= now)
+      return false; // the next tick expires it
+    auto m = scheduler::match({j.spec.model, "", j.spec.max_price, 0}, views);
+    if (!m.provider_key)
+      return false;
+    for (auto& v : views)
+      if (v.key == *m.provider_key)
+        --v.credit;
+    choice[id] = *m.provider_key;
+    return true;
+  });
+  for (auto id : ids)
+    assign(jobs_.at(id), sessions_.at(choice.at(id)), now, out);
+}
+
+// ---- commits ----
+
+void execution_core::on(const committed& e, time_us now, effects& out) {
+  for (std::size_t i = 0; i < e.records.size(); ++i) {
+    if (i >= e.outcomes.size()) {
+      out.errors.push_back(fmt::format("a commit confirmed {} records with {} outcomes", e.records.size(),
+                                       e.outcomes.size()));
+      return;
+    }
+    on_commit(e.records[i], e.outcomes[i], out);
+  }
+  dispatch(now, out);
+}
+
+void execution_core::on_commit(const record& rec, const outcome& o, effects& out) {
+  if (const auto* ins = std::get_if<job_insert>(&rec)) {
+    auto it = jobs_.find(ins->spec.id);
+    if (it == jobs_.end())
+      return;
+    auto& j = it->second;
+    if (o.what == outcome::kind::ok) {
+      j.inserted = true;
+      if (j.durable == job_state::submitted)
+        j.durable = job_state::queued;
+      if (j.state == job_state::submitted)
+        j.state = job_state::queued;
+      if (!j.reply_to.empty())
+        out.messages.push_back(to_client(j.reply_to, proto::make_ack({j.spec.request_id, j.spec.id})));
+      return;
+    }
+    // Not stored: undo the admission (the hold, a slot taken on a provider) and answer.
+    const auto reply_to = j.reply_to;
+    const auto request_id = j.spec.request_id;
+    const auto client = j.spec.client_id;
+    escrow_.release(client, j.spec.max_price);
+    if (j.state == job_state::assigned)
+      if (auto s = sessions_.find(j.provider_key); s != sessions_.end())
+        release_slot(s->second, j.spec.id, j.attempt);
+    drop_job(ins->spec.id);
+    if (reply_to.empty())
+      return;
+    if (o.what == outcome::kind::duplicate && o.existing) {
+      reply_stored(reply_to, request_id, *o.existing, out);
+    } else {
+      out.errors.push_back(fmt::format("job {} of client '{}' was not stored: {}", ins->spec.id, client, o.reason));
+      out.messages.push_back(to_client(
+          reply_to, proto::make_error(make_error(errc::internal, "the job could not be stored; nothing was charged"),
+                                      request_id)));
+    }
+    return;
+  }
+  if (const auto* t = std::get_if<job_transition>(&rec)) {
+    auto it = jobs_.find(t->job_id);
+    if (it == jobs_.end())
+      return; // dropped (its insert was a duplicate)
+    auto& j = it->second;
+    if (o.what != outcome::kind::ok) {
+      out.errors.push_back(fmt::format("job {}: the {} record was not stored: {}", t->job_id, state_name(t->to),
+                                       o.reason));
+      return;
+    }
+    j.durable = t->to;
+    switch (t->to) {
+    case job_state::assigned: {
+      // Tell the provider only if this is still the job's current assignment.
+      if (j.state != job_state::assigned || j.attempt != t->attempt || j.provider_key != t->provider_key)
+        return;
+      auto s = sessions_.find(j.provider_key);
+      if (s == sessions_.end())
+        return;
+      out.messages.push_back(
+          to_node(s->second.identity, proto::make_job({j.spec.id, j.attempt, j.spec.model, j.price, j.spec.input})));
+      return;
+    }
+    case job_state::executed: {
+      if (!j.result)
+        return;
+      if (!j.reply_to.empty())
+        out.messages.push_back(to_client(j.reply_to, proto::make_result({j.spec.request_id, j.spec.id,
+                                                                         j.result->classes, j.result->output,
+                                                                         j.result->receipt})));
+      out.to_verification.push_back(
+          {j.spec.id, j.attempt, j.seq, j.spec.client_id, j.spec.tier, j.result->receipt, std::move(j.spec.input)});
+      j.spec.input = {};
+      return;
+    }
+    case job_state::failed:
+    case job_state::expired:
+    case job_state::cancelled: {
+      escrow_.release(j.spec.client_id, j.spec.max_price);
+      if (!j.reply_to.empty())
+        out.messages.push_back(to_client(
+            j.reply_to, proto::make_error(error{j.end_code, j.end_reason}, j.spec.request_id, j.spec.id)));
+      out.notes.push_back(fmt::format("job {} {}: {}", j.spec.id, state_name(t->to), j.end_reason));
+      drop_job(t->job_id);
+      return;
+    }
+    default:
+      return;
+    }
+  }
+  if (const auto* f = std::get_if<funding>(&rec)) {
+    if (o.what != outcome::kind::ok) {
+      // The grant is not stored, so it must not be spent: take it back.
+      escrow_.credit(f->client_id, -f->amount);
+      funded_.erase(f->client_id);
+      out.errors.push_back(fmt::format("faucet grant to '{}' was not stored: {}", f->client_id, o.reason));
+    }
+    return;
+  }
+  if (const auto* n = std::get_if<node_seen>(&rec)) {
+    if (o.what != outcome::kind::ok)
+      out.notes.push_back(fmt::format("node {} not recorded: {}", short_key(n->caps.public_key), o.reason));
+  }
+}
+
+void execution_core::on(const jobs_settled& e, time_us, effects&) {
+  for (const auto& s : e.jobs) {
+    auto it = jobs_.find(s.job_id);
+    if (it == jobs_.end())
+      continue;
+    escrow_.capture(it->second.spec.client_id, it->second.spec.max_price, s.charged);
+    drop_job(s.job_id);
+  }
+}
+
+// ---- time ----
+
+void execution_core::on(const tick&, time_us now, effects& out) {
+  const time_us beat = static_cast<time_us>(cfg_.heartbeat_ms) * 1000;
+  const time_us liveness = beat * proto::heartbeat_liveness;
+  std::vector<std::string> dead;
+  for (const auto& [key, s] : sessions_)
+    if (now - s.last_heard > liveness)
+      dead.push_back(key);
+  for (const auto& key : dead)
+    lose_session(key, now, out, fmt::format("no message for {} ms", (now - sessions_.at(key).last_heard) / 1000));
+  if (now - last_beat_ >= beat) {
+    last_beat_ = now;
+    for (const auto& [key, s] : sessions_)
+      out.messages.push_back(to_node(s.identity, proto::make_heartbeat()));
+  }
+  while (!timeouts_.empty() && timeouts_.begin()->first <= now) {
+    const auto id = timeouts_.begin()->second;
+    timeouts_.erase(timeouts_.begin());
+    auto it = jobs_.find(id);
+    if (it != jobs_.end() && it->second.state == job_state::assigned)
+      requeue(it->second, now, out,
+              fmt::format("provider {} did not answer within {} ms", short_key(it->second.provider_key),
+                          cfg_.assign_timeout_ms));
+  }
+  while (!deadlines_.empty() && deadlines_.begin()->first <= now) {
+    const auto id = deadlines_.begin()->second;
+    auto it = jobs_.find(id);
+    if (it == jobs_.end()) {
+      deadlines_.erase(deadlines_.begin());
+      continue;
+    }
+    finish_unpaid(it->second, job_state::expired, now, out, errc::expired,
+                  fmt::format("the deadline passed while the job was {}", state_name(it->second.state)));
+    deadlines_.erase({it->second.spec.deadline_us, id}); // finish_unpaid did unless the transition was refused
+  }
+  dispatch(now, out);
+}
+
+void execution_core::on(const drain&, time_us, effects& out) {
+  draining_ = true;
+  out.notes.push_back("draining: no more jobs are admitted or assigned");
+}
+
+time_us execution_core::next_wake() const {
+  const time_us beat = static_cast<time_us>(cfg_.heartbeat_ms) * 1000;
+  time_us wake = sessions_.empty() ? 0 : last_beat_ + beat;
+  auto earlier = [&](time_us t) {
+    if (t > 0 && (wake == 0 || t < wake))
+      wake = t;
+  };
+  for (const auto& [key, s] : sessions_)
+    earlier(s.last_heard + beat * proto::heartbeat_liveness + 1);
+  if (!timeouts_.empty())
+    earlier(timeouts_.begin()->first);
+  if (!deadlines_.empty())
+    earlier(deadlines_.begin()->first);
+  return wake;
+}
+
+} // namespace haca::core

@@ -1,0 +1,220 @@
+#pragma once
+// What the coordinator's cores exchange with the world, as data: records to persist (and how
+// each commit turned out), messages to send, hand-offs from one core to the next, and the
+// snapshot a core is rebuilt from after a restart. Pure: no CAF, ZeroMQ or pqxx.
+//
+// Persist before you tell: a core emits a record, and only when the commit of that record is
+// confirmed (a `committed` event) does it emit the messages and hand-offs that depend on it.
+// Every record is idempotent (job by client + request id and by job id, transition by
+// job + seq, receipt by job + attempt, block by height + hash, funding by ref), so a store
+// may apply the same record twice after a lost confirmation.
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "core/job_state.hpp"
+#include "kernels/tensor.hpp"
+#include "market/ledger.hpp"
+#include "proto/commands.hpp"
+#include "verify/receipt.hpp"
+
+namespace haca::core {
+
+using micros = market::micros;
+using time_us = std::int64_t; // unix microseconds
+
+// What a client asked for, as admitted.
+struct job_spec {
+  std::int64_t id = 0;
+  std::string client_id;
+  std::string request_id;
+  std::string model;
+  std::string tier;              // none | sampled | full
+  micros max_price = 0;
+  time_us deadline_us = 0;       // absolute; 0 = none
+  kernels::tensor input;
+  std::string input_hash;
+  time_us submitted_us = 0;
+};
+
+// An accepted DONE: what the client is sent in RESULT (and STATUS).
+struct execution_result {
+  std::vector<std::int32_t> classes;
+  kernels::tensor output;
+  verify::receipt receipt;
+};
+
+// ---- records ----
+
+// A new job, stored as QUEUED with its first event. Idempotent by job id and by
+// (client_id, request_id): when another job already holds that pair the outcome is `duplicate`.
+struct job_insert {
+  job_spec spec;
+};
+
+// One state change of a job: a job_events row (job_id, seq) and the jobs row when seq is newer
+// than the stored one. `result` stores the receipt and output (to = executed); a verdict
+// (to = verified | unsampled | disputed) is written on that receipt.
+struct job_transition {
+  std::int64_t job_id = 0;
+  std::int32_t seq = 0;
+  job_state from = job_state::submitted;
+  job_state to = job_state::submitted;
+  std::int32_t attempt = 0;
+  std::string provider_key;      // "" = unchanged
+  micros price = 0;              // to = assigned: the provider's price, which its receipt must carry
+  std::string detail;
+  time_us at_us = 0;
+  std::optional<execution_result> result;
+};
+
+// A node seen (HELLO): the providers table, for operators.
+struct node_seen {
+  proto::capabilities caps;
+  time_us at_us = 0;
+};
+
+// Money into a client account from the mint (the faucet), once per ref.
+struct funding {
+  std::string client_id;
+  micros amount = 0;
+  std::string ref;               // "faucet:<client_id>"
+  time_us at_us = 0;
+};
+
+// One receipt settled in a block.
+struct settled_item {
+  std::int64_t job_id = 0;
+  std::int32_t attempt = 0;
+  std::int32_t seq = 0;          // of the job's SETTLED transition
+  std::string client_id;
+  verify::receipt receipt;
+  job_state verdict = job_state::unsampled;
+  micros charged = 0;            // what the client pays (0 when refunded)
+  std::vector<market::posting> postings; // sum to zero; empty when nothing is charged
+};
+
+// A signed block and everything it settles, committed in one transaction. Idempotent by
+// height: a stored block of the same height and hash is this block; another hash is a fork.
+struct block_commit {
+  verify::block block;
+  std::string block_hash;
+  std::vector<settled_item> items;
+};
+
+using record = std::variant<job_insert, job_transition, node_seen, funding, block_commit>;
+
+// How one record's commit turned out.
+struct existing_job {             // the job that already holds a (client, request id)
+  std::int64_t job_id = 0;
+  job_state state = job_state::queued;
+  std::optional<execution_result> result;
+};
+struct outcome {
+  enum class kind : std::uint8_t { ok, duplicate, rejected };
+  kind what = kind::ok;
+  std::string reason;             // rejected: why (logged); the record was not applied
+  std::optional<existing_job> existing; // duplicate
+  std::vector<std::int64_t> bad_jobs;   // rejected block: the items that made it fail
+};
+
+// ---- messages out ----
+
+enum class port : std::uint8_t { client, node };
+
+struct outbound {
+  port to = port::client;
+  std::string identity;          // ZeroMQ routing identity
+  proto::message msg;
+};
+
+// ---- hand-offs between cores (each released after the record it follows is committed) ----
+
+// execution -> verification: an executed job.
+struct executed_job {
+  std::int64_t job_id = 0;
+  std::int32_t attempt = 0;
+  std::int32_t seq = 0;          // of the EXECUTED transition
+  std::string client_id;
+  std::string tier;
+  verify::receipt receipt;
+  kernels::tensor input;         // for blind re-execution
+};
+
+// verification -> settlement: a job with its verdict.
+struct judged_job {
+  std::int64_t job_id = 0;
+  std::int32_t attempt = 0;
+  std::int32_t seq = 0;          // of the verdict transition
+  std::string client_id;
+  verify::receipt receipt;
+  job_state verdict = job_state::unsampled; // verified | unsampled | disputed
+};
+
+// settlement -> execution: a job is in a committed block.
+struct settled_job {
+  std::int64_t job_id = 0;
+  std::string client_id;
+  micros charged = 0;
+};
+
+// A STATUS for a job no longer in memory: answered from Postgres by a reader, not a core.
+struct status_lookup {
+  std::string identity;
+  std::int64_t job_id = 0;
+};
+
+// A SUBMIT this core would refuse (no funds, queues full) for a request id it does not hold:
+// it may be the resend of a job that settled long ago, which only Postgres still knows. A
+// reader looks the id up and answers with a `request_found` event.
+struct request_lookup {
+  std::string identity;
+  std::string client_id;
+  std::string request_id;
+  error refusal;                 // what the client gets when no job holds the id
+};
+
+// What one step asks the adapter to do, in this order: persist `records` (in order), send
+// `messages` (in order), hand off, look up, and call `tick` again at `wake_at_us`.
+struct effects {
+  std::vector<record> records;
+  std::vector<outbound> messages;
+  std::vector<executed_job> to_verification;
+  std::vector<judged_job> to_settlement;
+  std::vector<settled_job> to_execution;
+  std::vector<status_lookup> lookups;
+  std::vector<request_lookup> request_lookups;
+  time_us wake_at_us = 0;         // 0 = no timer wanted
+  std::vector<std::string> errors; // broken invariants (an illegal transition): log loudly
+  std::vector<std::string> notes;  // notable events (a provider lost, a job failed): log
+};
+
+// ---- recovery ----
+
+// A job as Postgres has it, for a core being rebuilt.
+struct stored_job {
+  job_spec spec;
+  job_state state = job_state::queued;
+  std::int32_t attempt = 0;
+  std::int32_t seq = 0;
+  std::string provider_key;
+  micros price = 0;              // of the current assignment
+  time_us updated_us = 0;
+  std::optional<execution_result> result; // the receipt and output, once executed
+};
+
+// Everything the cores need after a restart: what Postgres committed, nothing else.
+struct snapshot {
+  std::vector<stored_job> open_jobs;            // every job not in a final state
+  std::map<std::string, micros> client_balances; // client id -> balance (accounts client:<id>)
+  std::set<std::string> funded;                 // clients whose faucet grant is stored
+  std::int64_t next_job_id = 1;
+  std::int64_t next_height = 0;
+  std::string prev_hash = std::string(64, '0');
+};
+
+} // namespace haca::core

@@ -1,0 +1,423 @@
+#include "core/verification.hpp"
+
+#include <algorithm>
+#include <utility>
+#include <vector>
+
+#include "proto/commands.hpp"
+#include "verify/sampling.hpp"
+
+namespace haca::core {
+namespace {
+
+constexpr time_us us_of_ms(std::int64_t ms) { return ms * 1000; }
+
+// A short, printable piece of a peer's value for a log line or a detail: at most n bytes,
+// anything outside 0x21..0x7E shown as '?'.
+std::string shown(const std::string& s, std::size_t n = 12) {
+  std::string out = s.substr(0, n);
+  for (char& c : out)
+    if (c < 0x21 || c > 0x7E)
+      c = '?';
+  return out.empty() ? std::string("-") : out;
+}
+
+outbound to_node(const std::string& identity, proto::message m) { return {port::node, identity, std::move(m)}; }
+
+outbound error_to(const std::string& identity, const char* code, std::string reason, std::int64_t job_id = 0) {
+  return to_node(identity, proto::make_error(haca::make_error(code, proto::bounded_text(reason)), {}, job_id));
+}
+
+std::string who(const proto::capabilities& caps) {
+  return "'" + shown(caps.name, 64) + "' (" + shown(caps.public_key) + ")";
+}
+
+} // namespace
+
+verification_core::verification_core(verification_config cfg) : cfg_(std::move(cfg)) {
+  if (cfg_.heartbeat_ms <= 0)
+    cfg_.heartbeat_ms = proto::default_heartbeat_ms;
+  if (cfg_.verify_timeout_ms <= 0)
+    cfg_.verify_timeout_ms = 1;
+  if (cfg_.max_credit < 1)
+    cfg_.max_credit = 1;
+}
+
+verification_core verification_core::recover(verification_config cfg, const snapshot& s, time_us now) {
+  verification_core c(std::move(cfg));
+  for (const auto& j : s.open_jobs) {
+    if (j.state != job_state::executed)
+      continue;
+    if (!j.result) {
+      c.carry_.errors.push_back("recovery: job " + std::to_string(j.spec.id) +
+                               " is EXECUTED but has no stored receipt; it is not verified");
+      continue;
+    }
+    executed_job e;
+    e.job_id = j.spec.id;
+    e.attempt = j.attempt;
+    e.seq = j.seq;
+    e.client_id = j.spec.client_id;
+    e.tier = j.spec.tier;
+    e.receipt = j.result->receipt;
+    e.input = j.spec.input;
+    c.on(e, now, c.carry_);
+  }
+  return c;
+}
+
+effects verification_core::step(const verification_event& ev, time_us now) {
+  effects out = std::move(carry_);
+  carry_ = effects{};
+  std::visit([&](const auto& e) { on(e, now, out); }, ev);
+  out.wake_at_us = next_wake();
+  return out;
+}
+
+std::optional<std::string> verification_core::verifier_of(std::int64_t job_id) const {
+  auto it = in_flight_.find(job_id);
+  if (it == in_flight_.end())
+    return std::nullopt;
+  return it->second.verifier_key;
+}
+
+std::int32_t verification_core::credit_of(const std::string& verifier_key) const {
+  auto it = sessions_.find(verifier_key);
+  return it == sessions_.end() ? 0 : it->second.credit;
+}
+
+verification_core::session* verification_core::session_of(const std::string& identity) {
+  auto k = key_of_.find(identity);
+  if (k == key_of_.end())
+    return nullptr;
+  auto s = sessions_.find(k->second);
+  if (s == sessions_.end() || s->second.identity != identity)
+    return nullptr;
+  return &s->second;
+}
+
+// ---- executed jobs: sampling ----
+
+void verification_core::on(const executed_job& e, time_us now, effects& out) {
+  if (known_.count(e.job_id)) {
+    out.notes.push_back("verification: job " + std::to_string(e.job_id) + " arrived again; already being judged");
+    return;
+  }
+  if (e.receipt.job_id != e.job_id) {
+    out.errors.push_back("verification: job " + std::to_string(e.job_id) + " carries the receipt of job " +
+                         std::to_string(e.receipt.job_id) + "; not judged");
+    return;
+  }
+  const double p = e.tier == "none" ? 0.0 : e.tier == "full" ? 1.0 : cfg_.sample_rate;
+  if (!verify::sampled(cfg_.sampling_secret, verify::receipt_hash(e.receipt), p)) {
+    known_.insert(e.job_id);
+    judge(e, job_state::unsampled, "", now, out);
+    return;
+  }
+  if (pending_.size() >= cfg_.max_pending) {
+    out.errors.push_back("verification: " + std::to_string(pending_.size()) +
+                         " sampled jobs wait for a verifier (the limit); job " + std::to_string(e.job_id) +
+                         " stays EXECUTED until a restart samples it again");
+    return;
+  }
+  known_.insert(e.job_id);
+  pending_.push_back(task{e, 0, {}});
+  dispatch(now, out);
+}
+
+void verification_core::judge(const executed_job& job, job_state verdict, std::string detail, time_us now,
+                              effects& out) {
+  if (!legal(job_state::executed, verdict)) {
+    out.errors.push_back("verification: job " + std::to_string(job.job_id) + ": illegal transition EXECUTED -> " +
+                         state_name(verdict) + "; not judged");
+    known_.erase(job.job_id);
+    return;
+  }
+  job_transition t;
+  t.job_id = job.job_id;
+  t.seq = job.seq + 1;
+  t.from = job_state::executed;
+  t.to = verdict;
+  t.attempt = job.attempt;
+  t.detail = proto::bounded_text(detail);
+  t.at_us = now;
+  out.records.push_back(std::move(t));
+  judging_[job.job_id] = judged_job{job.job_id, job.attempt, job.seq + 1, job.client_id, job.receipt, verdict};
+}
+
+// ---- dispatch ----
+
+verification_core::session* verification_core::choose(const task& t) {
+  session* best = nullptr;
+  for (auto& [key, s] : sessions_) {
+    if (s.credit <= 0 || key == t.job.receipt.provider_key)
+      continue; // a provider never verifies itself
+    if (!best) {
+      best = &s;
+      continue;
+    }
+    // Prefer one that did not just fail on this job, then the most credit, then the smallest
+    // key (the map's order).
+    const bool s_fresh = key != t.last_verifier;
+    const bool b_fresh = best->caps.public_key != t.last_verifier;
+    if (s_fresh != b_fresh) {
+      if (s_fresh)
+        best = &s;
+      continue;
+    }
+    if (s.credit > best->credit)
+      best = &s;
+  }
+  return best;
+}
+
+void verification_core::dispatch(time_us now, effects& out) {
+  for (auto it = pending_.begin(); it != pending_.end() && credit_total_ > 0;) {
+    session* s = choose(*it);
+    if (!s) {
+      ++it; // only the provider itself has credit: leave it for another verifier
+      continue;
+    }
+    const auto& job = it->job;
+    out.messages.push_back(
+        to_node(s->identity, proto::make_verify({job.job_id, job.receipt.model_hash, job.input, job.receipt})));
+    --s->credit;
+    --credit_total_;
+    const time_us deadline = now + us_of_ms(cfg_.verify_timeout_ms);
+    const std::int64_t id = job.job_id;
+    deadlines_.insert({deadline, id});
+    in_flight_[id] = flight{std::move(*it), s->caps.public_key, deadline};
+    it = pending_.erase(it);
+  }
+}
+
+void verification_core::to_pending_front(flight f) {
+  deadlines_.erase({f.deadline, f.t.job.job_id});
+  f.t.tries++;
+  f.t.last_verifier = f.verifier_key;
+  pending_.push_front(std::move(f.t));
+}
+
+void verification_core::lose_session(const std::string& key, effects& out, const std::string& why) {
+  auto s = sessions_.find(key);
+  if (s == sessions_.end())
+    return;
+  std::vector<std::int64_t> jobs;
+  for (const auto& [id, f] : in_flight_)
+    if (f.verifier_key == key)
+      jobs.push_back(id);
+  // Back to the front in job order (the last pushed ends up first).
+  for (auto it = jobs.rbegin(); it != jobs.rend(); ++it) {
+    auto f = in_flight_.find(*it);
+    flight moved = std::move(f->second);
+    in_flight_.erase(f);
+    to_pending_front(std::move(moved));
+  }
+  credit_total_ -= s->second.credit;
+  auto k = key_of_.find(s->second.identity);
+  if (k != key_of_.end() && k->second == key)
+    key_of_.erase(k);
+  out.notes.push_back("verification: verifier " + who(s->second.caps) + " lost (" + why + "); " +
+                      std::to_string(jobs.size()) + " tasks back to pending");
+  sessions_.erase(s);
+}
+
+// ---- node messages ----
+
+void verification_core::on(const node_hello& e, time_us now, effects& out) {
+  if (e.caps.role != "verifier") {
+    out.messages.push_back(error_to(e.identity, errc::bad_input,
+                                    "HELLO role '" + shown(e.caps.role, 32) + "' is not served here: only verifiers"));
+    return;
+  }
+  if (e.caps.public_key.empty()) {
+    out.messages.push_back(error_to(e.identity, errc::bad_input, "HELLO without a public key"));
+    return;
+  }
+  const std::string& key = e.caps.public_key;
+  // The same identity with another key: its old session ends.
+  if (auto k = key_of_.find(e.identity); k != key_of_.end() && k->second != key)
+    lose_session(k->second, out, "its connection said HELLO with another key");
+  // The same key again (a new connection or a restart): the old session ends; what it was
+  // verifying goes back to pending.
+  if (sessions_.count(key))
+    lose_session(key, out, "replaced by a new HELLO");
+  if (sessions_.empty() || next_heartbeat_ <= now)
+    next_heartbeat_ = now + us_of_ms(cfg_.heartbeat_ms);
+  sessions_[key] = session{e.identity, e.caps, 0, now};
+  key_of_[e.identity] = key;
+  out.messages.push_back(to_node(e.identity, proto::make_welcome({cfg_.heartbeat_ms, cfg_.coordinator_key})));
+  out.records.push_back(node_seen{e.caps, now});
+  out.notes.push_back("verification: verifier " + who(e.caps) + " joined");
+  dispatch(now, out); // tasks of a replaced session may go to another verifier
+}
+
+void verification_core::on(const node_ready& e, time_us now, effects& out) {
+  session* s = session_of(e.identity);
+  if (!s) {
+    out.messages.push_back(error_to(e.identity, errc::not_registered, "READY before HELLO"));
+    return;
+  }
+  s->last_heard = now;
+  if (e.credit <= 0) {
+    out.messages.push_back(
+        error_to(e.identity, errc::bad_input, "READY credit must be at least 1, got " + std::to_string(e.credit)));
+    return;
+  }
+  const std::int32_t room = cfg_.max_credit - std::min(s->credit, cfg_.max_credit);
+  std::int32_t add = e.credit;
+  if (add > room) {
+    out.messages.push_back(error_to(e.identity, errc::bad_input,
+                                    "READY " + std::to_string(e.credit) + " would hold more than " +
+                                        std::to_string(cfg_.max_credit) + " credit; clamped to " +
+                                        std::to_string(cfg_.max_credit)));
+    add = room;
+  }
+  s->credit += add;
+  credit_total_ += add;
+  dispatch(now, out);
+}
+
+void verification_core::on(const node_heartbeat& e, time_us now, effects& out) {
+  session* s = session_of(e.identity);
+  if (!s) {
+    out.messages.push_back(error_to(e.identity, errc::not_registered, "HEARTBEAT before HELLO"));
+    return;
+  }
+  s->last_heard = now;
+}
+
+void verification_core::on(const node_verdict& e, time_us now, effects& out) {
+  const std::int64_t job_id = e.verdict.job_id;
+  session* s = session_of(e.identity);
+  if (!s) {
+    out.messages.push_back(error_to(e.identity, errc::not_registered, "VERDICT before HELLO", job_id));
+    return;
+  }
+  s->last_heard = now;
+  auto it = in_flight_.find(job_id);
+  if (it == in_flight_.end() || it->second.verifier_key != s->caps.public_key) {
+    out.messages.push_back(error_to(e.identity, errc::unknown_job,
+                                    "job " + std::to_string(job_id) + " is not being verified by you", job_id));
+    return;
+  }
+  flight f = std::move(it->second);
+  in_flight_.erase(it);
+  deadlines_.erase({f.deadline, job_id});
+  if (s->credit < cfg_.max_credit) { // the slot comes back
+    ++s->credit;
+    ++credit_total_;
+  }
+  const auto& r = f.t.job.receipt;
+  const bool match = e.verdict.trace_root == r.trace_root && e.verdict.output_hash == r.output_hash;
+  if (match) {
+    judge(f.t.job, job_state::verified, "by verifier " + who(s->caps), now, out);
+  } else {
+    judge(f.t.job, job_state::disputed,
+          "verifier " + who(s->caps) + " got trace root " + shown(e.verdict.trace_root) + " output " +
+              shown(e.verdict.output_hash) + "; the receipt says trace root " + shown(r.trace_root) + " output " +
+              shown(r.output_hash),
+          now, out);
+  }
+  dispatch(now, out);
+}
+
+void verification_core::on(const node_gone& e, time_us now, effects& out) {
+  session* s = session_of(e.identity);
+  if (!s)
+    return; // nothing to lose
+  lose_session(s->caps.public_key, out, "disconnected: " + shown(e.reason, 128));
+  dispatch(now, out);
+}
+
+// ---- commits ----
+
+void verification_core::on(const committed& e, time_us, effects& out) {
+  if (e.records.size() != e.outcomes.size())
+    out.errors.push_back("verification: a commit confirmation with " + std::to_string(e.records.size()) +
+                         " records and " + std::to_string(e.outcomes.size()) +
+                         " outcomes; the unmatched records stay unconfirmed");
+  const std::size_t n = std::min(e.records.size(), e.outcomes.size());
+  for (std::size_t i = 0; i < n; ++i) {
+    const auto& o = e.outcomes[i];
+    if (const auto* t = std::get_if<job_transition>(&e.records[i])) {
+      auto j = judging_.find(t->job_id);
+      if (j == judging_.end() || j->second.seq != t->seq || j->second.verdict != t->to) {
+        out.notes.push_back("verification: commit of job " + std::to_string(t->job_id) + " seq " +
+                            std::to_string(t->seq) + " that this core does not wait for; ignored");
+        continue;
+      }
+      if (o.what == outcome::kind::rejected) {
+        out.errors.push_back("verification: job " + std::to_string(t->job_id) + ": " + state_name(t->to) +
+                             " not stored (" + o.reason + "); not handed to settlement");
+      } else {
+        out.to_settlement.push_back(std::move(j->second));
+      }
+      judging_.erase(j);
+      known_.erase(t->job_id);
+    } else if (const auto* n = std::get_if<node_seen>(&e.records[i])) {
+      if (o.what == outcome::kind::rejected)
+        out.notes.push_back("verification: verifier " + who(n->caps) + " not stored (" + o.reason + ")");
+    }
+  }
+}
+
+// ---- timers ----
+
+void verification_core::on(const tick&, time_us now, effects& out) {
+  // Liveness: a session silent for heartbeat_liveness intervals is lost.
+  const time_us liveness = us_of_ms(static_cast<std::int64_t>(proto::heartbeat_liveness) * cfg_.heartbeat_ms);
+  std::vector<std::string> dead;
+  for (const auto& [key, s] : sessions_)
+    if (now - s.last_heard >= liveness)
+      dead.push_back(key);
+  for (const auto& key : dead)
+    lose_session(key, out, "silent for " + std::to_string(liveness / 1000) + " ms");
+
+  // Verification timeouts: the slot comes back and the task goes to the front of pending.
+  std::vector<std::int64_t> late;
+  for (auto it = deadlines_.begin(); it != deadlines_.end() && it->first <= now; ++it)
+    late.push_back(it->second);
+  for (auto it = late.rbegin(); it != late.rend(); ++it) {
+    auto f = in_flight_.find(*it);
+    if (f == in_flight_.end())
+      continue;
+    flight moved = std::move(f->second);
+    in_flight_.erase(f);
+    if (auto s = sessions_.find(moved.verifier_key); s != sessions_.end() && s->second.credit < cfg_.max_credit) {
+      ++s->second.credit;
+      ++credit_total_;
+    }
+    out.notes.push_back("verification: VERIFY of job " + std::to_string(*it) + " timed out at verifier " +
+                        shown(moved.verifier_key) + "; dispatched again");
+    to_pending_front(std::move(moved));
+  }
+
+  if (sessions_.empty()) {
+    next_heartbeat_ = 0;
+  } else if (now >= next_heartbeat_) {
+    for (const auto& [key, s] : sessions_)
+      out.messages.push_back(to_node(s.identity, proto::make_heartbeat()));
+    next_heartbeat_ = now + us_of_ms(cfg_.heartbeat_ms);
+  }
+  dispatch(now, out);
+}
+
+time_us verification_core::next_wake() const {
+  time_us wake = 0;
+  auto consider = [&](time_us t) {
+    if (t > 0 && (wake == 0 || t < wake))
+      wake = t;
+  };
+  if (!sessions_.empty()) {
+    consider(next_heartbeat_);
+    const time_us liveness = us_of_ms(static_cast<std::int64_t>(proto::heartbeat_liveness) * cfg_.heartbeat_ms);
+    for (const auto& [key, s] : sessions_)
+      consider(s.last_heard + liveness);
+  }
+  if (!deadlines_.empty())
+    consider(deadlines_.begin()->first);
+  return wake;
+}
+
+} // namespace haca::core

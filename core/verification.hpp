@@ -1,0 +1,101 @@
+#pragma once
+// The verification core: sampling (an HMAC of the receipt under a secret the providers never
+// see), dispatch to verifier sessions with credit, verification timeouts, verdicts. Off the
+// client's path: the client has its RESULT before a job arrives here. Nothing here needs to be
+// stored before a VERIFY goes out (sampling is a function of the stored receipt), so after a
+// restart the executed jobs are simply sampled and dispatched again.
+//
+// Persist before you tell: a verdict (VERIFIED | UNSAMPLED | DISPUTED) is a job_transition
+// record; the judged job goes to settlement only when `committed` confirms that record.
+// After `recover`, call step(tick{}, now) once: it carries the records recovery produced
+// (the UNSAMPLED transitions of recovered jobs) and arms the timer.
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <variant>
+
+#include "core/events.hpp"
+
+namespace haca::core {
+
+struct verification_config {
+  double sample_rate = 0.1;           // p for tier "sampled"; "none" is 0, "full" is 1
+  std::string sampling_secret;
+  int heartbeat_ms = 500;
+  std::int64_t verify_timeout_ms = 10000; // a VERIFY without VERDICT goes to another verifier
+  std::int32_t max_credit = 4096;
+  std::size_t max_pending = 1000000;  // sampled jobs waiting for a verifier (memory bound)
+  std::string coordinator_key;        // hex public key, sent in WELCOME
+};
+
+using verification_event =
+    std::variant<executed_job, node_hello, node_ready, node_heartbeat, node_verdict, node_gone, committed, tick>;
+
+class verification_core {
+public:
+  explicit verification_core(verification_config cfg);
+  // Executed jobs of the snapshot are sampled again (same decision) and dispatched.
+  static verification_core recover(verification_config cfg, const snapshot& s, time_us now);
+
+  effects step(const verification_event& ev, time_us now);
+
+  std::size_t backlog() const { return pending_.size() + in_flight_.size(); }
+  std::size_t judging() const { return judging_.size(); }
+  std::size_t sessions() const { return sessions_.size(); }
+  // Read-only views for tests, the simulator and metrics.
+  std::size_t pending() const { return pending_.size(); }
+  std::optional<std::string> verifier_of(std::int64_t job_id) const; // key of the verifier it is in flight to
+  std::int32_t credit_of(const std::string& verifier_key) const;     // 0 when no such session
+
+private:
+  struct task {
+    executed_job job;
+    int tries = 0;
+    std::string last_verifier;        // the verifier that timed out or was lost on it last
+  };
+  struct session {
+    std::string identity;
+    proto::capabilities caps;
+    std::int32_t credit = 0;
+    time_us last_heard = 0;
+  };
+  struct flight {
+    task t;
+    std::string verifier_key;
+    time_us deadline = 0;
+  };
+
+  void on(const executed_job& e, time_us now, effects& out);
+  void on(const node_hello& e, time_us now, effects& out);
+  void on(const node_ready& e, time_us now, effects& out);
+  void on(const node_heartbeat& e, time_us now, effects& out);
+  void on(const node_verdict& e, time_us now, effects& out);
+  void on(const node_gone& e, time_us now, effects& out);
+  void on(const committed& e, time_us now, effects& out);
+  void on(const tick& e, time_us now, effects& out);
+
+  void judge(const executed_job& job, job_state verdict, std::string detail, time_us now, effects& out);
+  void dispatch(time_us now, effects& out);
+  void lose_session(const std::string& key, effects& out, const std::string& why);
+  void to_pending_front(flight f);
+  session* choose(const task& t); // a verifier with credit that is not the provider, or null
+  session* session_of(const std::string& identity);
+  time_us next_wake() const;
+
+  verification_config cfg_;
+  std::deque<task> pending_;
+  std::map<std::int64_t, flight> in_flight_;          // by job id
+  std::map<std::int64_t, judged_job> judging_;        // verdict record not yet committed
+  std::set<std::int64_t> known_;                      // job ids pending, in flight or judging
+  std::map<std::string, session> sessions_;           // by verifier key
+  std::map<std::string, std::string> key_of_;         // identity -> verifier key
+  std::set<std::pair<time_us, std::int64_t>> deadlines_; // (deadline, job id) of in_flight_
+  std::int64_t credit_total_ = 0;                     // sum of the sessions' credit
+  time_us next_heartbeat_ = 0;                        // when tick sends the next HEARTBEATs
+  effects carry_;                                     // produced by recover, out with the next step
+};
+
+} // namespace haca::core

@@ -1,0 +1,28 @@
+#pragma once
+// Reads for clients (STATUS) on a connection of their own, so they never wait behind the
+// write queue. What they see is what Postgres committed: nothing is told that a crash could
+// take back.
+#include <memory>
+#include <string>
+
+#include "core/records.hpp"
+#include "proto/commands.hpp"
+
+namespace haca::db {
+
+class reader {
+public:
+  explicit reader(std::string url);
+  ~reader();
+  // unknown_job when there is no such job; io_error when Postgres cannot be reached.
+  result<proto::status_reply> status(std::int64_t job_id);
+  // The job that holds a client's request id, with its receipt and output when it has them.
+  result<std::optional<core::existing_job>> find_request(const std::string& client_id, const std::string& request_id);
+
+private:
+  struct connection;
+  std::unique_ptr<connection> conn_;
+  std::string url_;
+};
+
+} // namespace haca::db

@@ -1,0 +1,439 @@
+// `haca audit` sees trouble: each test creates a fresh database (migrated like the real ones),
+// writes rows directly, as a buggy or crashed coordinator might have left them, runs the real
+// `haca audit` binary on it and checks the exit status and the report. A clean database passes.
+#include <array>
+#include <cstdio>
+#include <optional>
+#include <set>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <doctest/doctest.h>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <pqxx/pqxx>
+
+#include "db/audit.hpp"
+#include "harness.hpp"
+#include "market/ledger.hpp"
+#include "verify/hash.hpp"
+#include "verify/merkle.hpp"
+#include "verify/receipt.hpp"
+
+using namespace haca;
+
+namespace {
+
+struct run_result {
+  int exit_code = -1;
+  std::string output;
+};
+
+run_result run(const std::string& command) {
+  run_result r;
+  FILE* p = ::popen(command.c_str(), "r");
+  REQUIRE_MESSAGE(p != nullptr, "cannot run: ", command);
+  std::array<char, 4096> buf{};
+  while (auto n = std::fread(buf.data(), 1, buf.size(), p))
+    r.output.append(buf.data(), n);
+  int status = ::pclose(p);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+// The test database's URL with another database name.
+std::string with_db_name(const std::string& url, const std::string& name) {
+  auto query = url.find('?');
+  auto path_end = query == std::string::npos ? url.size() : query;
+  auto slash = url.rfind('/', path_end);
+  REQUIRE_MESSAGE(slash != std::string::npos, "cannot find the database name in ", url);
+  return url.substr(0, slash + 1) + name + url.substr(path_end);
+}
+
+// An optional number as a query parameter: "" stands for null (nullif($n, '')::bigint).
+template <class T>
+std::string maybe(const std::optional<T>& v) {
+  return v ? std::to_string(*v) : std::string();
+}
+
+// A database of its own, created and migrated like the real ones, dropped at the end.
+class scratch_db {
+public:
+  scratch_db() : name_(unique_name()) {
+    {
+      pqxx::connection c{test::test_db()};
+      pqxx::nontransaction tx{c};
+      tx.exec("create database " + tx.quote_name(name_));
+    }
+    url_ = with_db_name(test::test_db(), name_);
+    auto m = run(fmt::format("{}/deploy/migrate.sh '{}' 2>&1", HACA_SOURCE_DIR, url_));
+    REQUIRE_MESSAGE(m.exit_code == 0, "migrations failed on ", url_, ":\n", m.output);
+  }
+  ~scratch_db() {
+    try {
+      pqxx::connection c{test::test_db()};
+      pqxx::nontransaction tx{c};
+      tx.exec("drop database if exists " + tx.quote_name(name_) + " with (force)");
+    } catch (const std::exception&) {
+    }
+  }
+  scratch_db(const scratch_db&) = delete;
+  scratch_db& operator=(const scratch_db&) = delete;
+
+  const std::string& url() const { return url_; }
+
+  template <class... Args>
+  void exec(const std::string& sql, Args&&... args) {
+    pqxx::connection c{url_};
+    pqxx::work tx{c};
+    tx.exec_params(sql, std::forward<Args>(args)...);
+    tx.commit();
+  }
+
+private:
+  static std::string unique_name() {
+    auto id = test::unique_id("haca_audit");
+    for (auto& ch : id)
+      if (ch == '-') ch = '_';
+    return id;
+  }
+  std::string name_, url_;
+};
+
+// A ledger as the coordinator writes it: jobs, signed receipts, signed chained blocks,
+// postings and the accounts they sum to.
+class ledger : public scratch_db {
+public:
+  verify::key_pair provider = verify::generate_key_pair();
+  verify::key_pair coordinator = verify::generate_key_pair();
+
+  std::string provider_account() const { return market::provider_account(provider.public_key_hex); }
+
+  void post(std::optional<std::int64_t> job_id, std::optional<std::int64_t> height,
+            const std::vector<market::posting>& postings) {
+    for (const auto& p : postings) {
+      exec("insert into accounts (id, balance) values ($1, $2) "
+           "on conflict (id) do update set balance = accounts.balance + excluded.balance",
+           p.account, p.amount);
+      exec("insert into postings (block_height, job_id, account, amount, memo) "
+           "values (nullif($1, '')::bigint, nullif($2, '')::bigint, $3, $4, $5)",
+           maybe(height), maybe(job_id), p.account, p.amount, p.memo);
+    }
+  }
+  void fund(const std::string& client, std::int64_t amount) {
+    post(std::nullopt, std::nullopt, market::funding_postings(client, amount));
+  }
+  // A job last changed age_s seconds ago.
+  void job(std::int64_t id, const std::string& client, const std::string& state, std::int64_t max_price,
+           std::int64_t age_s = 0) {
+    exec("insert into jobs (id, client_id, client_req_id, model_hash, input_hash, input, input_shape, tier, "
+         "max_price, state, submitted_at, updated_at) values ($1, $2, $3, $4, $5, decode('00', 'hex'), '[1,1]', "
+         "'sampled', $6, $7, now() - $8::bigint * interval '1 second', now() - $8::bigint * interval '1 second')",
+         id, client, fmt::format("r-{}", id), verify::sha256_hex("model"), verify::sha256_hex("input"), max_price,
+         state, age_s);
+  }
+  // A receipt signed by the provider, in block `height` at `index` if given.
+  verify::receipt receipt(std::int64_t job_id, std::int64_t price, const std::string& verdict,
+                          std::optional<std::int64_t> height = std::nullopt, std::optional<int> index = std::nullopt) {
+    verify::receipt r;
+    r.job_id = job_id;
+    r.model_hash = verify::sha256_hex("model");
+    r.input_hash = verify::sha256_hex("input");
+    r.output_hash = verify::sha256_hex(fmt::format("output {}", job_id));
+    r.trace_root = verify::sha256_hex(fmt::format("trace {}", job_id));
+    r.price = price;
+    r.attempt = 0;
+    r.started_at_us = 1'700'000'000'000'000 + job_id;
+    r.finished_at_us = r.started_at_us + 1000;
+    verify::sign_receipt(r, provider);
+    exec("insert into receipts (job_id, receipt_hash, model_hash, input_hash, output_hash, trace_root, provider_key, "
+         "price, attempt, started_at, finished_at, signature, verdict, block_height, block_index) values "
+         "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, nullif($14, '')::bigint, nullif($15, '')::int)",
+         r.job_id, verify::receipt_hash(r), r.model_hash, r.input_hash, r.output_hash, r.trace_root, r.provider_key,
+         r.price, r.attempt, r.started_at_us, r.finished_at_us, r.signature, verdict, maybe(height), maybe(index));
+    return r;
+  }
+  // The client pays the price to the provider (no fee).
+  void charge(std::int64_t job_id, const std::string& client, std::int64_t price,
+              std::optional<std::int64_t> height = std::nullopt) {
+    post(job_id, height, market::settlement_postings(client, provider.public_key_hex, price, 0));
+  }
+  // A signed block over `receipts` in this order, linked to `prev_hash`; returns its hash.
+  std::string block(std::int64_t height, const std::string& prev_hash, const std::vector<verify::receipt>& receipts,
+                    std::int64_t total) {
+    verify::block b;
+    b.height = height;
+    b.prev_hash = prev_hash;
+    std::vector<std::string> leaves;
+    for (const auto& r : receipts)
+      leaves.push_back(verify::receipt_hash(r));
+    b.batch_root = verify::merkle_root(leaves);
+    b.receipts = static_cast<std::int32_t>(receipts.size());
+    b.total_amount = total;
+    b.created_at_us = 1'700'000'000'100'000 + height;
+    verify::sign_block(b, coordinator);
+    auto hash = verify::block_hash(b);
+    exec("insert into blocks (height, prev_hash, batch_root, receipts, total_amount, block_hash, signer_key, "
+         "signature, created_at) values ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+         b.height, b.prev_hash, b.batch_root, b.receipts, b.total_amount, hash, b.signer_key, b.signature,
+         b.created_at_us);
+    return hash;
+  }
+
+  // What a healthy coordinator leaves: alice funded with 1000; job 1 settled and charged 40;
+  // job 2 queued (holding 100); job 3 failed; job 4 settled after a mismatch (refunded, no
+  // postings); both receipts in block 0, signed and chained.
+  void clean_history() {
+    fund("alice", 1000);
+    job(1, "alice", "SETTLED", 100);
+    auto r1 = receipt(1, 40, "verified", 0, 0);
+    job(4, "alice", "SETTLED", 100);
+    auto r4 = receipt(4, 40, "mismatch", 0, 1);
+    block(0, std::string(64, '0'), {r1, r4}, 40);
+    charge(1, "alice", 40, 0);
+    job(2, "alice", "QUEUED", 100);
+    job(3, "alice", "FAILED", 100);
+  }
+};
+
+struct audit_run {
+  int exit_code = -1;
+  std::string output;
+  nlohmann::json report; // the --json report
+  std::set<std::string> kinds;
+
+  const nlohmann::json* finding(const std::string& kind) const {
+    for (const auto& f : report["findings"])
+      if (f["kind"] == kind) return &f;
+    return nullptr;
+  }
+};
+
+audit_run audit_json(const scratch_db& db, const std::string& extra = {}) {
+  auto r = run(fmt::format("{} audit --db '{}' --json {} 2>/dev/null", HACA_BINARY, db.url(), extra));
+  audit_run out{r.exit_code, r.output, {}, {}};
+  INFO("haca audit --json printed:\n", r.output);
+  REQUIRE_NOTHROW(out.report = nlohmann::json::parse(r.output));
+  REQUIRE(out.report["findings"].is_array());
+  for (const auto& f : out.report["findings"])
+    out.kinds.insert(f["kind"].get<std::string>());
+  return out;
+}
+
+// The audit found exactly `kind` (count, and an example containing `example`) and exited 1.
+void expect_only(const audit_run& a, const std::string& kind, std::int64_t count, const std::string& example) {
+  INFO("report:\n", a.report.dump(1));
+  CHECK(a.exit_code == 1);
+  CHECK(a.report["ok"] == false);
+  CHECK(a.kinds == std::set<std::string>{kind});
+  const auto* f = a.finding(kind);
+  REQUIRE(f != nullptr);
+  CHECK((*f)["count"] == count);
+  CHECK_MESSAGE((*f)["example"].get<std::string>().find(example) != std::string::npos, "example: ",
+                (*f)["example"].get<std::string>(), ", expected to contain: ", example);
+}
+
+} // namespace
+
+TEST_SUITE("audit") {
+
+TEST_CASE("haca audit passes a fresh database and a clean history with exit status 0") {
+  ledger db;
+  auto empty = audit_json(db);
+  CHECK(empty.exit_code == 0);
+  CHECK(empty.report["ok"] == true);
+  CHECK(empty.kinds.empty());
+
+  db.clean_history();
+  auto a = audit_json(db);
+  INFO(a.report.dump(1));
+  CHECK(a.exit_code == 0);
+  CHECK(a.report["ok"] == true);
+  CHECK(a.kinds.empty());
+  CHECK(a.report["jobs"] == 4);
+  CHECK(a.report["settled"] == 2);
+  CHECK(a.report["open"] == 1);
+  CHECK(a.report["blocks"] == 1);
+  CHECK(a.report["receipts_checked"] == 2);
+
+  auto text = run(fmt::format("{} audit --db '{}' 2>&1", HACA_BINARY, db.url()));
+  INFO(text.output);
+  CHECK(text.exit_code == 0);
+  CHECK(text.output.find("result: ok, no trouble found") != std::string::npos);
+  CHECK(text.output.find("FAIL") == std::string::npos);
+}
+
+TEST_CASE("haca audit reports jobs stuck in a non-final state past --stuck-after-s, naming the oldest") {
+  ledger db;
+  db.clean_history();
+  db.job(10, "alice", "ASSIGNED", 1, 3600);
+  db.job(11, "alice", "QUEUED", 1, 700);
+  db.job(12, "alice", "EXECUTED", 1, 900);
+  db.receipt(12, 1, "unsampled");
+  db.job(13, "alice", "ASSIGNED", 1, 10);     // recent: not stuck
+  db.job(14, "alice", "FAILED", 1, 100'000);  // final: never stuck
+  db.job(15, "alice", "CANCELLED", 1, 100'000);
+  db.job(16, "alice", "EXPIRED", 1, 100'000);
+
+  auto a = audit_json(db);
+  expect_only(a, "stuck_jobs", 3, "job 10 has been ASSIGNED for 36");
+  CHECK(a.report["stuck_after_s"] == 600);
+
+  expect_only(audit_json(db, "--stuck-after-s 800"), "stuck_jobs", 2, "job 10 has been ASSIGNED");
+  auto lenient = audit_json(db, "--stuck-after-s 4000");
+  CHECK(lenient.exit_code == 0);
+  CHECK(lenient.kinds.empty());
+
+  auto text = run(fmt::format("{} audit --db '{}' 2>&1", HACA_BINARY, db.url()));
+  INFO(text.output);
+  CHECK(text.exit_code == 1);
+  CHECK(text.output.find("FAIL  stuck_jobs") != std::string::npos);
+  CHECK(text.output.find("result: TROUBLE") != std::string::npos);
+}
+
+TEST_CASE("haca audit reports executed jobs without a receipt") {
+  ledger db;
+  db.clean_history();
+  db.job(20, "alice", "EXECUTED", 1);
+  db.job(21, "alice", "VERIFIED", 1);
+  db.job(22, "alice", "DISPUTED", 1);
+  db.job(23, "alice", "UNSAMPLED", 1);
+  db.job(24, "alice", "SETTLED", 1);
+  db.job(25, "alice", "ASSIGNED", 1); // not executed yet: no receipt expected
+  expect_only(audit_json(db), "executed_without_receipt", 5, "job 20 is EXECUTED but has no receipt");
+}
+
+TEST_CASE("haca audit reports accounts below zero but not the mint") {
+  ledger db;
+  db.clean_history();
+  // Balanced postings (so the ledger itself sums up) that leave bob and the fee account short.
+  db.post(std::nullopt, std::nullopt,
+          {{"client:bob", -5, "overdraft"}, {"protocol:fees", -1, "overdraft"}, {"client:carol", 6, "overdraft"}});
+  auto a = audit_json(db);
+  expect_only(a, "negative_accounts", 2, "account 'client:bob' has balance -5");
+  CHECK(a.finding("negative_accounts")->at("example").get<std::string>().find("mint") == std::string::npos);
+}
+
+TEST_CASE("haca audit reports clients whose open jobs hold more than their balance") {
+  ledger db;
+  db.clean_history();
+  db.fund("dave", 50);
+  db.job(30, "dave", "QUEUED", 40);
+  db.job(31, "dave", "ASSIGNED", 40);
+  db.job(32, "dave", "SETTLED", 1000); // final: holds nothing
+  db.receipt(32, 0, "verified");
+  db.charge(32, "dave", 0);
+  db.job(33, "erin", "SUBMITTED", 10); // no account at all: a balance of 0
+  db.job(34, "alice", "QUEUED", 900);  // alice holds 100 + 900 = 1000 > 960
+  auto a = audit_json(db);
+  expect_only(a, "holds_exceed_balance", 3, "client 'alice' holds 1000 for 2 open jobs but its balance is 960");
+}
+
+TEST_CASE("haca audit reports settled jobs without postings and postings of jobs that are not settled") {
+  SUBCASE("settled, verified, never charged") {
+    ledger db;
+    db.clean_history();
+    db.job(40, "alice", "SETTLED", 10);
+    db.receipt(40, 10, "verified");
+    db.job(41, "alice", "SETTLED", 10);
+    db.receipt(41, 10, "unsampled");
+    db.job(42, "alice", "SETTLED", 10); // refunded after a mismatch: no postings is right
+    db.receipt(42, 10, "mismatch");
+    expect_only(audit_json(db), "settled_without_postings", 2, "job 40 is SETTLED but has no posting");
+  }
+  SUBCASE("charged before it settled") {
+    ledger db;
+    db.clean_history();
+    db.job(50, "alice", "EXECUTED", 10);
+    db.receipt(50, 10, "unsampled");
+    db.charge(50, "alice", 10);
+    db.job(51, "alice", "FAILED", 10);
+    db.charge(51, "alice", 5);
+    expect_only(audit_json(db), "postings_on_unsettled_job", 2, "job 50 has postings but is EXECUTED");
+  }
+}
+
+TEST_CASE("haca audit still reports forged receipts, a broken chain, unbalanced postings and balance drift") {
+  SUBCASE("a receipt whose signed price was changed") {
+    ledger db;
+    db.clean_history();
+    db.exec("update receipts set price = price + 1 where job_id = 1");
+    auto a = audit_json(db);
+    INFO(a.report.dump(1));
+    CHECK(a.exit_code == 1);
+    CHECK(a.kinds.count("invalid_receipts") == 1);
+    CHECK((*a.finding("invalid_receipts"))["example"] == "the receipt of job 1 (attempt 0) does not verify");
+    CHECK(a.kinds.count("broken_chain") == 1); // its hash is a leaf of block 0's batch root
+    CHECK(a.report["receipts_valid"] == false);
+  }
+  SUBCASE("a block whose batch root was replaced") {
+    ledger db;
+    db.clean_history();
+    db.exec("update blocks set batch_root = $1 where height = 0", verify::sha256_hex("other"));
+    expect_only(audit_json(db), "broken_chain", 1, "block 0's stored hash differs from its contents");
+  }
+  SUBCASE("a posting without its counterpart") {
+    ledger db;
+    db.clean_history();
+    db.post(1, 0, {{"client:alice", 7, "stray"}});
+    expect_only(audit_json(db), "unbalanced_postings", 1, "the postings of job 1 sum to 7, not zero");
+  }
+  SUBCASE("a balance changed without a posting") {
+    ledger db;
+    db.clean_history();
+    db.exec("update accounts set balance = balance + 3 where id = 'client:alice'");
+    expect_only(audit_json(db), "account_drift", 1, "account 'client:alice' has balance 963 but its postings sum to 960");
+  }
+}
+
+TEST_CASE("haca audit reports every kind of trouble at once, each with its count and first example") {
+  ledger db;
+  db.clean_history();
+  db.exec("update receipts set signature = $1 where job_id = 4", std::string(128, 'a'));  // invalid receipt
+  db.job(10, "alice", "ASSIGNED", 1, 3600);                                                // stuck
+  db.job(20, "alice", "VERIFIED", 1);                                                      // no receipt
+  db.post(std::nullopt, std::nullopt, {{"client:bob", -5, "x"}, {"client:carol", 5, "x"}}); // negative
+  db.job(33, "erin", "QUEUED", 10);                                                        // holds > balance
+  db.job(40, "alice", "SETTLED", 10);                                                      // never charged
+  db.receipt(40, 10, "verified");
+  db.job(50, "alice", "EXECUTED", 10);                                                     // charged early
+  db.receipt(50, 10, "unsampled");
+  db.charge(50, "alice", 10);
+  db.block(2, std::string(64, 'f'), {}, 0);                                                // heights jump
+  db.post(1, 0, {{"client:alice", 7, "stray"}});                                           // unbalanced
+  db.exec("update accounts set balance = balance + 1 where id = 'client:carol'");          // drift
+
+  auto a = audit_json(db);
+  INFO(a.report.dump(1));
+  CHECK(a.exit_code == 1);
+  std::set<std::string> all;
+  for (const auto& c : db::audit_checks())
+    all.insert(std::string(c.kind));
+  CHECK(a.kinds == all);
+  for (const auto& f : a.report["findings"]) {
+    CHECK(f["count"].get<std::int64_t>() >= 1);
+    CHECK(!f["example"].get<std::string>().empty());
+  }
+  CHECK((*a.finding("broken_chain"))["example"] == "block heights jump from 0 to 2");
+  CHECK((*a.finding("stuck_jobs"))["count"] == 1);
+  CHECK((*a.finding("holds_exceed_balance"))["example"].get<std::string>().find("'erin'") != std::string::npos);
+
+  // The library call gives the same findings, in the order of audit_checks().
+  auto r = db::audit(db.url(), db::audit_options{"alice", 600});
+  REQUIRE(r.ok());
+  REQUIRE(r->findings.size() == db::audit_checks().size());
+  for (std::size_t i = 0; i < r->findings.size(); ++i)
+    CHECK(r->findings[i].kind == db::audit_checks()[i].kind);
+  CHECK(r->problem == r->findings.front().example);
+  CHECK_FALSE(r->receipts_valid);
+  CHECK_FALSE(r->chain_valid);
+  CHECK_FALSE(r->postings_balanced);
+}
+
+TEST_CASE("haca audit exits 2 when it cannot read the database") {
+  auto r = run(fmt::format("{} audit --db 'postgresql:///haca_no_such_database_{}' 2>&1", HACA_BINARY, ::getpid()));
+  CHECK(r.exit_code == 2);
+  CHECK(r.output.find("error:") != std::string::npos);
+}
+
+} // TEST_SUITE

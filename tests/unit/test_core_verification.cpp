@@ -1,0 +1,635 @@
+// The verification core as a pure state machine: sampling, blind dispatch, verdicts, timeouts,
+// lost verifiers, persist-before-hand-off and recovery. Receipts are really signed.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "core/verification.hpp"
+#include "proto/commands.hpp"
+#include "verify/hash.hpp"
+#include "verify/receipt.hpp"
+#include "verify/sampling.hpp"
+#include "verify/signing.hpp"
+
+using namespace haca;
+using namespace haca::core;
+
+namespace {
+
+constexpr time_us t0 = 1'700'000'000'000'000;
+constexpr time_us ms = 1000;
+
+verify::receipt signed_receipt(std::int64_t job_id, const verify::key_pair& provider, std::int64_t price = 1000) {
+  verify::receipt r;
+  r.job_id = job_id;
+  r.model_hash = verify::sha256_hex("model");
+  r.input_hash = verify::sha256_hex("input " + std::to_string(job_id));
+  r.output_hash = verify::sha256_hex("output " + std::to_string(job_id));
+  r.trace_root = verify::sha256_hex("trace " + std::to_string(job_id));
+  r.price = price;
+  r.attempt = 1;
+  r.started_at_us = t0;
+  r.finished_at_us = t0 + 1234;
+  verify::sign_receipt(r, provider);
+  return r;
+}
+
+kernels::tensor input_of(std::int64_t job_id) {
+  kernels::tensor t;
+  t.type = kernels::dtype::i8;
+  t.shape = {1, 4};
+  t.data = std::string{static_cast<char>(job_id), 2, 3, 4};
+  return t;
+}
+
+executed_job executed(std::int64_t job_id, const std::string& tier, const verify::key_pair& provider,
+                      std::int32_t seq = 4) {
+  executed_job e;
+  e.job_id = job_id;
+  e.attempt = 1;
+  e.seq = seq;
+  e.client_id = "alice";
+  e.tier = tier;
+  e.receipt = signed_receipt(job_id, provider);
+  e.input = input_of(job_id);
+  REQUIRE(verify::verify_receipt(e.receipt));
+  return e;
+}
+
+proto::capabilities caps_of(const verify::key_pair& k, const std::string& name, const std::string& role = "verifier") {
+  proto::capabilities c;
+  c.role = role;
+  c.name = name;
+  c.public_key = k.public_key_hex;
+  c.device = "cpu";
+  c.backends = {"reference"};
+  c.timestamp_us = t0;
+  return c;
+}
+
+verification_config config(double p = 0.1) {
+  verification_config c;
+  c.sample_rate = p;
+  c.sampling_secret = "test sampling secret";
+  c.heartbeat_ms = 500;
+  c.verify_timeout_ms = 10000;
+  c.max_credit = 16;
+  c.coordinator_key = verify::sha256_hex("coordinator");
+  return c;
+}
+
+std::vector<job_transition> transitions(const effects& e) {
+  std::vector<job_transition> out;
+  for (const auto& r : e.records)
+    if (const auto* t = std::get_if<job_transition>(&r))
+      out.push_back(*t);
+  return out;
+}
+
+// The VERIFY tasks sent to one identity (or to anyone when identity is empty).
+std::vector<proto::verify_task> verifies(const effects& e, const std::string& identity = {}) {
+  std::vector<proto::verify_task> out;
+  for (const auto& m : e.messages) {
+    if (m.msg.command != proto::cmd::verify || (!identity.empty() && m.identity != identity))
+      continue;
+    CHECK(m.to == port::node);
+    auto v = proto::parse_verify(m.msg);
+    REQUIRE(v.ok());
+    out.push_back(v.value());
+  }
+  return out;
+}
+
+std::vector<proto::error_reply> errors_to(const effects& e, const std::string& identity) {
+  std::vector<proto::error_reply> out;
+  for (const auto& m : e.messages) {
+    if (m.msg.command != proto::cmd::error || m.identity != identity)
+      continue;
+    auto r = proto::parse_error(m.msg);
+    REQUIRE(r.ok());
+    out.push_back(r.value());
+  }
+  return out;
+}
+
+std::size_t count_cmd(const effects& e, std::string_view cmd, const std::string& identity) {
+  return static_cast<std::size_t>(std::count_if(e.messages.begin(), e.messages.end(), [&](const outbound& m) {
+    return m.msg.command == cmd && m.identity == identity;
+  }));
+}
+
+committed all_ok(const effects& e) {
+  committed c;
+  c.records = e.records;
+  c.outcomes.assign(e.records.size(), outcome{});
+  return c;
+}
+
+proto::verdict_reply verdict_for(const proto::verify_task& v, bool honest) {
+  proto::verdict_reply r;
+  r.job_id = v.job_id;
+  r.trace_root = honest ? v.receipt.trace_root : verify::sha256_hex("a different trace");
+  r.output_hash = v.receipt.output_hash;
+  r.match = true; // a liar's flag: the core compares the hashes itself
+  return r;
+}
+
+// A verifier that said HELLO and READY n.
+struct verifier {
+  verify::key_pair key = verify::generate_key_pair();
+  std::string identity;
+  std::string name;
+};
+
+effects join(verification_core& c, const verifier& v, std::int32_t credit, time_us now) {
+  auto e = c.step(node_hello{v.identity, caps_of(v.key, v.name)}, now);
+  REQUIRE(count_cmd(e, proto::cmd::welcome, v.identity) == 1);
+  auto r = c.step(node_ready{v.identity, credit}, now);
+  r.records.insert(r.records.begin(), e.records.begin(), e.records.end());
+  return r;
+}
+
+} // namespace
+
+TEST_CASE("verification never samples tier none and always samples tier full") {
+  const auto provider = verify::generate_key_pair();
+  verification_core c(config(0.5));
+  verifier v{verify::generate_key_pair(), "v-id", "v1"};
+  join(c, v, 16, t0);
+  for (int id = 1; id <= 40; ++id) {
+    auto e = c.step(executed(id, "none", provider), t0);
+    auto ts = transitions(e);
+    REQUIRE(ts.size() == 1);
+    CHECK(ts[0].to == job_state::unsampled);
+    CHECK(verifies(e).empty());
+  }
+  for (int id = 41; id <= 56; ++id) {
+    auto e = c.step(executed(id, "full", provider), t0);
+    CHECK(transitions(e).empty());
+    CHECK(verifies(e, v.identity).size() == 1);
+  }
+  CHECK(c.backlog() == 16);
+}
+
+TEST_CASE("verification samples about p of the receipts of tier sampled, the same ones for the same secret") {
+  const auto provider = verify::generate_key_pair();
+  verification_core a(config(0.1));
+  verification_core same(config(0.1));
+  auto other_cfg = config(0.1);
+  other_cfg.sampling_secret = "another secret";
+  verification_core other(other_cfg);
+  const int n = 2000;
+  std::set<std::int64_t> sampled_a, sampled_other;
+  for (int id = 1; id <= n; ++id) {
+    auto job = executed(id, "sampled", provider);
+    auto ea = a.step(job, t0);
+    auto es = same.step(job, t0);
+    auto eo = other.step(job, t0);
+    CHECK(transitions(ea).size() == transitions(es).size());
+    if (transitions(ea).empty())
+      sampled_a.insert(id);
+    if (transitions(eo).empty())
+      sampled_other.insert(id);
+  }
+  // No verifier yet: the sampled ones wait; the rest were judged UNSAMPLED.
+  CHECK(a.pending() == sampled_a.size());
+  CHECK(a.judging() == n - sampled_a.size());
+  CHECK(same.pending() == a.pending());
+  // Binomial(2000, 0.1): mean 200, sd ~13.4; 140..260 is beyond 4 sd.
+  CHECK(sampled_a.size() > 140);
+  CHECK(sampled_a.size() < 260);
+  CHECK(sampled_other.size() > 140);
+  CHECK(sampled_other.size() < 260);
+  CHECK(sampled_a != sampled_other); // the secret decides, not the receipt alone
+}
+
+TEST_CASE("an unsampled job is handed to settlement only after its verdict record is committed") {
+  const auto provider = verify::generate_key_pair();
+  verification_core c(config());
+  auto e = c.step(executed(7, "none", provider, 4), t0);
+  auto ts = transitions(e);
+  REQUIRE(ts.size() == 1);
+  CHECK(ts[0].job_id == 7);
+  CHECK(ts[0].seq == 5);
+  CHECK(ts[0].from == job_state::executed);
+  CHECK(ts[0].to == job_state::unsampled);
+  CHECK(ts[0].attempt == 1);
+  CHECK(ts[0].at_us == t0);
+  CHECK(e.to_settlement.empty());
+  CHECK(c.judging() == 1);
+
+  // A tick or an unrelated commit does not release it.
+  CHECK(c.step(tick{}, t0 + 1).to_settlement.empty());
+  auto done = c.step(all_ok(e), t0 + 2);
+  REQUIRE(done.to_settlement.size() == 1);
+  const auto& j = done.to_settlement[0];
+  CHECK(j.job_id == 7);
+  CHECK(j.seq == 5);
+  CHECK(j.verdict == job_state::unsampled);
+  CHECK(j.client_id == "alice");
+  CHECK(verify::verify_receipt(j.receipt));
+  CHECK(c.judging() == 0);
+  // The same confirmation again hands nothing on twice.
+  CHECK(c.step(all_ok(e), t0 + 3).to_settlement.empty());
+}
+
+TEST_CASE("a verdict record the store rejects is logged and not handed to settlement") {
+  const auto provider = verify::generate_key_pair();
+  verification_core c(config());
+  auto e = c.step(executed(8, "none", provider), t0);
+  committed rej = all_ok(e);
+  rej.outcomes[0].what = outcome::kind::rejected;
+  rej.outcomes[0].reason = "job 8 is not EXECUTED";
+  auto out = c.step(rej, t0 + 1);
+  CHECK(out.to_settlement.empty());
+  REQUIRE(out.errors.size() == 1);
+  CHECK(out.errors[0].find("job 8 is not EXECUTED") != std::string::npos);
+  CHECK(c.judging() == 0);
+}
+
+TEST_CASE("a provider never verifies its own job: only another verifier gets the VERIFY") {
+  const auto provider = verify::generate_key_pair();
+  verification_core c(config());
+  verifier self{provider, "self-id", "self"};
+  join(c, self, 16, t0);
+  auto e = c.step(executed(1, "full", provider), t0);
+  CHECK(verifies(e).empty());
+  CHECK(c.pending() == 1);
+  CHECK(c.credit_of(provider.public_key_hex) == 16);
+
+  verifier other{verify::generate_key_pair(), "other-id", "other"};
+  auto j = join(c, other, 1, t0 + 1);
+  auto sent = verifies(j);
+  REQUIRE(sent.size() == 1);
+  CHECK(verifies(j, other.identity).size() == 1);
+  CHECK(c.verifier_of(1) == other.key.public_key_hex);
+}
+
+TEST_CASE("a VERIFY to a verifier carries the model hash, the input and the receipt, and takes one credit") {
+  const auto provider = verify::generate_key_pair();
+  verification_core c(config());
+  verifier v{verify::generate_key_pair(), "v-id", "v"};
+  join(c, v, 3, t0);
+  auto job = executed(11, "full", provider);
+  auto e = c.step(job, t0 + 5);
+  auto sent = verifies(e, v.identity);
+  REQUIRE(sent.size() == 1);
+  CHECK(sent[0].job_id == 11);
+  CHECK(sent[0].model == job.receipt.model_hash);
+  CHECK(sent[0].input.data == job.input.data);
+  CHECK(sent[0].input.shape == job.input.shape);
+  CHECK(sent[0].receipt.signature == job.receipt.signature);
+  CHECK(c.credit_of(v.key.public_key_hex) == 2);
+  CHECK(e.wake_at_us > 0);
+  CHECK(e.wake_at_us <= t0 + 5 + 10000 * ms); // the VERIFY's deadline at the latest
+}
+
+TEST_CASE("a VERDICT from an identity that never said HELLO to verification is refused with not_registered") {
+  const auto provider = verify::generate_key_pair();
+  verification_core c(config());
+  verifier v{verify::generate_key_pair(), "v-id", "v"};
+  join(c, v, 1, t0);
+  auto sent = verifies(c.step(executed(3, "full", provider), t0));
+  REQUIRE(sent.size() == 1);
+  auto e = c.step(node_verdict{"stranger", verdict_for(sent[0], true)}, t0 + 1);
+  auto errs = errors_to(e, "stranger");
+  REQUIRE(errs.size() == 1);
+  CHECK(errs[0].code == errc::not_registered);
+  CHECK(e.records.empty());
+  CHECK(e.to_settlement.empty());
+  CHECK(c.verifier_of(3) == v.key.public_key_hex);
+  CHECK(c.credit_of(v.key.public_key_hex) == 0);
+  CHECK(c.judging() == 0);
+}
+
+TEST_CASE("a VERDICT for a job in flight to another verifier is refused with unknown_job and changes nothing") {
+  const auto provider = verify::generate_key_pair();
+  verification_core c(config());
+  verifier a{verify::generate_key_pair(), "a-id", "a"};
+  verifier b{verify::generate_key_pair(), "b-id", "b"};
+  join(c, a, 2, t0);
+  join(c, b, 1, t0);
+  auto sent = verifies(c.step(executed(5, "full", provider), t0), a.identity); // a has the most credit
+  REQUIRE(sent.size() == 1);
+  CHECK(c.verifier_of(5) == a.key.public_key_hex);
+  auto e = c.step(node_verdict{b.identity, verdict_for(sent[0], true)}, t0 + 1);
+  auto errs = errors_to(e, b.identity);
+  REQUIRE(errs.size() == 1);
+  CHECK(errs[0].code == errc::unknown_job);
+  CHECK(errs[0].job_id == 5);
+  CHECK(e.records.empty());
+  CHECK(c.verifier_of(5) == a.key.public_key_hex);
+  CHECK(c.credit_of(a.key.public_key_hex) == 1);
+  CHECK(c.credit_of(b.key.public_key_hex) == 1);
+  // A verdict for a job nobody verifies is refused the same way.
+  proto::verdict_reply ghost = verdict_for(sent[0], true);
+  ghost.job_id = 999;
+  auto g = c.step(node_verdict{a.identity, ghost}, t0 + 2);
+  REQUIRE(errors_to(g, a.identity).size() == 1);
+  CHECK(errors_to(g, a.identity)[0].code == errc::unknown_job);
+  CHECK(g.records.empty());
+}
+
+TEST_CASE("a matching VERDICT verifies the job, returns the verifier's credit and settles after commit") {
+  const auto provider = verify::generate_key_pair();
+  verification_core c(config());
+  verifier v{verify::generate_key_pair(), "v-id", "v"};
+  join(c, v, 1, t0);
+  auto sent = verifies(c.step(executed(9, "full", provider, 4), t0), v.identity);
+  REQUIRE(sent.size() == 1);
+  auto e = c.step(node_verdict{v.identity, verdict_for(sent[0], true)}, t0 + 10);
+  auto ts = transitions(e);
+  REQUIRE(ts.size() == 1);
+  CHECK(ts[0].to == job_state::verified);
+  CHECK(ts[0].seq == 5);
+  CHECK(e.to_settlement.empty());
+  CHECK(c.credit_of(v.key.public_key_hex) == 1);
+  CHECK_FALSE(c.verifier_of(9).has_value());
+  auto done = c.step(all_ok(e), t0 + 20);
+  REQUIRE(done.to_settlement.size() == 1);
+  CHECK(done.to_settlement[0].verdict == job_state::verified);
+  CHECK(c.backlog() == 0);
+}
+
+TEST_CASE("a verifier VERDICT whose trace root differs from the receipt disputes the job and names both roots") {
+  const auto provider = verify::generate_key_pair();
+  verification_core c(config());
+  verifier v{verify::generate_key_pair(), "v-id", "honest-v"};
+  join(c, v, 1, t0);
+  auto sent = verifies(c.step(executed(4, "full", provider), t0), v.identity);
+  REQUIRE(sent.size() == 1);
+  const auto reply = verdict_for(sent[0], false);
+  auto e = c.step(node_verdict{v.identity, reply}, t0 + 10);
+  auto ts = transitions(e);
+  REQUIRE(ts.size() == 1);
+  CHECK(ts[0].to == job_state::disputed);
+  CHECK(ts[0].detail.find("honest-v") != std::string::npos);
+  CHECK(ts[0].detail.find(reply.trace_root.substr(0, 12)) != std::string::npos);
+  CHECK(ts[0].detail.find(sent[0].receipt.trace_root.substr(0, 12)) != std::string::npos);
+  CHECK(ts[0].detail.size() < 400);
+  auto done = c.step(all_ok(e), t0 + 20);
+  REQUIRE(done.to_settlement.size() == 1);
+  CHECK(done.to_settlement[0].verdict == job_state::disputed);
+
+  // An output hash that differs disputes it too, even when the trace root agrees.
+  auto sent2 = verifies(c.step(executed(6, "full", provider), t0 + 30), v.identity);
+  REQUIRE(sent2.size() == 1);
+  auto r2 = verdict_for(sent2[0], true);
+  r2.output_hash = verify::sha256_hex("another output");
+  auto e2 = c.step(node_verdict{v.identity, r2}, t0 + 40);
+  REQUIRE(transitions(e2).size() == 1);
+  CHECK(transitions(e2)[0].to == job_state::disputed);
+}
+
+TEST_CASE("a VERIFY that times out is dispatched again to another verifier and the late VERDICT is refused") {
+  const auto provider = verify::generate_key_pair();
+  auto cfg = config();
+  verification_core c(cfg);
+  verifier a{verify::generate_key_pair(), "a-id", "a"};
+  verifier b{verify::generate_key_pair(), "b-id", "b"};
+  join(c, a, 2, t0);
+  join(c, b, 1, t0);
+  auto first = c.step(executed(12, "full", provider), t0);
+  REQUIRE(verifies(first, a.identity).size() == 1);
+  const time_us deadline = t0 + cfg.verify_timeout_ms * ms;
+
+  // Both verifiers stay alive (heartbeats) until the deadline.
+  for (time_us t = t0 + 400 * ms; t < deadline; t += 400 * ms) {
+    c.step(node_heartbeat{a.identity}, t);
+    c.step(node_heartbeat{b.identity}, t);
+    auto e = c.step(tick{}, t);
+    CHECK(verifies(e).empty());
+  }
+  CHECK(c.verifier_of(12) == a.key.public_key_hex);
+  c.step(node_heartbeat{a.identity}, deadline);
+  c.step(node_heartbeat{b.identity}, deadline);
+  auto e = c.step(tick{}, deadline);
+  CHECK(verifies(e, a.identity).empty());
+  REQUIRE(verifies(e, b.identity).size() == 1);
+  CHECK(c.verifier_of(12) == b.key.public_key_hex);
+  CHECK(c.credit_of(a.key.public_key_hex) == 2); // the slot came back
+  CHECK(c.credit_of(b.key.public_key_hex) == 0);
+  CHECK_FALSE(e.notes.empty());
+
+  auto late = c.step(node_verdict{a.identity, verdict_for(verifies(first, a.identity)[0], true)}, deadline + 1);
+  REQUIRE(errors_to(late, a.identity).size() == 1);
+  CHECK(errors_to(late, a.identity)[0].code == errc::unknown_job);
+  CHECK(late.records.empty());
+}
+
+TEST_CASE("a timed-out VERIFY goes back to the same verifier when it is the only one") {
+  const auto provider = verify::generate_key_pair();
+  auto cfg = config();
+  cfg.verify_timeout_ms = 1000;
+  verification_core c(cfg);
+  verifier a{verify::generate_key_pair(), "a-id", "a"};
+  join(c, a, 1, t0);
+  REQUIRE(verifies(c.step(executed(2, "full", provider), t0), a.identity).size() == 1);
+  c.step(node_heartbeat{a.identity}, t0 + 999 * ms);
+  CHECK(verifies(c.step(tick{}, t0 + 999 * ms)).empty());
+  auto e = c.step(tick{}, t0 + 1000 * ms);
+  CHECK(verifies(e, a.identity).size() == 1);
+  CHECK(c.verifier_of(2) == a.key.public_key_hex);
+  CHECK(c.credit_of(a.key.public_key_hex) == 0);
+}
+
+TEST_CASE("a silent verifier is lost after three heartbeat intervals and its tasks go to another verifier") {
+  const auto provider = verify::generate_key_pair();
+  auto cfg = config();
+  verification_core c(cfg);
+  verifier a{verify::generate_key_pair(), "a-id", "a"};
+  verifier b{verify::generate_key_pair(), "b-id", "b"};
+  join(c, a, 5, t0);
+  join(c, b, 2, t0);
+  auto e1 = c.step(executed(1, "full", provider), t0);
+  auto e2 = c.step(executed(2, "full", provider), t0);
+  CHECK(verifies(e1, a.identity).size() == 1);
+  CHECK(verifies(e2, a.identity).size() == 1);
+  CHECK(c.credit_of(a.key.public_key_hex) == 3);
+
+  // b keeps talking; a says nothing.
+  time_us t = t0;
+  for (; t < t0 + 1500 * ms; t += 250 * ms) {
+    c.step(node_heartbeat{b.identity}, t);
+    auto e = c.step(tick{}, t);
+    CHECK(c.sessions() == 2);
+  }
+  c.step(node_heartbeat{b.identity}, t);
+  auto e = c.step(tick{}, t); // 1500 ms = 3 x 500 ms of silence
+  CHECK(c.sessions() == 1);
+  CHECK(verifies(e, b.identity).size() == 2);
+  CHECK(c.verifier_of(1) == b.key.public_key_hex);
+  CHECK(c.verifier_of(2) == b.key.public_key_hex);
+  CHECK(c.credit_of(a.key.public_key_hex) == 0);
+  // The lost verifier is now a stranger.
+  auto late = c.step(node_ready{a.identity, 1}, t + 1);
+  REQUIRE(errors_to(late, a.identity).size() == 1);
+  CHECK(errors_to(late, a.identity)[0].code == errc::not_registered);
+}
+
+TEST_CASE("a verifier's DISCONNECT puts its tasks back for the other verifiers") {
+  const auto provider = verify::generate_key_pair();
+  verification_core c(config());
+  verifier a{verify::generate_key_pair(), "a-id", "a"};
+  join(c, a, 1, t0);
+  REQUIRE(verifies(c.step(executed(1, "full", provider), t0), a.identity).size() == 1);
+  auto gone = c.step(node_gone{a.identity, "bye"}, t0 + 1);
+  CHECK(c.sessions() == 0);
+  CHECK(c.pending() == 1);
+  CHECK_FALSE(c.verifier_of(1).has_value());
+  CHECK(gone.wake_at_us == 0); // no session, nothing in flight: no timer
+  verifier b{verify::generate_key_pair(), "b-id", "b"};
+  auto j = join(c, b, 1, t0 + 2);
+  CHECK(verifies(j, b.identity).size() == 1);
+}
+
+TEST_CASE("a new verifier HELLO for the same key replaces the old session and re-dispatches its tasks") {
+  const auto provider = verify::generate_key_pair();
+  verification_core c(config());
+  verifier a{verify::generate_key_pair(), "a-old", "a"};
+  join(c, a, 1, t0);
+  auto first = verifies(c.step(executed(1, "full", provider), t0), a.identity);
+  REQUIRE(first.size() == 1);
+  verifier again = a;
+  again.identity = "a-new";
+  auto e = join(c, again, 1, t0 + 5);
+  CHECK(c.sessions() == 1);
+  CHECK(verifies(e, "a-new").size() == 1);
+  CHECK(c.verifier_of(1) == a.key.public_key_hex);
+  // The old connection is no longer the session.
+  auto old = c.step(node_verdict{"a-old", verdict_for(first[0], true)}, t0 + 6);
+  REQUIRE(errors_to(old, "a-old").size() == 1);
+  CHECK(errors_to(old, "a-old")[0].code == errc::not_registered);
+  CHECK(old.records.empty());
+}
+
+TEST_CASE("a verifier HELLO gets WELCOME and a node_seen record; a provider HELLO to verification is refused") {
+  verification_core c(config());
+  const auto k = verify::generate_key_pair();
+  auto e = c.step(node_hello{"p-id", caps_of(k, "p", "provider")}, t0);
+  REQUIRE(errors_to(e, "p-id").size() == 1);
+  CHECK(errors_to(e, "p-id")[0].code == errc::bad_input);
+  CHECK(e.records.empty());
+  CHECK(c.sessions() == 0);
+
+  auto w = c.step(node_hello{"v-id", caps_of(k, "v")}, t0);
+  REQUIRE(count_cmd(w, proto::cmd::welcome, "v-id") == 1);
+  auto welcome = proto::parse_welcome(w.messages[0].msg);
+  REQUIRE(welcome.ok());
+  CHECK(welcome->heartbeat_ms == 500);
+  CHECK(welcome->coordinator_key == config().coordinator_key);
+  REQUIRE(w.records.size() == 1);
+  REQUIRE(std::holds_alternative<node_seen>(w.records[0]));
+  CHECK(std::get<node_seen>(w.records[0]).caps.public_key == k.public_key_hex);
+  CHECK(c.sessions() == 1);
+}
+
+TEST_CASE("a verifier READY before HELLO is refused and one beyond max_credit is clamped with an ERROR") {
+  verification_core c(config()); // max_credit 16
+  auto e = c.step(node_ready{"nobody", 3}, t0);
+  REQUIRE(errors_to(e, "nobody").size() == 1);
+  CHECK(errors_to(e, "nobody")[0].code == errc::not_registered);
+
+  verifier v{verify::generate_key_pair(), "v-id", "v"};
+  join(c, v, 10, t0);
+  CHECK(c.credit_of(v.key.public_key_hex) == 10);
+  auto over = c.step(node_ready{v.identity, 10}, t0 + 1);
+  CHECK(errors_to(over, v.identity).size() == 1);
+  CHECK(c.credit_of(v.key.public_key_hex) == 16);
+  auto zero = c.step(node_ready{v.identity, 0}, t0 + 2);
+  CHECK(errors_to(zero, v.identity).size() == 1);
+  CHECK(c.credit_of(v.key.public_key_hex) == 16);
+}
+
+TEST_CASE("verification ticks send HEARTBEAT every interval and wake_at_us names the next timer") {
+  verification_core c(config());
+  verifier v{verify::generate_key_pair(), "v-id", "v"};
+  auto hello = c.step(node_hello{v.identity, caps_of(v.key, v.name)}, t0);
+  CHECK(hello.wake_at_us == t0 + 500 * ms); // the first heartbeat
+  auto early = c.step(tick{}, t0 + 499 * ms);
+  CHECK(count_cmd(early, proto::cmd::heartbeat, v.identity) == 0);
+  auto on_time = c.step(tick{}, t0 + 500 * ms);
+  CHECK(count_cmd(on_time, proto::cmd::heartbeat, v.identity) == 1);
+  CHECK(on_time.wake_at_us == t0 + 1000 * ms);
+  c.step(node_heartbeat{v.identity}, t0 + 900 * ms);
+  auto next = c.step(tick{}, t0 + 1000 * ms);
+  CHECK(count_cmd(next, proto::cmd::heartbeat, v.identity) == 1);
+  CHECK(next.wake_at_us == t0 + 1500 * ms);
+  // Silence from 900 ms: lost at 2400 ms, not before.
+  c.step(tick{}, t0 + 2399 * ms);
+  CHECK(c.sessions() == 1);
+  auto lost = c.step(tick{}, t0 + 2400 * ms);
+  CHECK(c.sessions() == 0);
+  CHECK(lost.wake_at_us == 0);
+}
+
+TEST_CASE("an executed job handed to verification twice is judged once") {
+  const auto provider = verify::generate_key_pair();
+  verification_core c(config());
+  auto job = executed(1, "none", provider);
+  auto e1 = c.step(job, t0);
+  auto e2 = c.step(job, t0 + 1);
+  CHECK(transitions(e1).size() == 1);
+  CHECK(transitions(e2).empty());
+  CHECK(c.step(all_ok(e1), t0 + 2).to_settlement.size() == 1);
+}
+
+TEST_CASE("verification recovery samples the executed jobs again with the same decision and dispatches them") {
+  const auto provider = verify::generate_key_pair();
+  const auto cfg = config(0.5);
+  snapshot s;
+  std::vector<executed_job> jobs;
+  for (int id = 1; id <= 60; ++id) {
+    auto job = executed(id, id % 3 == 0 ? "full" : "sampled", provider, 3);
+    jobs.push_back(job);
+    stored_job sj;
+    sj.spec.id = id;
+    sj.spec.client_id = job.client_id;
+    sj.spec.tier = job.tier;
+    sj.spec.input = job.input;
+    sj.state = job_state::executed;
+    sj.attempt = 1;
+    sj.seq = 3;
+    sj.result = execution_result{{0}, {}, job.receipt};
+    s.open_jobs.push_back(sj);
+  }
+  stored_job queued; // not executed: not this core's
+  queued.spec.id = 100;
+  queued.state = job_state::queued;
+  s.open_jobs.push_back(queued);
+
+  // What a core that never crashed decides.
+  verification_core live(cfg);
+  std::set<std::int64_t> live_unsampled;
+  for (const auto& j : jobs)
+    for (const auto& t : transitions(live.step(j, t0)))
+      live_unsampled.insert(t.job_id);
+
+  auto c = verification_core::recover(cfg, s, t0 + 1000);
+  auto first = c.step(tick{}, t0 + 1000);
+  std::set<std::int64_t> unsampled;
+  for (const auto& t : transitions(first)) {
+    CHECK(t.seq == 4);
+    CHECK(t.to == job_state::unsampled);
+    unsampled.insert(t.job_id);
+  }
+  CHECK(unsampled == live_unsampled);
+  CHECK_FALSE(unsampled.empty());
+  CHECK(c.pending() == jobs.size() - unsampled.size());
+  CHECK(c.step(all_ok(first), t0 + 1001).to_settlement.size() == unsampled.size());
+
+  verifier v{verify::generate_key_pair(), "v-id", "v"};
+  auto j = join(c, v, 16, t0 + 2000);
+  std::set<std::int64_t> dispatched;
+  for (const auto& task : verifies(j, v.identity)) {
+    CHECK(task.input.data == input_of(task.job_id).data);
+    dispatched.insert(task.job_id);
+  }
+  CHECK(dispatched.size() == std::min<std::size_t>(16, jobs.size() - unsampled.size()));
+  for (auto id : dispatched)
+    CHECK(unsampled.count(id) == 0);
+}
