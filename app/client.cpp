@@ -128,8 +128,12 @@ int run_submit(submit_cli o) {
     }
   }
   if (!o.json)
-    std::cerr << fmt::format("{} results, {} errors, {} invalid receipts in {:.2f} s\n", rep.results, rep.errors,
-                             rep.invalid_receipts, rep.seconds);
+    std::cerr << fmt::format("{} results, {} errors, {} invalid receipts in {:.2f} s{}\n", rep.results, rep.errors,
+                             rep.invalid_receipts, rep.seconds,
+                             rep.reconnects || rep.retries
+                                 ? fmt::format(" ({} reconnects, {} requests resent, {} refusals retried)",
+                                               rep.reconnects, rep.resent, rep.retries)
+                                 : "");
   if (!o.labels.empty()) {
     auto labels = train::read_idx_labels(o.labels);
     if (!labels) {
@@ -145,7 +149,7 @@ int run_submit(submit_cli o) {
     std::cerr << fmt::format("{} of {} predictions match the labels ({:.1f}%)\n", correct, judged,
                              judged ? 100.0 * static_cast<double>(correct) / static_cast<double>(judged) : 0.0);
   }
-  return rep.errors == 0 && rep.invalid_receipts == 0 && !rep.timed_out ? 0 : 1;
+  return rep.errors == 0 && rep.invalid_receipts == 0 && rep.duplicate_results == 0 && !rep.timed_out ? 0 : 1;
 }
 
 int run_status(const std::string& connect, std::int64_t job_id, bool json) {
@@ -179,6 +183,13 @@ int run_status(const std::string& connect, std::int64_t job_id, bool json) {
     auto t = std::chrono::system_clock::time_point(std::chrono::microseconds(e.at_us));
     std::cout << fmt::format("  {:%H:%M:%S}  {:<10} {}\n", fmt::localtime(std::chrono::system_clock::to_time_t(t)),
                              e.state, e.detail);
+  }
+  if (s->result) {
+    const auto& r = *s->result;
+    const bool valid = verify::verify_receipt(r.receipt) && verify::sha256_hex(r.output.data) == r.receipt.output_hash;
+    std::cout << fmt::format("  result: classes [{}], output {} bytes, receipt {} (provider {}.., trace root {}..)\n",
+                             fmt::join(r.classes, ","), r.output.data.size(), valid ? "valid" : "INVALID",
+                             r.receipt.provider_key.substr(0, 12), r.receipt.trace_root.substr(0, 12));
   }
   return 0;
 }

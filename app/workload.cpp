@@ -49,16 +49,37 @@ double percentile_ms(std::vector<std::int64_t> v, double q) {
   return static_cast<double>(v[std::min(i, v.size() - 1)]) / 1000.0;
 }
 
+namespace {
+
+// Errors after which the same request may succeed later: the request is sent again (same id).
+bool retryable(const std::string& code) { return code == errc::queue_full || code == errc::unavailable; }
+
+} // namespace
+
 workload_report run_workload(const workload_options& o) {
   using clock = std::chrono::steady_clock;
-  net::client conn{o.endpoint};
+  auto conn = std::make_unique<net::client>(o.endpoint);
   workload_report rep;
   rep.jobs.resize(o.inputs.size());
   std::map<std::string, std::size_t> by_request;
   std::vector<clock::time_point> sent(o.inputs.size());
+  std::map<std::size_t, clock::time_point> retry_at; // refused for now: send again then
   std::size_t next = 0, finished = 0, unanswered = 0;
   auto start = clock::now();
-  auto last_progress = start;
+  auto last_progress = start, last_heard = start;
+  auto retry_backoff = std::chrono::milliseconds(100);
+
+  auto submit = [&](std::size_t i) {
+    const auto& job = rep.jobs[i];
+    conn->send(proto::make_submit({o.client_id, job.request_id, o.model, o.tier, o.max_price, o.deadline_ms,
+                                   o.inputs[i]}));
+  };
+  auto settle = [&](job_outcome&) {
+    ++finished;
+    --unanswered;
+    if (o.progress)
+      o.progress(finished, o.inputs.size());
+  };
 
   while (finished < o.inputs.size()) {
     if (o.stop && *o.stop) {
@@ -69,13 +90,37 @@ workload_report run_workload(const workload_options& o) {
       auto& job = rep.jobs[next];
       job.request_id = o.request_prefix + std::to_string(next);
       by_request[job.request_id] = next;
-      proto::submit_request s{o.client_id, job.request_id, o.model, o.tier, o.max_price, o.deadline_ms, o.inputs[next]};
       sent[next] = clock::now();
-      conn.send(proto::make_submit(s));
+      submit(next);
       ++next;
       ++unanswered;
     }
-    auto msg = conn.receive(std::chrono::milliseconds(200));
+    const auto now = clock::now();
+    for (auto it = retry_at.begin(); it != retry_at.end();) {
+      if (it->second > now) {
+        ++it;
+        continue;
+      }
+      submit(it->first);
+      it = retry_at.erase(it);
+    }
+    // A silent coordinator may have died with our requests: reconnect and send every
+    // unanswered one again. Request ids make that safe: a job is never run or charged twice,
+    // and its ACK and RESULT come again.
+    if (unanswered > 0 && now - last_heard > std::chrono::milliseconds(o.resend_after_ms)) {
+      spdlog::warn("client: no answer for {} ms; reconnecting and resending {} unanswered requests", o.resend_after_ms,
+                   unanswered);
+      conn = std::make_unique<net::client>(o.endpoint);
+      ++rep.reconnects;
+      for (std::size_t i = 0; i < next; ++i)
+        if (!rep.jobs[i].done && rep.jobs[i].error_code.empty()) {
+          retry_at.erase(i);
+          submit(i);
+          ++rep.resent;
+        }
+      last_heard = now;
+    }
+    auto msg = conn->receive(std::chrono::milliseconds(100));
     if (!msg) {
       if (clock::now() - last_progress > std::chrono::milliseconds(o.timeout_ms)) {
         rep.timed_out = true;
@@ -83,12 +128,12 @@ workload_report run_workload(const workload_options& o) {
       }
       continue;
     }
+    last_heard = clock::now();
     if (!*msg) {
       spdlog::warn("client: undecodable message: {}", msg->err().reason);
       continue;
     }
     const auto& m = msg->value();
-    last_progress = clock::now();
     if (m.command == proto::cmd::ack) {
       if (auto a = proto::parse_ack(m); a && by_request.count(a->request_id))
         rep.jobs[by_request[a->request_id]].job_id = a->job_id;
@@ -99,9 +144,13 @@ workload_report run_workload(const workload_options& o) {
       auto i = by_request[r->request_id];
       auto& job = rep.jobs[i];
       if (job.done) {
-        ++rep.duplicate_results; // must never happen: one RESULT per request id
+        // A resend brings the RESULT again: it must be the same job and receipt.
+        if (r->job_id != job.job_id || verify::receipt_hash(r->receipt) != verify::receipt_hash(job.receipt))
+          ++rep.duplicate_results;
         continue;
       }
+      last_progress = clock::now();
+      retry_at.erase(i);
       job.done = true;
       job.job_id = r->job_id;
       job.classes = r->classes;
@@ -110,24 +159,27 @@ workload_report run_workload(const workload_options& o) {
       job.latency_us = std::chrono::duration_cast<std::chrono::microseconds>(clock::now() - sent[i]).count();
       ++rep.results;
       rep.invalid_receipts += job.receipt_valid ? 0 : 1;
-      ++finished;
-      --unanswered;
-      if (o.progress)
-        o.progress(finished, o.inputs.size());
+      settle(job);
     } else if (m.command == proto::cmd::error) {
       auto e = proto::parse_error(m);
       if (!e || !by_request.count(e->request_id))
         continue;
-      auto& job = rep.jobs[by_request[e->request_id]];
+      auto i = by_request[e->request_id];
+      auto& job = rep.jobs[i];
       if (job.done || !job.error_code.empty())
         continue;
+      if (retryable(e->code)) {
+        retry_at[i] = clock::now() + retry_backoff;
+        retry_backoff = std::min(retry_backoff * 2, std::chrono::milliseconds(2000));
+        ++rep.retries;
+        continue;
+      }
+      last_progress = clock::now();
+      retry_backoff = std::chrono::milliseconds(100);
       job.error_code = e->code;
       job.error_reason = e->reason;
       ++rep.errors;
-      ++finished;
-      --unanswered;
-      if (o.progress)
-        o.progress(finished, o.inputs.size());
+      settle(job);
     }
   }
   rep.seconds = std::chrono::duration<double>(clock::now() - start).count();

@@ -1,6 +1,8 @@
 #pragma once
 // A client workload: pipelines SUBMITs over one DEALER (at most `window` unanswered), collects
-// ACK / ERROR / RESULT, checks every receipt's signature, measures latency per job.
+// ACK / ERROR / RESULT, checks every receipt's signature, measures latency per job. Requests
+// refused for now (queue_full, unavailable) are sent again with back-off; when the coordinator
+// falls silent the client reconnects and resends every unanswered request under its own id.
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -22,6 +24,7 @@ struct workload_options {
   std::vector<kernels::tensor> inputs; // one job each
   std::size_t window = 1000;
   int timeout_ms = 120000;             // give up waiting after this long without progress
+  int resend_after_ms = 3000;          // coordinator silent this long: reconnect, resend the unanswered
   std::function<void(std::size_t finished, std::size_t total)> progress;
   const std::atomic<bool>* stop = nullptr; // set (by a signal) to give up early
 };
@@ -41,7 +44,10 @@ struct job_outcome {
 struct workload_report {
   std::vector<job_outcome> jobs;
   double seconds = 0;
-  std::size_t results = 0, errors = 0, invalid_receipts = 0, duplicate_results = 0;
+  std::size_t results = 0, errors = 0, invalid_receipts = 0;
+  std::size_t duplicate_results = 0;   // a RESULT that differs from an earlier one for its request id
+  std::size_t retries = 0;             // refusals for now (queue_full, unavailable), sent again
+  std::size_t reconnects = 0, resent = 0;
   bool timed_out = false;
   bool stopped = false;
 };

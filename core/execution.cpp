@@ -230,6 +230,7 @@ void execution_core::on(const client_submit& e, time_us now, effects& out) {
   spec.submitted_us = now;
   j.reply_to = e.identity;
   j.waiting = true;
+  j.seq = 1; // the insert's events are SUBMITTED (0) and QUEUED (1)
   const auto id = spec.id;
   out.records.push_back(job_insert{spec});
   ++waiting_;
@@ -352,11 +353,11 @@ void execution_core::on(const node_done& e, time_us now, effects& out) {
     return;
   }
   s->last_heard = now;
-  release_slot(*s, done.job_id, done.attempt); // the provider is done with it, whatever we decide
   const std::string key = s->caps.public_key;
   auto it = jobs_.find(done.job_id);
   if (it == jobs_.end() || it->second.state != job_state::assigned || it->second.attempt != done.attempt ||
       it->second.provider_key != key) {
+    release_slot(*s, done.job_id, done.attempt); // it is done with it, whatever became of the job
     out.messages.push_back(to_node(e.identity, proto::make_error(make_error(errc::unknown_job,
                                                                             fmt::format("job {} attempt {} is not "
                                                                                         "assigned to you (any more)",
@@ -367,6 +368,7 @@ void execution_core::on(const node_done& e, time_us now, effects& out) {
   }
   auto& j = it->second;
   if (j.spec.deadline_us && now > j.spec.deadline_us) {
+    release_slot(*s, done.job_id, done.attempt);
     finish_unpaid(j, job_state::expired, now, out, errc::expired,
                   "the deadline passed before the provider's result arrived");
     out.messages.push_back(to_node(e.identity, proto::make_error(make_error(errc::expired,
@@ -378,12 +380,13 @@ void execution_core::on(const node_done& e, time_us now, effects& out) {
     return;
   }
   if (auto ok = check_done(done, j.spec, key, j.price, j.attempt); !ok) {
+    // Refused, and nothing changes: the job stays with this provider until a DONE that checks,
+    // a FAIL, its loss or the assignment timeout.
     out.messages.push_back(to_node(e.identity, proto::make_error(ok.err(), "", done.job_id)));
     out.notes.push_back(fmt::format("provider {} sent a bad DONE: {}", short_key(key), ok.err().reason));
-    requeue(j, now, out, "its provider sent a receipt that does not check: " + ok.err().reason);
-    dispatch(now, out);
     return;
   }
+  release_slot(*s, done.job_id, done.attempt);
   timeouts_.erase({j.timeout_at, j.spec.id});
   stop_waiting(j);
   transition(j, job_state::executed, now, out, "", execution_result{done.classes, done.output, done.receipt});

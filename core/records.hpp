@@ -50,7 +50,8 @@ struct execution_result {
 
 // ---- records ----
 
-// A new job, stored as QUEUED with its first event. Idempotent by job id and by
+// A new job, stored as QUEUED (seq 1) with its first events, SUBMITTED (seq 0) and QUEUED
+// (seq 1); the job's own transitions start at seq 2. Idempotent by job id and by
 // (client_id, request_id): when another job already holds that pair the outcome is `duplicate`.
 struct job_insert {
   job_spec spec;

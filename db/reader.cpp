@@ -10,7 +10,9 @@ namespace haca::db {
 
 struct reader::connection {
   explicit connection(const std::string& url) : db(url) {
-    db.prepare("job", "select state, attempt from jobs where id = $1");
+    db.prepare("job", std::string("select j.state, j.attempt, ") + result_columns +
+                          " from jobs j left join receipts r on r.job_id = j.id and r.attempt = j.attempt "
+                          "where j.id = $1");
     db.prepare("events", "select state, detail, (extract(epoch from at) * 1000000)::bigint from job_events "
                          "where job_id = $1 order by at, seq nulls first, id");
     db.prepare("request", std::string("select j.id, j.state, ") + result_columns +
@@ -35,6 +37,8 @@ result<proto::status_reply> reader::status(std::int64_t job_id) {
     out.job_id = job_id;
     out.state = job[0][0].c_str();
     out.attempt = job[0][1].as<std::int32_t>();
+    if (auto r = result_of(job[0], job_id))
+      out.result = proto::status_result{std::move(r->classes), std::move(r->receipt), std::move(r->output)};
     for (const auto& row : tx.exec_prepared("events", job_id))
       out.events.push_back({row[0].c_str(), row[1].c_str(), row[2].as<std::int64_t>()});
     return out;

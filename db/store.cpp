@@ -71,11 +71,12 @@ void prepare(pqxx::connection& c) {
             "ins as (insert into jobs (id, client_id, client_req_id, model_hash, input_hash, input, input_shape, tier, "
             "max_price, deadline, state, attempt, seq, submitted_at, updated_at) "
             "select id, client_id, request_id, model, input_hash, input, shape, tier, max_price, "
-            "case when deadline_us = 0 then null else " + ts("deadline_us") + " end, 'QUEUED', 0, 0, " +
+            "case when deadline_us = 0 then null else " + ts("deadline_us") + " end, 'QUEUED', 0, 1, " +
                 ts("submitted_us") + ", " + ts("submitted_us") +
                 " from v on conflict do nothing returning id, submitted_at) "
                 "insert into job_events (job_id, seq, state, detail, attempt, at) "
-                "select id, 0, 'QUEUED', 'submitted', 0, submitted_at from ins on conflict do nothing returning job_id");
+                "select id, 0, 'SUBMITTED', '', 0, submitted_at from ins union all "
+                "select id, 1, 'QUEUED', '', 0, submitted_at from ins on conflict do nothing");
   // The job that holds each (client, request id), with its receipt when it has one.
   c.prepare("find_requests",
             std::string("select v.id as mine, j.id, j.state, ") + result_columns +

@@ -435,12 +435,18 @@ message make_status_reply(const status_reply& s) {
   json events = json::array();
   for (const auto& e : s.events)
     events.push_back({{"state", e.state}, {"detail", bounded_text(e.detail)}, {"at_us", e.at_us}});
-  return with(cmd::status,
-              {{"job_id", s.job_id}, {"state", s.state}, {"attempt", s.attempt}, {"events", std::move(events)}});
+  json header{{"job_id", s.job_id}, {"state", s.state}, {"attempt", s.attempt}, {"events", std::move(events)}};
+  if (!s.result)
+    return with(cmd::status, std::move(header));
+  header["classes"] = s.result->classes;
+  header["receipt"] = receipt_json(s.result->receipt);
+  return with(cmd::status, std::move(header), {s.result->output});
 }
 
 result<status_reply> parse_status_reply(const message& m) {
-  if (auto e = expect(m, cmd::status, 0)) return *e;
+  const bool with_result = m.tensors.size() == 1;
+  if (auto e = expect(m, cmd::status, with_result ? 1 : 0, " (the output, once the job has a result) or none"))
+    return *e;
   auto r = header_reader(m);
   status_reply s;
   s.job_id = r.integer("job_id", 0, int64_max);
@@ -456,6 +462,13 @@ result<status_reply> parse_status_reply(const message& m) {
       r.take(e.err);
       s.events.push_back(std::move(ev));
     }
+  }
+  if (with_result) {
+    status_result res;
+    res.classes = r.int32s("classes");
+    res.receipt = nested_receipt(r, m);
+    res.output = m.tensors[0];
+    s.result = std::move(res);
   }
   if (r.err) return *r.err;
   return s;

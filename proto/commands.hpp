@@ -81,11 +81,19 @@ message make_status_request(const status_request& s);
 result<status_request> parse_status_request(const message& m);
 
 struct status_event { std::string state; std::string detail; std::int64_t at_us = 0; };
+// Once a job has a stored receipt, STATUS also carries its result: `classes` and `receipt` in
+// the header and the output tensor, as in RESULT.
+struct status_result {
+  std::vector<std::int32_t> classes;
+  verify::receipt receipt;
+  kernels::tensor output;
+};
 struct status_reply {
   std::int64_t job_id = 0;
   std::string state;
   std::int32_t attempt = 0;
   std::vector<status_event> events;
+  std::optional<status_result> result;
 };
 message make_status_reply(const status_reply& s);
 result<status_reply> parse_status_reply(const message& m);

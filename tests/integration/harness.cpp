@@ -17,9 +17,51 @@
 
 namespace haca::test {
 
-std::string test_db() {
+namespace {
+
+std::string base_db() {
   const char* url = std::getenv("HACA_TEST_DB");
   return url ? url : "postgresql:///haca_test";
+}
+
+std::string current_db; // the running network's database, if any
+
+// The base URL with another database name.
+std::string with_db_name(const std::string& url, const std::string& name) {
+  auto query = url.find('?');
+  auto path_end = query == std::string::npos ? url.size() : query;
+  auto slash = url.rfind('/', path_end);
+  if (slash == std::string::npos)
+    throw std::runtime_error("cannot find the database name in " + url);
+  return url.substr(0, slash + 1) + name + url.substr(path_end);
+}
+
+} // namespace
+
+std::string test_db() { return current_db.empty() ? base_db() : current_db; }
+
+scratch_database::scratch_database() {
+  static std::atomic<int> counter{0};
+  name_ = fmt::format("haca_it_{}_{}", ::getpid(), counter++);
+  {
+    pqxx::connection c{base_db()};
+    pqxx::nontransaction tx{c};
+    tx.exec("drop database if exists " + tx.quote_name(name_) + " with (force)");
+    tx.exec("create database " + tx.quote_name(name_));
+  }
+  url_ = with_db_name(base_db(), name_);
+  auto command = fmt::format("{}/deploy/migrate.sh '{}' > /dev/null 2>&1", HACA_SOURCE_DIR, url_);
+  if (std::system(command.c_str()) != 0)
+    throw std::runtime_error("migrations failed on " + url_ + " (" + command + ")");
+}
+
+scratch_database::~scratch_database() {
+  try {
+    pqxx::connection c{base_db()};
+    pqxx::nontransaction tx{c};
+    tx.exec("drop database if exists " + tx.quote_name(name_) + " with (force)");
+  } catch (const std::exception&) {
+  }
 }
 
 int free_port() {
@@ -42,6 +84,7 @@ std::string unique_id(const std::string& prefix) {
 }
 
 network::network(network_options o) : client_port_(free_port()), node_port_(free_port()) {
+  current_db = db_.url();
   while (node_port_ == client_port_)
     node_port_ = free_port();
   tag_ = unique_id("it");
@@ -88,6 +131,7 @@ app::child_process network::start_provider(const std::string& name, const std::v
 network::~network() {
   for (auto it = children_.rbegin(); it != children_.rend(); ++it)
     app::stop_process(*it, 3000);
+  current_db.clear();
 }
 
 std::string network::client_endpoint() const { return fmt::format("tcp://127.0.0.1:{}", client_port_); }

@@ -1,7 +1,6 @@
 #pragma once
 // Integration-test harness: a real haca network (coordinator, providers, verifiers) as child
-// processes on free loopback ports, against the test database (HACA_TEST_DB, default
-// postgresql:///haca_test). Each network gets its own temporary directory for models, keys
+// processes on free loopback ports, against a fresh database of its own. Each network gets its own temporary directory for models, keys
 // and logs; its destructor stops every process.
 #include <chrono>
 #include <functional>
@@ -14,7 +13,24 @@
 
 namespace haca::test {
 
+// The database of the network running now (each network has a fresh one, so a coordinator
+// never recovers another test's jobs), else the base test database (HACA_TEST_DB, default
+// postgresql:///haca_test).
 std::string test_db();
+
+// A database of its own, created next to the base test database and migrated like the real
+// ones; dropped at the end.
+class scratch_database {
+public:
+  scratch_database();
+  ~scratch_database();
+  scratch_database(const scratch_database&) = delete;
+  scratch_database& operator=(const scratch_database&) = delete;
+  const std::string& url() const { return url_; }
+
+private:
+  std::string name_, url_;
+};
 int free_port();
 std::string unique_id(const std::string& prefix); // unique per process and call
 
@@ -38,6 +54,7 @@ public:
 
   std::string client_endpoint() const;
   std::string node_endpoint() const;
+  const std::string& db_url() const { return db_.url(); }
   const std::string& model_hash() const { return model_.hash; }
   int input_dim() const { return model_.input_dim(); }
   const std::string& dir() const { return dir_; }
@@ -50,6 +67,7 @@ public:
   std::string logs() const; // tails of every log, for failure messages
 
 private:
+  scratch_database db_;
   int client_port_, node_port_;
   std::string dir_, models_dir_, tag_;
   kernels::model model_;
