@@ -97,7 +97,8 @@ struct gateway_loop {
         verifier_identities[identity] = verifier;
       }
       auto v = verifier_identities.find(identity);
-      dest = v != verifier_identities.end() && v->second ? routes.verifiers : routes.providers;
+      const bool verifier = (v != verifier_identities.end() && v->second) || msg.command == proto::cmd::verdict;
+      dest = verifier ? routes.verifiers : routes.providers;
       if (msg.command == proto::cmd::disconnect && v != verifier_identities.end())
         verifier_identities.erase(v);
     }

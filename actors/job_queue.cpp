@@ -24,8 +24,6 @@ void step(self_ptr self, const core::execution_event& ev) {
   auto fx = st.core->step(ev, now_us());
   st.io.carry_out(self, fx);
   if (st.drained && st.core->drained() && st.io.unconfirmed() == 0) {
-    for (const auto& m : st.core->farewell())
-      st.io.send(m.to, m.identity, m.msg);
     st.drained->deliver(true);
     st.drained.reset();
   }
@@ -121,6 +119,11 @@ caf::behavior job_queue(self_ptr self, core::execution_core core, std::shared_pt
       [=](tick_atom) {
         self->state.io.ticked(now_us());
         guarded(self, "job_queue", [&] { step(self, core::tick{}); });
+      },
+      [=](farewell_atom) {
+        for (const auto& m : self->state.core->farewell())
+          self->state.io.send(m.to, m.identity, m.msg);
+        return true;
       },
       [=](drain_atom) -> caf::result<bool> {
         auto rp = self->make_response_promise<bool>();

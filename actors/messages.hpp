@@ -24,6 +24,7 @@ using handoff_atom = caf::atom_constant<caf::atom("handoff")>;     // from one c
 using lookup_atom = caf::atom_constant<caf::atom("lookup")>;       // STATUS, for the reader
 using drain_atom = caf::atom_constant<caf::atom("drain")>;         // SIGTERM: finish what is owed
 using sync_atom = caf::atom_constant<caf::atom("sync")>;           // store: answer once all before is done
+using farewell_atom = caf::atom_constant<caf::atom("farewell")>;   // say DISCONNECT to the nodes
 using peers_atom = caf::atom_constant<caf::atom("peers")>;
 
 // A decoded message from a socket, with the ZeroMQ identity of its sender.

@@ -18,6 +18,10 @@ using self_ptr = caf::stateful_actor<settlement_state>*;
 void step(self_ptr self, const core::settlement_event& ev) {
   auto fx = self->state.core->step(ev, now_us());
   self->state.io.carry_out(self, fx);
+  // A block the store refuses as a whole (a fork, a broken store) stops the chain: fail fast,
+  // and a restart rebuilds the chain head from what Postgres committed.
+  if (self->state.core->stopped())
+    throw std::runtime_error("settlement stopped: a block was refused as a whole (see the error above)");
 }
 
 caf::behavior settlement_batcher(self_ptr self, core::settlement_core core) {

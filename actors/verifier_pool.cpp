@@ -81,6 +81,11 @@ caf::behavior verifier_pool(self_ptr self, core::verification_core core, std::sh
         self->state.io.confirmed();
         guarded(self, "verifier_pool", [&] { step(self, core::committed{std::move(recs), std::move(outs)}); });
       },
+      [=](farewell_atom) {
+        for (const auto& m : self->state.core->farewell())
+          self->state.io.send(m.to, m.identity, m.msg);
+        return true;
+      },
       [=](tick_atom) {
         self->state.io.ticked(now_us());
         guarded(self, "verifier_pool", [&] { step(self, core::tick{}); });

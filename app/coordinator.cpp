@@ -145,11 +145,14 @@ int run_coordinator(const coordinator_options& o) {
   // SIGTERM drains: admit nothing more, let providers finish what they hold, commit what is
   // pending, send what is owed, say DISCONNECT to the nodes, then stop.
   spdlog::info("coordinator: draining");
+  auto warn = [&](const char* what) {
+    return [&sys, what](caf::error& e) { spdlog::warn("coordinator: {} ({}); stopping anyway", what, sys.render(e)); };
+  };
   self->request(p.job_queue, std::chrono::milliseconds(o.drain_ms), actors::drain_atom::value)
-      .receive([](bool) {},
-               [&](caf::error& e) { spdlog::warn("coordinator: drain not finished ({}); stopping anyway", sys.render(e)); });
-  self->request(p.store, std::chrono::seconds(5), actors::sync_atom::value)
-      .receive([](bool) {}, [&](caf::error& e) { spdlog::warn("coordinator: store not idle ({})", sys.render(e)); });
+      .receive([](bool) {}, warn("drain not finished"));
+  self->request(p.store, std::chrono::seconds(5), actors::sync_atom::value).receive([](bool) {}, warn("store not idle"));
+  for (const auto& a : {p.job_queue, p.verifier_pool})
+    self->request(a, std::chrono::seconds(2), actors::farewell_atom::value).receive([](bool) {}, warn("no farewell"));
   actors::gateway_stop();
   for (const auto& [name, a] : watched)
     self->demonitor(a);
@@ -186,7 +189,7 @@ void add_coordinator_command(CLI::App& app) {
   cmd->add_option("--heartbeat-ms", o->heartbeat_ms, "heartbeat interval; a node is dead after 3 missed")
       ->capture_default_str();
   cmd->add_option("--max-attempts", o->max_attempts, "attempts per job before it FAILS")->capture_default_str();
-  cmd->add_option("--max-queue", o->max_queue, "jobs waiting for a provider before SUBMIT answers queue_full")
+  cmd->add_option("--max-queue", o->max_queue, "jobs admitted and not yet executed before SUBMIT answers queue_full")
       ->capture_default_str();
   cmd->add_option("--max-client-queue", o->max_client_queue, "the same, per client")->capture_default_str();
   cmd->add_option("--assign-timeout-ms", o->assign_timeout_ms,

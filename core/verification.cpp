@@ -147,11 +147,13 @@ void verification_core::judge(const executed_job& job, job_state verdict, std::s
 
 // ---- dispatch ----
 
-verification_core::session* verification_core::choose(const task& t) {
+verification_core::session* verification_core::choose(const task& t, time_us now) {
   session* best = nullptr;
   for (auto& [key, s] : sessions_) {
     if (s.credit <= 0 || key == t.job.receipt.provider_key)
       continue; // a provider never verifies itself
+    if (key == t.last_verifier && now < t.retry_at)
+      continue; // it could not run this job a moment ago
     if (!best) {
       best = &s;
       continue;
@@ -173,7 +175,7 @@ verification_core::session* verification_core::choose(const task& t) {
 
 void verification_core::dispatch(time_us now, effects& out) {
   for (auto it = pending_.begin(); it != pending_.end() && credit_total_ > 0;) {
-    session* s = choose(*it);
+    session* s = choose(*it, now);
     if (!s) {
       ++it; // only the provider itself has credit: leave it for another verifier
       continue;
@@ -308,6 +310,16 @@ void verification_core::on(const node_verdict& e, time_us now, effects& out) {
     ++s->credit;
     ++credit_total_;
   }
+  if (e.verdict.trace_root.empty() || e.verdict.output_hash.empty()) {
+    // "Could not run" (no such model, say) is no judgement: the job goes to another verifier,
+    // or back to this one after a while.
+    out.notes.push_back("verifier " + who(s->caps) + " could not run job " + std::to_string(job_id) + ": " +
+                        shown(e.verdict.reason, 128));
+    f.t.retry_at = now + us_of_ms(cfg_.verify_timeout_ms);
+    to_pending_front(std::move(f));
+    dispatch(now, out);
+    return;
+  }
   const auto& r = f.t.job.receipt;
   const bool match = e.verdict.trace_root == r.trace_root && e.verdict.output_hash == r.output_hash;
   if (match) {
@@ -401,6 +413,13 @@ void verification_core::on(const tick&, time_us now, effects& out) {
     next_heartbeat_ = now + us_of_ms(cfg_.heartbeat_ms);
   }
   dispatch(now, out);
+}
+
+std::vector<outbound> verification_core::farewell() const {
+  std::vector<outbound> out;
+  for (const auto& [key, s] : sessions_)
+    out.push_back(to_node(s.identity, proto::make_disconnect("the coordinator is shutting down")));
+  return out;
 }
 
 time_us verification_core::next_wake() const {

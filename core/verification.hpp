@@ -41,6 +41,7 @@ public:
   static verification_core recover(verification_config cfg, const snapshot& s, time_us now);
 
   effects step(const verification_event& ev, time_us now);
+  std::vector<outbound> farewell() const; // DISCONNECT to every session, the last thing sent
 
   std::size_t backlog() const { return pending_.size() + in_flight_.size(); }
   std::size_t judging() const { return judging_.size(); }
@@ -54,7 +55,8 @@ private:
   struct task {
     executed_job job;
     int tries = 0;
-    std::string last_verifier;        // the verifier that timed out or was lost on it last
+    std::string last_verifier;        // the verifier that timed out, was lost or could not run it last
+    time_us retry_at = 0;             // that verifier gets it again only from then on
   };
   struct session {
     std::string identity;
@@ -81,7 +83,7 @@ private:
   void dispatch(time_us now, effects& out);
   void lose_session(const std::string& key, effects& out, const std::string& why);
   void to_pending_front(flight f);
-  session* choose(const task& t); // a verifier with credit that is not the provider, or null
+  session* choose(const task& t, time_us now); // a verifier with credit that is not the provider, or null
   session* session_of(const std::string& identity);
   time_us next_wake() const;
 

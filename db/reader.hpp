@@ -14,7 +14,7 @@ class reader {
 public:
   explicit reader(std::string url);
   ~reader();
-  // unknown_job when there is no such job; io_error when Postgres cannot be reached.
+  // unknown_job when there is no such job; unavailable when Postgres cannot be read.
   result<proto::status_reply> status(std::int64_t job_id);
   // The job that holds a client's request id, with its receipt and output when it has them.
   result<std::optional<core::existing_job>> find_request(const std::string& client_id, const std::string& request_id);

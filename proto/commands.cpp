@@ -352,7 +352,7 @@ result<submit_request> parse_submit(const message& m) {
   s.model = r.hash("model");
   s.tier = r.one_of("tier", {"none", "sampled", "full"}, std::string("sampled"));
   s.max_price = r.integer("max_price", 0, int64_max);
-  s.deadline_ms = r.integer("deadline_ms", 0, int64_max, 0);
+  s.deadline_ms = r.integer("deadline_ms", 0, max_deadline_ms, 0);
   if (r.err) return *r.err;
   if (m.tensors[0].type != kernels::dtype::i8)
     return error{errc::bad_input, "SUBMIT input tensor must be i8, got " +

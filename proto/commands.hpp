@@ -42,11 +42,11 @@ std::string request_id_of(const message& m);
 // ---- client side ----
 struct submit_request {
   std::string client_id;      // account that pays
-  std::string request_id;     // client's id, unique per client; duplicates are refused
+  std::string request_id;     // client's id, unique per client; a resend gets the same job's answers
   std::string model;          // model hash (64 hex)
   std::string tier = "sampled"; // none | sampled | full
   std::int64_t max_price = 0; // micro-units
-  std::int64_t deadline_ms = 0; // relative to receipt by the coordinator; 0 = none
+  std::int64_t deadline_ms = 0; // from the coordinator's receipt; 0 = its default; at most max_deadline_ms
   kernels::tensor input;      // i8 [rows, input_dim]
 };
 message make_submit(const submit_request& s);

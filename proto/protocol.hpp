@@ -43,6 +43,7 @@ inline constexpr int default_client_port = 7700;
 inline constexpr int default_node_port = 7701;
 inline constexpr int default_heartbeat_ms = 500;
 inline constexpr int heartbeat_liveness = 3; // missed intervals before a peer counts as dead
+inline constexpr std::int64_t max_deadline_ms = 30LL * 24 * 3600 * 1000; // SUBMIT deadline_ms: 30 days at most
 
 struct limits {
   std::size_t max_frames = 8;

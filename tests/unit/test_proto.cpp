@@ -258,7 +258,7 @@ TEST_CASE("every command survives a round trip through the wire") {
     CHECK(p->job_id == 77);
   }
   SUBCASE("STATUS reply") {
-    status_reply s{77, "running", 1, {{"queued", "", 10}, {"assigned", "provider ab12", 20}}};
+    status_reply s{77, "running", 1, {{"queued", "", 10}, {"assigned", "provider ab12", 20}}, {}};
     auto p = parse_status_reply(wire(make_status_reply(s)));
     REQUIRE(p.ok());
     CHECK(p->job_id == 77);
@@ -268,6 +268,18 @@ TEST_CASE("every command survives a round trip through the wire") {
     CHECK(p->events[1].state == "assigned");
     CHECK(p->events[1].detail == "provider ab12");
     CHECK(p->events[1].at_us == 20);
+    CHECK_FALSE(p->result.has_value());
+  }
+  SUBCASE("STATUS reply with the stored result") {
+    auto output = i8_tensor({1, 3});
+    status_reply s{78, "SETTLED", 0, {{"EXECUTED", "", 10}}, status_result{{2}, signed_receipt(i8_tensor({1, 4}), output), output}};
+    auto p = parse_status_reply(wire(make_status_reply(s)));
+    REQUIRE_MESSAGE(p.ok(), (p.ok() ? "" : p.err().reason));
+    REQUIRE(p->result.has_value());
+    CHECK(p->result->classes == std::vector<std::int32_t>{2});
+    CHECK(p->result->output.data == output.data);
+    CHECK(verify::receipt_hash(p->result->receipt) == verify::receipt_hash(s.result->receipt));
+    CHECK(verify::verify_receipt(p->result->receipt));
   }
   SUBCASE("HELLO") {
     auto c = sample_capabilities();
@@ -532,7 +544,7 @@ TEST_CASE("decode and the parsers never throw on mutated frames") {
       encode(make_submit({"a", "r", model_hash, "none", 1, 0, input})),
       encode(make_result({"r", 1, {2}, input, receipt})),
       encode(make_hello(sample_capabilities(), provider_key())),
-      encode(make_status_reply({1, "done", 0, {{"queued", "", 1}}})),
+      encode(make_status_reply({1, "done", 0, {{"queued", "", 1}}, {}})),
   };
   std::mt19937 rng(1234);
   int decoded = 0;
@@ -576,7 +588,7 @@ TEST_CASE("each parser names a missing or mistyped field with its error code") {
   check_fields(result_msg, checker(parse_result));
   check_fields(result_msg, checker(parse_result), {}, "receipt");
   check_fields(make_status_request({3}), checker(parse_status_request));
-  check_fields(make_status_reply({3, "queued", 0, {}}), checker(parse_status_reply));
+  check_fields(make_status_reply({3, "queued", 0, {}, {}}), checker(parse_status_reply));
   auto hello_msg = make_hello(sample_capabilities(), provider_key());
   check_fields(hello_msg, checker(parse_hello));
   check_fields(hello_msg, checker(parse_hello), {}, "capabilities");
@@ -955,7 +967,7 @@ TEST_CASE("free-text fields take any UTF-8 up to 1024 bytes without NUL") {
   auto verdict = make_verdict({3, false, "", "", {}, ""});
   verdict.header["reason"] = std::string(2000, 'v');
   CHECK(parse_verdict(verdict).err().reason.find("VERDICT field 'reason' must be at most 1024 bytes") == 0);
-  auto status_msg = make_status_reply({3, "QUEUED", 0, {{"QUEUED", "", 1}}});
+  auto status_msg = make_status_reply({3, "QUEUED", 0, {{"QUEUED", "", 1}}, {}});
   status_msg.header["events"][0]["detail"] = std::string("x\0", 2);
   CHECK(parse_status_reply(status_msg).err().reason.find("STATUS field 'events[0].detail' must be at most 1024 bytes") == 0);
   auto error_msg = make_error(error_reply{"queue_full", "full", "", 0});
