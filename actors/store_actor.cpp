@@ -61,7 +61,10 @@ void flush(self_ptr self) {
     self->send(self, flush_atom::value);
   if (all.empty() && senders.empty())
     return;
+  const auto started = std::chrono::steady_clock::now();
   auto outs = apply_until_decided(self, all);
+  spdlog::debug("store: {} records from {} senders committed in {} us", all.size(), senders.size(),
+                std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - started).count());
   // Each sender gets back its own records with their outcomes, in its order.
   std::size_t at = 0;
   for (auto& [sender, n] : senders) {

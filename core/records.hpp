@@ -58,8 +58,8 @@ struct job_insert {
 };
 
 // One state change of a job: a job_events row (job_id, seq) and the jobs row when seq is newer
-// than the stored one. `result` stores the receipt and output (to = executed); a verdict
-// (to = verified | unsampled | disputed) is written on that receipt.
+// than the stored one. `result` stores the receipt and output (to = executed). The verdict is
+// written on the receipt when its block settles it.
 struct job_transition {
   std::int64_t job_id = 0;
   std::int32_t seq = 0;

@@ -14,7 +14,7 @@ struct reader::connection {
                           " from jobs j left join receipts r on r.job_id = j.id and r.attempt = j.attempt "
                           "where j.id = $1");
     db.prepare("events", "select state, detail, (extract(epoch from at) * 1000000)::bigint from job_events "
-                         "where job_id = $1 order by at, seq nulls first, id");
+                         "where job_id = $1 order by seq, at");
     db.prepare("request", std::string("select j.id, j.state, ") + result_columns +
                               " from jobs j left join receipts r on r.job_id = j.id and r.attempt = j.attempt "
                               "where j.client_id = $1 and j.client_req_id = $2");

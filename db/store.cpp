@@ -102,17 +102,15 @@ void prepare(pqxx::connection& c) {
             "select * from unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], "
             "$8::text[], $9::bigint[], $10::bigint[], $11::bigint[], $12::text[], $13::bytea[], $14::text[], "
             "$15::text[]) on conflict do nothing");
-  c.prepare("verdicts", "update receipts r set verdict = v.verdict from unnest($1::bigint[], $2::int[], $3::text[]) "
-                        "as v (job_id, attempt, verdict) where r.job_id = v.job_id and r.attempt = v.attempt");
   c.prepare("insert_block",
             "insert into blocks (height, prev_hash, batch_root, receipts, total_amount, block_hash, signer_key, "
             "signature, created_at) values ($1, $2, $3, $4, $5, $6, $7, $8, $9) on conflict (height) do nothing "
             "returning height");
   c.prepare("block_hash_at", "select block_hash from blocks where height = $1");
   c.prepare("settle_receipts",
-            "update receipts r set block_height = $1, block_index = v.idx from unnest($2::bigint[], $3::int[], "
-            "$4::int[]) as v (job_id, attempt, idx) where r.job_id = v.job_id and r.attempt = v.attempt and "
-            "r.block_height is null returning r.job_id");
+            "update receipts r set block_height = $1, block_index = v.idx, verdict = v.verdict from unnest("
+            "$2::bigint[], $3::int[], $4::int[], $5::text[]) as v (job_id, attempt, idx, verdict) where "
+            "r.job_id = v.job_id and r.attempt = v.attempt and r.block_height is null returning r.job_id");
   c.prepare("credit_accounts", "insert into accounts (id, balance) select * from unnest($1::text[], $2::bigint[]) "
                                "on conflict (id) do update set balance = accounts.balance + excluded.balance");
   c.prepare("insert_postings",
@@ -231,8 +229,7 @@ private:
     array_param job, seq, state, attempt, key, price, detail, at;
     array_param r_job, r_attempt, r_hash, r_model, r_input, r_output, r_trace, r_key, r_price, r_start, r_end, r_sig,
         r_bytes, r_shape, r_classes;
-    array_param v_job, v_attempt, v_word;
-    bool any = false, any_receipt = false, any_verdict = false;
+    bool any = false, any_receipt = false;
     for (const auto& rec : records_) {
       const auto* t = std::get_if<core::job_transition>(&rec);
       if (!t)
@@ -265,12 +262,6 @@ private:
         r_shape.str(kernels::shape_string(t->result->output.shape));
         r_classes.str(nlohmann::json(t->result->classes).dump());
       }
-      if (t->to == job_state::verified || t->to == job_state::unsampled || t->to == job_state::disputed) {
-        any_verdict = true;
-        v_job.num(t->job_id);
-        v_attempt.num(t->attempt);
-        v_word.str(verdict_word(t->to));
-      }
     }
     if (!any)
       return;
@@ -280,8 +271,6 @@ private:
       tx_.exec_prepared("insert_receipts", r_job.done(), r_attempt.done(), r_hash.done(), r_model.done(),
                         r_input.done(), r_output.done(), r_trace.done(), r_key.done(), r_price.done(), r_start.done(),
                         r_end.done(), r_sig.done(), r_bytes.done(), r_shape.done(), r_classes.done());
-    if (any_verdict)
-      tx_.exec_prepared("verdicts", v_job.done(), v_attempt.done(), v_word.done());
   }
 
   void block(const core::block_commit& bc) {
@@ -298,14 +287,16 @@ private:
     }
     if (bc.items.empty())
       return;
-    array_param job, attempt, idx;
+    array_param job, attempt, idx, verdict;
     int i = 0;
     for (const auto& it : bc.items) {
       job.num(it.job_id);
       attempt.num(it.attempt);
       idx.num(i++);
+      verdict.str(verdict_word(it.verdict));
     }
-    auto settled = tx_.exec_prepared("settle_receipts", b.height, job.done(), attempt.done(), idx.done());
+    auto settled =
+        tx_.exec_prepared("settle_receipts", b.height, job.done(), attempt.done(), idx.done(), verdict.done());
     if (settled.size() != bc.items.size()) {
       std::set<std::int64_t> found;
       for (const auto& row : settled)

@@ -29,3 +29,20 @@ create unique index postings_ref on postings (ref) where ref is not null;
 -- The price of the current assignment: a provider's receipt must carry it, also after a
 -- coordinator restart.
 alter table jobs add column price bigint;
+
+-- The hot path writes every job's row several times and appends an event per transition, in
+-- multi-row statements. Keep that cheap: the input (784 bytes and more) lives out of line, so
+-- a state change rewrites a small row (and, with room left on the page, a HOT update touches
+-- no index); an event row has one index, its (job_id, seq) key. Referential checks on these
+-- append-only tables cost a lookup per row; the store writes them only for rows it has
+-- checked, and `haca audit` re-checks the ledger.
+alter table jobs set (fillfactor = 70, toast_tuple_target = 128);
+alter table jobs alter column input set storage external;
+alter table job_events drop constraint job_events_job_id_fkey;
+alter table job_events drop constraint job_events_pkey;
+alter table job_events drop column id;
+drop index job_events_job;
+alter table postings drop constraint postings_job_id_fkey;
+alter table postings drop constraint postings_block_height_fkey;
+alter table postings drop constraint postings_account_fkey;
+alter table receipts set (fillfactor = 80);

@@ -42,7 +42,7 @@ TEST_CASE("jobs come back with valid receipts and end verified and settled in a 
   CHECK(a.postings_balanced);
   // Every job went through the whole life cycle, each step recorded.
   auto states = test::query_value(fmt::format(
-      "select string_agg(state, ',' order by id) from job_events where job_id = {}", rep.jobs[0].job_id));
+      "select string_agg(state, ',' order by seq) from job_events where job_id = {}", rep.jobs[0].job_id));
   CHECK(states == "SUBMITTED,QUEUED,ASSIGNED,EXECUTED,VERIFIED,SETTLED");
 }
 
