@@ -154,24 +154,27 @@ struct gateway_loop {
 result<std::shared_ptr<gateway_sockets>> bind_gateway(const std::string& client_endpoint, const std::string& node_endpoint,
                                                       const proto::limits& limits) {
   auto s = std::make_shared<gateway_sockets>();
-  auto make_router = [&](const std::string& endpoint) -> std::unique_ptr<zmq::socket_t> {
+  // High-water marks, in messages per peer. Out: room for the answers to a client's 1000
+  // requests in flight (an ACK and a RESULT each) or a provider's queue of JOBs; a peer that
+  // never reads costs at most that before its messages are dropped. In: little, so that while
+  // the gateway is not reading a port (backpressure) a flooding peer waits in TCP, not in
+  // this process's memory.
+  auto make_router = [&](const std::string& endpoint, int sndhwm, int rcvhwm) -> std::unique_ptr<zmq::socket_t> {
     auto r = std::make_unique<zmq::socket_t>(net::context(), zmq::socket_type::router);
     net::tune_socket(*r, limits);
-    // Per peer: enough for a client with 1000 requests in flight (an ACK and a RESULT each,
-    // 4-5 frames), small enough that a peer that never reads costs little before drops start.
-    r->set(zmq::sockopt::sndhwm, 50000);
-    r->set(zmq::sockopt::rcvhwm, 50000);
+    r->set(zmq::sockopt::sndhwm, sndhwm);
+    r->set(zmq::sockopt::rcvhwm, rcvhwm);
     r->set(zmq::sockopt::router_mandatory, 1); // a send to a vanished peer is an error we count
     r->bind(endpoint);
     return r;
   };
   try {
-    s->clients = make_router(client_endpoint);
+    s->clients = make_router(client_endpoint, 10000, 1000);
   } catch (const zmq::error_t& e) {
     return make_error(errc::io_error, "cannot listen for clients on " + client_endpoint + ": " + e.what());
   }
   try {
-    s->nodes = make_router(node_endpoint);
+    s->nodes = make_router(node_endpoint, 50000, 10000);
   } catch (const zmq::error_t& e) {
     return make_error(errc::io_error, "cannot listen for nodes on " + node_endpoint + ": " + e.what());
   }

@@ -42,7 +42,10 @@ struct gateway_routes {
   caf::actor verifiers;
   std::shared_ptr<inbound_backlog> client_backlog;
   std::shared_ptr<inbound_backlog> node_backlog;
-  std::int64_t max_backlog = 20000; // stop reading a port while its consumer is this far behind
+  // Stop reading a port while its actor has this many of its messages unhandled: every peer
+  // then waits its turn in its own pipe (ZeroMQ reads the pipes fairly), instead of behind a
+  // flooder in one long mailbox.
+  std::int64_t max_backlog = 1000;
 };
 
 // Runs the socket loop until gateway_stop(); then sends what the outbox still holds and ends.

@@ -181,8 +181,9 @@ void execution_core::on(const client_submit& e, time_us now, effects& out) {
                                         kernels::dtype_name(r.input.type), kernels::shape_string(shape)));
     return;
   }
-  // Refusals that depend on the moment (queues, funds) could be wrong for the resend of a job
-  // this core no longer holds: Postgres is asked first, within limits.
+  // A final refusal (no funds) could be wrong for the resend of a job this core no longer
+  // holds: Postgres is asked first, within limits. (queue_full is not final: the client
+  // resends later and gets the right answer then, so a flood costs no reads.)
   auto refuse_unless_stored = [&](const char* code, std::string reason) {
     if (lookups_in_flight_ >= cfg_.max_lookups)
       return refuse(code, std::move(reason));
@@ -192,10 +193,9 @@ void execution_core::on(const client_submit& e, time_us now, effects& out) {
   const auto waiting_of_client = client_waiting_.find(r.client_id);
   const std::size_t client_waiting = waiting_of_client == client_waiting_.end() ? 0 : waiting_of_client->second;
   if (waiting_ >= cfg_.max_waiting || client_waiting >= cfg_.max_client_waiting || jobs_.size() >= cfg_.max_open) {
-    refuse_unless_stored(errc::queue_full,
-                         fmt::format("{} jobs are waiting ({} of this client); the limits are {} and {} per client; "
-                                     "retry later",
-                                     waiting_, client_waiting, cfg_.max_waiting, cfg_.max_client_waiting));
+    refuse(errc::queue_full, fmt::format("{} jobs are waiting ({} of this client); the limits are {} and {} per "
+                                         "client; retry later",
+                                         waiting_, client_waiting, cfg_.max_waiting, cfg_.max_client_waiting));
     return;
   }
   // The faucet funds a client id it never funded, but only with a job it can pay for: a

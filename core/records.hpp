@@ -169,7 +169,7 @@ struct status_lookup {
   std::int64_t job_id = 0;
 };
 
-// A SUBMIT this core would refuse (no funds, queues full) for a request id it does not hold:
+// A SUBMIT this core would refuse for good (no funds) for a request id it does not hold:
 // it may be the resend of a job that settled long ago, which only Postgres still knows. A
 // reader looks the id up and answers with a `request_found` event.
 struct request_lookup {
