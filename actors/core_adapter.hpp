@@ -74,6 +74,28 @@ private:
   std::optional<std::int64_t> armed_at_;
 };
 
+// Decodes the session commands every node speaks (HELLO, READY, HEARTBEAT, DISCONNECT) into
+// an event of either node-facing core. Nothing when the command is another one; the error
+// when the message does not parse (then it changes nothing).
+template <class Event>
+std::optional<result<Event>> decode_session_command(const inbound& in) {
+  const auto& m = in.msg;
+  auto parsed = [&](auto r, auto make) -> std::optional<result<Event>> {
+    if (!r)
+      return result<Event>{r.err()};
+    return result<Event>{Event{make(std::move(r.value()))}};
+  };
+  if (m.command == proto::cmd::hello)
+    return parsed(proto::parse_hello(m), [&](proto::capabilities c) { return core::node_hello{in.identity, std::move(c)}; });
+  if (m.command == proto::cmd::ready)
+    return parsed(proto::parse_ready(m), [&](std::int32_t n) { return core::node_ready{in.identity, n}; });
+  if (m.command == proto::cmd::heartbeat)
+    return result<Event>{Event{core::node_heartbeat{in.identity}}};
+  if (m.command == proto::cmd::disconnect)
+    return result<Event>{Event{core::node_gone{in.identity, "it disconnected"}}};
+  return std::nullopt;
+}
+
 // Runs f; an exception (a bug: cores do not throw on bad input) is logged and ends the actor,
 // and the coordinator, which monitors it, exits non-zero so a supervisor restarts it.
 template <class F>

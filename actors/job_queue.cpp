@@ -52,20 +52,11 @@ std::optional<core::execution_event> decode(self_ptr self, const inbound& in) {
     return refuse(make_error(errc::unknown_command,
                              fmt::format("{} is not a client command (SUBMIT, STATUS)", m.command)));
   }
-  if (m.command == proto::cmd::hello) {
-    auto caps = proto::parse_hello(m);
-    if (!caps)
-      return refuse(caps.err());
-    return core::node_hello{in.identity, std::move(caps.value())};
+  if (auto session = decode_session_command<core::execution_event>(in)) {
+    if (!*session)
+      return refuse(session->err());
+    return std::move(session->value());
   }
-  if (m.command == proto::cmd::ready) {
-    auto n = proto::parse_ready(m);
-    if (!n)
-      return refuse(n.err());
-    return core::node_ready{in.identity, n.value()};
-  }
-  if (m.command == proto::cmd::heartbeat)
-    return core::node_heartbeat{in.identity};
   if (m.command == proto::cmd::done) {
     auto d = proto::parse_done(m);
     if (!d)
@@ -80,8 +71,6 @@ std::optional<core::execution_event> decode(self_ptr self, const inbound& in) {
       return refuse(f.err());
     return core::node_fail{in.identity, std::move(f.value())};
   }
-  if (m.command == proto::cmd::disconnect)
-    return core::node_gone{in.identity, "it disconnected"};
   return refuse(make_error(errc::unknown_command,
                            fmt::format("{} is not a provider command (HELLO, READY, HEARTBEAT, DONE, FAIL, "
                                        "DISCONNECT)",

@@ -29,28 +29,17 @@ std::optional<core::verification_event> decode(self_ptr self, const inbound& in)
     self->state.io.send(in.from, in.identity, proto::make_error(e));
     return std::nullopt;
   };
-  if (m.command == proto::cmd::hello) {
-    auto caps = proto::parse_hello(m);
-    if (!caps)
-      return refuse(caps.err());
-    return core::node_hello{in.identity, std::move(caps.value())};
+  if (auto session = decode_session_command<core::verification_event>(in)) {
+    if (!*session)
+      return refuse(session->err());
+    return std::move(session->value());
   }
-  if (m.command == proto::cmd::ready) {
-    auto n = proto::parse_ready(m);
-    if (!n)
-      return refuse(n.err());
-    return core::node_ready{in.identity, n.value()};
-  }
-  if (m.command == proto::cmd::heartbeat)
-    return core::node_heartbeat{in.identity};
   if (m.command == proto::cmd::verdict) {
     auto v = proto::parse_verdict(m);
     if (!v)
       return refuse(v.err());
     return core::node_verdict{in.identity, std::move(v.value())};
   }
-  if (m.command == proto::cmd::disconnect)
-    return core::node_gone{in.identity, "it disconnected"};
   return refuse(make_error(errc::unknown_command,
                            fmt::format("{} is not a verifier command (HELLO, READY, HEARTBEAT, VERDICT, DISCONNECT)",
                                        m.command)));
