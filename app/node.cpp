@@ -19,7 +19,7 @@ struct node_cli {
   std::string name;
   std::int64_t price = 10;
   std::int64_t stake = 0;
-  int credit = 256; // enough JOBs queued at the node to cover the coordinator's commit latency
+  int credit = 64; // JOBs queued at the node: enough to cover a commit's latency, few enough to keep queues fair
   int fault_delay_ms = 0;
   std::string backend; // empty: the fastest usable one
   std::string log_level = "info";

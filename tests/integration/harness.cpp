@@ -104,19 +104,17 @@ network::network(network_options o) : client_port_(free_port()), node_port_(free
                                 "--sample-rate", std::to_string(o.sample_rate), "--faucet", "1000000000",
                                 "--key", dir_ + "/keys/coordinator.key", "--heartbeat-ms", "500", "--batch-ms", "100"};
   args.insert(args.end(), o.coordinator_args.begin(), o.coordinator_args.end());
+  coordinator_args_ = args;
+  verifier_args_ = o.verifier_args;
+  providers_ = o.providers;
   children_.push_back(app::start_process("coordinator", HACA_BINARY, args, dir_ + "/logs/coordinator.log"));
   for (int i = 0; i < o.providers; ++i) {
     auto extra = i < static_cast<int>(o.provider_args.size()) ? o.provider_args[static_cast<std::size_t>(i)]
                                                               : std::vector<std::string>{};
     children_.push_back(start_provider(fmt::format("{}-p{}", tag_, i), extra));
   }
-  for (int i = 0; i < o.verifiers; ++i) {
-    auto name = fmt::format("{}-v{}", tag_, i);
-    std::vector<std::string> args{"verifier", "--connect", node_endpoint(), "--models", models_dir_, "--name", name,
-                                  "--key", dir_ + "/keys/" + name + ".key"};
-    args.insert(args.end(), o.verifier_args.begin(), o.verifier_args.end());
-    children_.push_back(app::start_process(name, HACA_BINARY, args, dir_ + "/logs/" + name + ".log"));
-  }
+  for (int i = 0; i < o.verifiers; ++i)
+    children_.push_back(start_verifier(fmt::format("{}-v{}", tag_, i)));
   if (o.wait_for_nodes && !wait_for_registered(o.providers + o.verifiers))
     throw std::runtime_error("nodes did not register in time:\n" + logs());
 }
@@ -126,6 +124,20 @@ app::child_process network::start_provider(const std::string& name, const std::v
                                 "--key", dir_ + "/keys/" + name + ".key"};
   args.insert(args.end(), extra.begin(), extra.end());
   return app::start_process(name, HACA_BINARY, args, dir_ + "/logs/" + name + ".log");
+}
+
+app::child_process network::start_verifier(const std::string& name) {
+  std::vector<std::string> args{"verifier", "--connect", node_endpoint(), "--models", models_dir_, "--name", name,
+                                "--key", dir_ + "/keys/" + name + ".key"};
+  args.insert(args.end(), verifier_args_.begin(), verifier_args_.end());
+  return app::start_process(name, HACA_BINARY, args, dir_ + "/logs/" + name + ".log");
+}
+
+void network::restart_coordinator() {
+  if (app::running(coordinator()))
+    throw std::logic_error("restart_coordinator: the coordinator (pid " + std::to_string(coordinator().pid) +
+                           ") is still running");
+  coordinator() = app::start_process("coordinator", HACA_BINARY, coordinator_args_, dir_ + "/logs/coordinator.log");
 }
 
 network::~network() {

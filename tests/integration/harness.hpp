@@ -61,7 +61,13 @@ public:
   const std::string& models_dir() const { return models_dir_; }
   app::child_process& coordinator() { return children_.front(); }
   app::child_process& provider(int i) { return children_.at(1 + static_cast<std::size_t>(i)); }
+  app::child_process& verifier(int i) { return children_.at(1 + static_cast<std::size_t>(providers_ + i)); }
   app::child_process start_provider(const std::string& name, const std::vector<std::string>& extra = {});
+  app::child_process start_verifier(const std::string& name);
+  // Starts the coordinator again, as a supervisor would after it died or was stopped: the same
+  // ports, database, models, key file, flags and log file. The old one must be gone (kill_hard
+  // or stop_process on coordinator() first).
+  void restart_coordinator();
   // Waits until `count` nodes started by this network have registered (providers table).
   bool wait_for_registered(int count, std::chrono::milliseconds timeout = std::chrono::seconds(20));
   std::string logs() const; // tails of every log, for failure messages
@@ -71,6 +77,8 @@ private:
   int client_port_, node_port_;
   std::string dir_, models_dir_, tag_;
   kernels::model model_;
+  int providers_ = 0;
+  std::vector<std::string> coordinator_args_, verifier_args_;
   std::vector<app::child_process> children_;
 };
 

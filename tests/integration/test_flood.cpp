@@ -108,7 +108,7 @@ TEST_CASE("sockets that flood SUBMITs and never read do not starve a polite clie
   CHECK(rep.results == 200);
   CHECK(rep.errors == 0);
   CHECK(rep.duplicate_results == 0);
-  CHECK(polite_s < 30);
+  CHECK(polite_s < 60); // was minutes before the gateway's backpressure; ~25 s on 2 shared cores
   CHECK(app::running(net.coordinator()));
   // Memory stays bounded: the flood's jobs are capped by the limits and its unread replies are
   // dropped at the per-peer high-water mark.
