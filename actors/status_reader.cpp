@@ -24,7 +24,7 @@ caf::behavior status_reader(caf::stateful_actor<reader_state>* self, std::string
       // Is a refused request id the resend of a stored job? The answer goes back to the core.
       [=](lookup_atom, core::request_lookup& l) {
         auto found = self->state.db->find_request(l.client_id, l.request_id);
-        core::request_found answer{l.identity, l.request_id, std::nullopt, found ? l.refusal : found.err()};
+        core::request_found answer{l.identity, l.request_id, std::nullopt, found ? l.refusal : found.err(), l.client_id};
         if (found)
           answer.job = std::move(found.value());
         self->send(caf::actor_cast<caf::actor>(self->current_sender()), std::move(answer));

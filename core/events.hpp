@@ -48,6 +48,7 @@ struct request_found {                // the answer to a request_lookup
   std::string request_id;
   std::optional<existing_job> job;    // the job that holds the request id, if any
   error refusal;
+  std::string client_id;
 };
 struct jobs_settled {
   std::vector<settled_job> jobs;

@@ -251,6 +251,10 @@ void execution_core::on(const client_status& e, time_us, effects& out) {
 void execution_core::on(const request_found& e, time_us, effects& out) {
   if (lookups_in_flight_ > 0)
     --lookups_in_flight_;
+  // A resend admitted while Postgres was asked holds the request id now: it answers for itself,
+  // and the look-up's answer is stale.
+  if (by_request_.count({e.client_id, e.request_id}))
+    return;
   if (e.job)
     reply_stored(e.identity, e.request_id, *e.job, out);
   else
