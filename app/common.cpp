@@ -63,6 +63,12 @@ void wait_for_stop_signal() {
   stop_flag = true;
 }
 
+caf::actor_system_config responsive_actor_config() {
+  caf::actor_system_config cfg;
+  cfg.set("work-stealing.relaxed-sleep-duration", caf::timespan{std::chrono::microseconds(200)});
+  return cfg;
+}
+
 void add_log_level_option(CLI::App& cmd, std::string& level) {
   cmd.add_option("--log-level", level, "trace, debug, info, warn, error or off")->capture_default_str();
 }

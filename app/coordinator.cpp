@@ -95,7 +95,7 @@ int run_coordinator(const coordinator_options& o) {
     return 2;
   }
 
-  caf::actor_system_config sys_cfg;
+  auto sys_cfg = responsive_actor_config();
   caf::actor_system sys{sys_cfg};
   auto client_backlog = std::make_shared<actors::inbound_backlog>();
   auto node_backlog = std::make_shared<actors::inbound_backlog>();

@@ -81,7 +81,7 @@ int run_node(const node_cli& o) {
   opts.caps.price = o.role == "provider" ? o.price : 0;
   opts.caps.stake = o.stake;
 
-  caf::actor_system_config sys_cfg;
+  auto sys_cfg = responsive_actor_config();
   caf::actor_system sys{sys_cfg};
   actors::worker_config wcfg{library, key.value(), backend.value(), 256, o.fault_delay_ms};
   auto worker = o.role == "provider" ? actors::spawn_gpu_worker(sys, wcfg) : actors::spawn_verify_worker(sys, wcfg);
