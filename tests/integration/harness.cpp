@@ -1,6 +1,9 @@
 #include "harness.hpp"
 
+#include <array>
 #include <atomic>
+#include <cstdio>
+#include <sys/wait.h>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -188,6 +191,19 @@ std::optional<proto::message> round_trip_frames(const std::string& endpoint, con
   if (!m)
     return std::nullopt;
   return m.value();
+}
+
+command_result run_command(const std::string& command) {
+  command_result r;
+  FILE* p = ::popen(command.c_str(), "r");
+  if (!p)
+    throw std::runtime_error("cannot run: " + command);
+  std::array<char, 4096> buf{};
+  while (auto n = std::fread(buf.data(), 1, buf.size(), p))
+    r.output.append(buf.data(), n);
+  int status = ::pclose(p);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
 }
 
 std::string query_value(const std::string& sql) {

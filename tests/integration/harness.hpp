@@ -82,6 +82,13 @@ private:
   std::vector<app::child_process> children_;
 };
 
+// Runs a shell command and collects its standard output (throws when it cannot start).
+struct command_result {
+  int exit_code = -1;
+  std::string output;
+};
+command_result run_command(const std::string& command);
+
 // Sends one message and waits for the next reply (nullopt on timeout).
 std::optional<proto::message> round_trip(net::client& c, const proto::message& m,
                                          std::chrono::milliseconds timeout = std::chrono::seconds(10));

@@ -24,80 +24,22 @@ using namespace haca;
 
 namespace {
 
-struct run_result {
-  int exit_code = -1;
-  std::string output;
-};
-
-run_result run(const std::string& command) {
-  run_result r;
-  FILE* p = ::popen(command.c_str(), "r");
-  REQUIRE_MESSAGE(p != nullptr, "cannot run: ", command);
-  std::array<char, 4096> buf{};
-  while (auto n = std::fread(buf.data(), 1, buf.size(), p))
-    r.output.append(buf.data(), n);
-  int status = ::pclose(p);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
-
-// The test database's URL with another database name.
-std::string with_db_name(const std::string& url, const std::string& name) {
-  auto query = url.find('?');
-  auto path_end = query == std::string::npos ? url.size() : query;
-  auto slash = url.rfind('/', path_end);
-  REQUIRE_MESSAGE(slash != std::string::npos, "cannot find the database name in ", url);
-  return url.substr(0, slash + 1) + name + url.substr(path_end);
-}
-
 // An optional number as a query parameter: "" stands for null (nullif($n, '')::bigint).
 template <class T>
 std::string maybe(const std::optional<T>& v) {
   return v ? std::to_string(*v) : std::string();
 }
 
-// A database of its own, created and migrated like the real ones, dropped at the end.
-class scratch_db {
+// A database of its own (test::scratch_database) that rows are written into directly.
+class scratch_db : public test::scratch_database {
 public:
-  scratch_db() : name_(unique_name()) {
-    {
-      pqxx::connection c{test::test_db()};
-      pqxx::nontransaction tx{c};
-      tx.exec("create database " + tx.quote_name(name_));
-    }
-    url_ = with_db_name(test::test_db(), name_);
-    auto m = run(fmt::format("{}/deploy/migrate.sh '{}' 2>&1", HACA_SOURCE_DIR, url_));
-    REQUIRE_MESSAGE(m.exit_code == 0, "migrations failed on ", url_, ":\n", m.output);
-  }
-  ~scratch_db() {
-    try {
-      pqxx::connection c{test::test_db()};
-      pqxx::nontransaction tx{c};
-      tx.exec("drop database if exists " + tx.quote_name(name_) + " with (force)");
-    } catch (const std::exception&) {
-    }
-  }
-  scratch_db(const scratch_db&) = delete;
-  scratch_db& operator=(const scratch_db&) = delete;
-
-  const std::string& url() const { return url_; }
-
   template <class... Args>
   void exec(const std::string& sql, Args&&... args) {
-    pqxx::connection c{url_};
+    pqxx::connection c{url()};
     pqxx::work tx{c};
     tx.exec_params(sql, std::forward<Args>(args)...);
     tx.commit();
   }
-
-private:
-  static std::string unique_name() {
-    auto id = test::unique_id("haca_audit");
-    for (auto& ch : id)
-      if (ch == '-') ch = '_';
-    return id;
-  }
-  std::string name_, url_;
 };
 
 // A ledger as the coordinator writes it: jobs, signed receipts, signed chained blocks,
@@ -210,7 +152,7 @@ struct audit_run {
 };
 
 audit_run audit_json(const scratch_db& db, const std::string& extra = {}) {
-  auto r = run(fmt::format("{} audit --db '{}' --json {} 2>/dev/null", HACA_BINARY, db.url(), extra));
+  auto r = test::run_command(fmt::format("{} audit --db '{}' --json {} 2>/dev/null", HACA_BINARY, db.url(), extra));
   audit_run out{r.exit_code, r.output, {}, {}};
   INFO("haca audit --json printed:\n", r.output);
   REQUIRE_NOTHROW(out.report = nlohmann::json::parse(r.output));
@@ -256,7 +198,7 @@ TEST_CASE("haca audit passes a fresh database and a clean history with exit stat
   CHECK(a.report["blocks"] == 1);
   CHECK(a.report["receipts_checked"] == 2);
 
-  auto text = run(fmt::format("{} audit --db '{}' 2>&1", HACA_BINARY, db.url()));
+  auto text = test::run_command(fmt::format("{} audit --db '{}' 2>&1", HACA_BINARY, db.url()));
   INFO(text.output);
   CHECK(text.exit_code == 0);
   CHECK(text.output.find("result: ok, no trouble found") != std::string::npos);
@@ -284,7 +226,7 @@ TEST_CASE("haca audit reports jobs stuck in a non-final state past --stuck-after
   CHECK(lenient.exit_code == 0);
   CHECK(lenient.kinds.empty());
 
-  auto text = run(fmt::format("{} audit --db '{}' 2>&1", HACA_BINARY, db.url()));
+  auto text = test::run_command(fmt::format("{} audit --db '{}' 2>&1", HACA_BINARY, db.url()));
   INFO(text.output);
   CHECK(text.exit_code == 1);
   CHECK(text.output.find("FAIL  stuck_jobs") != std::string::npos);
@@ -431,7 +373,7 @@ TEST_CASE("haca audit reports every kind of trouble at once, each with its count
 }
 
 TEST_CASE("haca audit exits 2 when it cannot read the database") {
-  auto r = run(fmt::format("{} audit --db 'postgresql:///haca_no_such_database_{}' 2>&1", HACA_BINARY, ::getpid()));
+  auto r = test::run_command(fmt::format("{} audit --db 'postgresql:///haca_no_such_database_{}' 2>&1", HACA_BINARY, ::getpid()));
   CHECK(r.exit_code == 2);
   CHECK(r.output.find("error:") != std::string::npos);
 }

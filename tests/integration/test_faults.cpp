@@ -38,23 +38,6 @@ using clock_type = std::chrono::steady_clock;
 
 double seconds_since(clock_type::time_point t) { return std::chrono::duration<double>(clock_type::now() - t).count(); }
 
-struct run_result {
-  int exit_code = -1;
-  std::string output;
-};
-
-run_result run(const std::string& command) {
-  run_result r;
-  FILE* p = ::popen(command.c_str(), "r");
-  REQUIRE_MESSAGE(p != nullptr, "cannot run: ", command);
-  std::array<char, 4096> buf{};
-  while (auto n = std::fread(buf.data(), 1, buf.size(), p))
-    r.output.append(buf.data(), n);
-  int status = ::pclose(p);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
-
 // The Postgres cluster that holds the test databases ("15 main" unless HACA_TEST_PG_CLUSTER
 // says otherwise, e.g. a second cluster made with pg_createcluster for tests).
 std::string pg_cluster() {
@@ -257,7 +240,7 @@ TEST_CASE("10,000 jobs survive coordinator SIGKILLs and SIGTERM, provider and ve
     };
     auto retries_before = count_retries();
     auto t = clock_type::now();
-    auto r = run(fmt::format("pg_ctlcluster {} restart 2>&1", pg_cluster()));
+    auto r = test::run_command(fmt::format("pg_ctlcluster {} restart 2>&1", pg_cluster()));
     auto restart_s = seconds_since(t);
     if (r.exit_code != 0)
       fault_trouble = fmt::format("pg_ctlcluster {} restart failed ({}): {}", pg_cluster(), r.exit_code, r.output);
@@ -374,7 +357,7 @@ TEST_CASE("10,000 jobs survive coordinator SIGKILLs and SIGTERM, provider and ve
                 c) == 0); // honest nodes: no dispute
 
   // The independent audit agrees.
-  auto audit = run(fmt::format("{} audit --db '{}' --stuck-after-s 60 2>&1", HACA_BINARY, net.db_url()));
+  auto audit = test::run_command(fmt::format("{} audit --db '{}' --stuck-after-s 60 2>&1", HACA_BINARY, net.db_url()));
   INFO("haca audit printed:\n", audit.output);
   CHECK(audit.exit_code == 0);
 

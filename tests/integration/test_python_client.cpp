@@ -19,30 +19,13 @@ namespace {
 
 constexpr const char* python = "/usr/bin/python3";
 
-struct run_result {
-  int exit_code = -1;
-  std::string output;
-};
-
-run_result run(const std::string& command) {
-  run_result r;
-  FILE* p = ::popen(command.c_str(), "r");
-  REQUIRE_MESSAGE(p != nullptr, "cannot run: ", command);
-  std::array<char, 4096> buf{};
-  while (auto n = std::fread(buf.data(), 1, buf.size(), p))
-    r.output.append(buf.data(), n);
-  int status = ::pclose(p);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
-
 } // namespace
 
 TEST_CASE("a Python client written from the protocol spec runs pipelined jobs and verifies every receipt") {
   // The interpreter and its modules are part of the documented setup: missing ones fail here.
   if (!std::filesystem::exists(python))
     FAIL(python, " is missing: run deploy/setup.sh (it installs python3, python3-zmq and python3-nacl)");
-  auto probe = run(fmt::format("{} -c 'import zmq, nacl.signing' 2>&1", python));
+  auto probe = test::run_command(fmt::format("{} -c 'import zmq, nacl.signing' 2>&1", python));
   if (probe.exit_code != 0)
     FAIL(python, " lacks the zmq or nacl module (", probe.output,
          "): run deploy/setup.sh (it installs python3-zmq and python3-nacl)");
@@ -51,7 +34,7 @@ TEST_CASE("a Python client written from the protocol spec runs pipelined jobs an
   auto client_id = test::unique_id("py");
   const int jobs = 20;
   auto script = std::string(HACA_SOURCE_DIR) + "/tests/integration/python_client.py";
-  auto r = run(fmt::format("{} {} {} {} {} {} --client-id {} --tier sampled --timeout 30 2>&1", python, script,
+  auto r = test::run_command(fmt::format("{} {} {} {} {} {} --client-id {} --tier sampled --timeout 30 2>&1", python, script,
                            net.client_endpoint(), net.model_hash(), net.input_dim(), jobs, client_id));
   INFO("python client output:\n", r.output);
   INFO(net.logs());
