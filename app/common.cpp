@@ -65,7 +65,10 @@ void wait_for_stop_signal() {
 
 caf::actor_system_config responsive_actor_config() {
   caf::actor_system_config cfg;
-  cfg.set("work-stealing.relaxed-sleep-duration", caf::timespan{std::chrono::microseconds(200)});
+  // Work sharing: an idle worker sleeps on a condition variable and wakes when a message
+  // arrives, instead of polling (work stealing's idle workers poll, then sleep up to their
+  // relaxed sleep duration): no spinning on a busy 2-core host, no sleeping past a message.
+  cfg.set("scheduler.policy", caf::atom("sharing"));
   return cfg;
 }
 

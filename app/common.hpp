@@ -24,8 +24,8 @@ void install_stop_handlers();
 void block_stop_signals();
 void wait_for_stop_signal();
 
-// Idle CAF workers back off to 10 ms sleeps by default, and every job crosses several actors:
-// this config wakes them within 200 us (the cost: a few thousand wake-ups a second when idle).
+// Idle CAF workers (work stealing, the default) back off to 10 ms sleeps, and every job crosses
+// several actors: this config makes a message wake an idle worker at once (work sharing).
 caf::actor_system_config responsive_actor_config();
 
 void add_log_level_option(CLI::App& cmd, std::string& level);

@@ -110,8 +110,11 @@ void verification_core::on(const executed_job& e, time_us now, effects& out) {
   }
   const double p = e.tier == "none" ? 0.0 : e.tier == "full" ? 1.0 : cfg_.sample_rate;
   if (!verify::sampled(cfg_.sampling_secret, verify::receipt_hash(e.receipt), p)) {
-    known_.insert(e.job_id);
-    judge(e, job_state::unsampled, "", now, out);
+    // Not drawn: nothing to wait for and nothing to store now. The draw is a function of the
+    // receipt, so a restart draws the same; the block that settles the job records UNSAMPLED
+    // with SETTLED (one write per job fewer on the busiest path).
+    out.to_settlement.push_back(judged_job{e.job_id, e.attempt, e.seq + 1, e.client_id, e.receipt,
+                                           job_state::unsampled});
     return;
   }
   if (pending_.size() >= cfg_.max_pending) {

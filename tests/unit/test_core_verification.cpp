@@ -162,9 +162,9 @@ TEST_CASE("verification never samples tier none and always samples tier full") {
   join(c, v, 16, t0);
   for (int id = 1; id <= 40; ++id) {
     auto e = c.step(executed(id, "none", provider), t0);
-    auto ts = transitions(e);
-    REQUIRE(ts.size() == 1);
-    CHECK(ts[0].to == job_state::unsampled);
+    CHECK(e.records.empty());
+    REQUIRE(e.to_settlement.size() == 1);
+    CHECK(e.to_settlement[0].verdict == job_state::unsampled);
     CHECK(verifies(e).empty());
   }
   for (int id = 41; id <= 56; ++id) {
@@ -189,15 +189,15 @@ TEST_CASE("verification samples about p of the receipts of tier sampled, the sam
     auto ea = a.step(job, t0);
     auto es = same.step(job, t0);
     auto eo = other.step(job, t0);
-    CHECK(transitions(ea).size() == transitions(es).size());
-    if (transitions(ea).empty())
+    CHECK(ea.to_settlement.size() == es.to_settlement.size());
+    if (ea.to_settlement.empty())
       sampled_a.insert(id);
-    if (transitions(eo).empty())
+    if (eo.to_settlement.empty())
       sampled_other.insert(id);
   }
-  // No verifier yet: the sampled ones wait; the rest were judged UNSAMPLED.
+  // No verifier yet: the sampled ones wait; the rest went on to settlement as UNSAMPLED.
   CHECK(a.pending() == sampled_a.size());
-  CHECK(a.judging() == n - sampled_a.size());
+  CHECK(a.judging() == 0);
   CHECK(same.pending() == a.pending());
   // Binomial(2000, 0.1): mean 200, sd ~13.4; 140..260 is beyond 4 sd.
   CHECK(sampled_a.size() > 140);
@@ -207,44 +207,36 @@ TEST_CASE("verification samples about p of the receipts of tier sampled, the sam
   CHECK(sampled_a != sampled_other); // the secret decides, not the receipt alone
 }
 
-TEST_CASE("an unsampled job is handed to settlement only after its verdict record is committed") {
+TEST_CASE("an unsampled job goes to settlement at once and stores nothing: its block records UNSAMPLED") {
   const auto provider = verify::generate_key_pair();
   verification_core c(config());
   auto e = c.step(executed(7, "none", provider, 4), t0);
-  auto ts = transitions(e);
-  REQUIRE(ts.size() == 1);
-  CHECK(ts[0].job_id == 7);
-  CHECK(ts[0].seq == 5);
-  CHECK(ts[0].from == job_state::executed);
-  CHECK(ts[0].to == job_state::unsampled);
-  CHECK(ts[0].attempt == 1);
-  CHECK(ts[0].at_us == t0);
-  CHECK(e.to_settlement.empty());
-  CHECK(c.judging() == 1);
-
-  // A tick or an unrelated commit does not release it.
-  CHECK(c.step(tick{}, t0 + 1).to_settlement.empty());
-  auto done = c.step(all_ok(e), t0 + 2);
-  REQUIRE(done.to_settlement.size() == 1);
-  const auto& j = done.to_settlement[0];
+  CHECK(e.records.empty());
+  REQUIRE(e.to_settlement.size() == 1);
+  const auto& j = e.to_settlement[0];
   CHECK(j.job_id == 7);
-  CHECK(j.seq == 5);
+  CHECK(j.attempt == 1);
+  CHECK(j.seq == 5); // the UNSAMPLED transition's, written with SETTLED at 6
   CHECK(j.verdict == job_state::unsampled);
   CHECK(j.client_id == "alice");
   CHECK(verify::verify_receipt(j.receipt));
   CHECK(c.judging() == 0);
-  // The same confirmation again hands nothing on twice.
-  CHECK(c.step(all_ok(e), t0 + 3).to_settlement.empty());
+  CHECK(c.backlog() == 0);
 }
 
 TEST_CASE("a verdict record the store rejects is logged and not handed to settlement") {
   const auto provider = verify::generate_key_pair();
   verification_core c(config());
-  auto e = c.step(executed(8, "none", provider), t0);
+  verifier v{verify::generate_key_pair(), "v-id", "v"};
+  join(c, v, 1, t0);
+  auto sent = verifies(c.step(executed(8, "full", provider), t0), v.identity);
+  REQUIRE(sent.size() == 1);
+  auto e = c.step(node_verdict{v.identity, verdict_for(sent[0], true)}, t0 + 10);
+  REQUIRE(transitions(e).size() == 1);
   committed rej = all_ok(e);
   rej.outcomes[0].what = outcome::kind::rejected;
   rej.outcomes[0].reason = "job 8 is not EXECUTED";
-  auto out = c.step(rej, t0 + 1);
+  auto out = c.step(rej, t0 + 11);
   CHECK(out.to_settlement.empty());
   REQUIRE(out.errors.size() == 1);
   CHECK(out.errors[0].find("job 8 is not EXECUTED") != std::string::npos);
@@ -570,12 +562,14 @@ TEST_CASE("verification ticks send HEARTBEAT every interval and wake_at_us names
 TEST_CASE("an executed job handed to verification twice is judged once") {
   const auto provider = verify::generate_key_pair();
   verification_core c(config());
-  auto job = executed(1, "none", provider);
+  verifier v{verify::generate_key_pair(), "v-id", "v"};
+  join(c, v, 4, t0);
+  auto job = executed(1, "full", provider);
   auto e1 = c.step(job, t0);
   auto e2 = c.step(job, t0 + 1);
-  CHECK(transitions(e1).size() == 1);
-  CHECK(transitions(e2).empty());
-  CHECK(c.step(all_ok(e1), t0 + 2).to_settlement.size() == 1);
+  CHECK(verifies(e1, v.identity).size() == 1);
+  CHECK(verifies(e2).empty());
+  CHECK(c.credit_of(v.key.public_key_hex) == 3);
 }
 
 TEST_CASE("verification recovery samples the executed jobs again with the same decision and dispatches them") {
@@ -606,21 +600,21 @@ TEST_CASE("verification recovery samples the executed jobs again with the same d
   verification_core live(cfg);
   std::set<std::int64_t> live_unsampled;
   for (const auto& j : jobs)
-    for (const auto& t : transitions(live.step(j, t0)))
+    for (const auto& t : live.step(j, t0).to_settlement)
       live_unsampled.insert(t.job_id);
 
   auto c = verification_core::recover(cfg, s, t0 + 1000);
   auto first = c.step(tick{}, t0 + 1000);
+  CHECK(first.records.empty());
   std::set<std::int64_t> unsampled;
-  for (const auto& t : transitions(first)) {
+  for (const auto& t : first.to_settlement) {
     CHECK(t.seq == 4);
-    CHECK(t.to == job_state::unsampled);
+    CHECK(t.verdict == job_state::unsampled);
     unsampled.insert(t.job_id);
   }
   CHECK(unsampled == live_unsampled);
   CHECK_FALSE(unsampled.empty());
   CHECK(c.pending() == jobs.size() - unsampled.size());
-  CHECK(c.step(all_ok(first), t0 + 1001).to_settlement.size() == unsampled.size());
 
   verifier v{verify::generate_key_pair(), "v-id", "v"};
   auto j = join(c, v, 16, t0 + 2000);

@@ -282,10 +282,16 @@ private:
         groups.push_back({"block:" + std::to_string(h) + ":job:" + std::to_string(item.job_id), item.job_id,
                           item.postings});
       }
-      if (auto j = jobs.find(item.job_id); j != jobs.end())
+      if (auto j = jobs.find(item.job_id); j != jobs.end()) {
+        // An unsampled verdict is stored by the block that settles it (once).
+        if (item.verdict == job_state::unsampled && !event(item.job_id, item.seq - 1)) {
+          apply_event(j->second, store_event{item.seq - 1, job_state::executed, job_state::unsampled, item.attempt,
+                                             "", 0, "not drawn", bc.block.created_at_us});
+          receipts.at({item.job_id, item.attempt}).verdict = job_state::unsampled;
+        }
         apply_event(j->second, store_event{item.seq, item.verdict, job_state::settled, item.attempt, "", 0,
                                            "block " + std::to_string(h), bc.block.created_at_us});
-      else
+      } else
         anomalies.push_back("block " + std::to_string(h) + " settles job " + std::to_string(item.job_id) +
                             " which is not stored");
     }

@@ -799,6 +799,18 @@ private:
                     ") to verification before its EXECUTED record was committed");
     }
     for (const auto& j : fx.to_settlement) {
+      if (j.verdict == job_state::unsampled) {
+        // Not stored before its block: it needs the EXECUTED record and a receipt that is not drawn.
+        const auto* e = store_.event(j.job_id, j.seq - 1);
+        auto r = store_.receipts.find({j.job_id, j.attempt});
+        if (!e || e->to != job_state::executed || r == store_.receipts.end())
+          return fail(from + "handed job " + std::to_string(j.job_id) + " to settlement UNSAMPLED before its "
+                      "EXECUTED record was committed");
+        if (verify::receipt_hash(r->second.result.receipt) != verify::receipt_hash(j.receipt))
+          return fail(from + "handed job " + std::to_string(j.job_id) + " to settlement UNSAMPLED with a receipt "
+                      "that is not the stored one");
+        continue;
+      }
       const auto* e = store_.event(j.job_id, j.seq);
       if (!e || e->to != j.verdict)
         return fail(from + "handed job " + std::to_string(j.job_id) + " (seq " + std::to_string(j.seq) +
