@@ -1,6 +1,7 @@
 #include "db/store.hpp"
 
 #include <map>
+#include <set>
 #include <pqxx/pqxx>
 
 #include <fmt/format.h>
@@ -64,19 +65,28 @@ std::string ts(const char* column) { return fmt::format("('epoch'::timestamptz +
 std::string us(const char* column) { return fmt::format("(extract(epoch from {}) * 1000000)::bigint", column); }
 
 void prepare(pqxx::connection& c) {
+  // A job assigned in the step that admitted it (the usual case when a provider has credit)
+  // is inserted as ASSIGNED with that transition's event: one row version and one statement
+  // fewer on the path to its ACK and JOB. An empty provider key means "not assigned yet".
   c.prepare("insert_jobs",
             "with v as (select * from unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[], "
-            "$7::text[], $8::text[], $9::bigint[], $10::bigint[], $11::bigint[]) as v (id, client_id, request_id, "
-            "model, input_hash, input, shape, tier, max_price, deadline_us, submitted_us)), "
+            "$7::text[], $8::text[], $9::bigint[], $10::bigint[], $11::bigint[], $12::text[], $13::bigint[], "
+            "$14::int[], $15::text[], $16::bigint[]) as v (id, client_id, request_id, model, input_hash, input, shape, "
+            "tier, max_price, deadline_us, submitted_us, provider_key, price, attempt, detail, assigned_us)), "
             "ins as (insert into jobs (id, client_id, client_req_id, model_hash, input_hash, input, input_shape, tier, "
-            "max_price, deadline, state, attempt, seq, submitted_at, updated_at) "
+            "max_price, deadline, state, attempt, seq, provider_key, price, submitted_at, updated_at) "
             "select id, client_id, request_id, model, input_hash, input, shape, tier, max_price, "
-            "case when deadline_us = 0 then null else " + ts("deadline_us") + " end, 'QUEUED', 0, 1, " +
-                ts("submitted_us") + ", " + ts("submitted_us") +
+            "case when deadline_us = 0 then null else " + ts("deadline_us") + " end, "
+            "case when provider_key = '' then 'QUEUED' else 'ASSIGNED' end, attempt, "
+            "case when provider_key = '' then 1 else 2 end, nullif(provider_key, ''), "
+            "case when provider_key = '' then null else price end, " + ts("submitted_us") + ", " +
+                ts("greatest(submitted_us, assigned_us)") +
                 " from v on conflict do nothing returning id, submitted_at), "
                 "ev as (insert into job_events (job_id, seq, state, detail, attempt, at) "
                 "select id, 0, 'SUBMITTED', '', 0, submitted_at from ins union all "
-                "select id, 1, 'QUEUED', '', 0, submitted_at from ins on conflict do nothing) "
+                "select id, 1, 'QUEUED', '', 0, submitted_at from ins union all "
+                "select v.id, 2, 'ASSIGNED', v.detail, v.attempt, " + ts("v.assigned_us") +
+                " from ins join v on v.id = ins.id where v.provider_key <> '' on conflict do nothing) "
                 "select count(*) from ins");
   // The job that holds each (client, request id), with its receipt when it has one.
   c.prepare("find_requests",
@@ -175,14 +185,29 @@ private:
   }
 
   void insert_jobs(std::vector<core::outcome>& out) {
-    array_param id, client, request, model, input_hash, input, shape, tier, max_price, deadline, submitted;
+    array_param id, client, request, model, input_hash, input, shape, tier, max_price, deadline, submitted, key, price,
+        attempt, detail, assigned;
     std::vector<std::size_t> index;
+    // The first assignment of a job inserted in this batch goes in with it (see insert_jobs).
+    std::map<std::int64_t, const core::job_transition*> first_assignment;
+    for (std::size_t i = 0; i < records_.size(); ++i)
+      if (const auto* t = std::get_if<core::job_transition>(&records_[i]); t && t->seq == 2 && t->to == job_state::assigned)
+        first_assignment.emplace(t->job_id, t);
     for (std::size_t i = 0; i < records_.size(); ++i) {
       const auto* ins = std::get_if<core::job_insert>(&records_[i]);
       if (!ins)
         continue;
       const auto& s = ins->spec;
       index.push_back(i);
+      const auto a = first_assignment.find(s.id);
+      const core::job_transition* t = a == first_assignment.end() ? nullptr : a->second;
+      if (t)
+        folded_.insert(t);
+      key.str(t ? t->provider_key : "");
+      price.num(t ? t->price : 0);
+      attempt.num(t ? t->attempt : 0);
+      detail.str(t ? bounded_detail(t->detail) : "");
+      assigned.num(t ? t->at_us : 0);
       id.num(s.id);
       client.str(s.client_id);
       request.str(s.request_id);
@@ -199,7 +224,8 @@ private:
       return;
     const auto inserted = tx_.exec_prepared1("insert_jobs", id.done(), client.done(), request.done(), model.done(),
                                              input_hash.done(), input.done(), shape.done(), tier.done(),
-                                             max_price.done(), deadline.done(), submitted.done())[0]
+                                             max_price.done(), deadline.done(), submitted.done(), key.done(),
+                                             price.done(), attempt.done(), detail.done(), assigned.done())[0]
                               .as<std::size_t>();
     if (inserted == index.size())
       return; // the usual case: every job is new
@@ -237,7 +263,7 @@ private:
     bool any = false, any_receipt = false;
     for (const auto& rec : records_) {
       const auto* t = std::get_if<core::job_transition>(&rec);
-      if (!t)
+      if (!t || folded_.count(t))
         continue;
       any = true;
       job.num(t->job_id);
@@ -246,7 +272,7 @@ private:
       attempt.num(t->attempt);
       key.str(t->provider_key);
       price.num(t->price);
-      detail.str(t->detail.size() > 1024 ? t->detail.substr(0, 1024) : t->detail);
+      detail.str(bounded_detail(t->detail));
       at.num(t->at_us);
       if (t->result) {
         any_receipt = true;
@@ -367,8 +393,11 @@ private:
                       t_price.done(), t_detail.done(), t_at.done());
   }
 
+  static std::string bounded_detail(const std::string& d) { return d.size() > 1024 ? d.substr(0, 1024) : d; }
+
   pqxx::work& tx_;
   const std::vector<core::record>& records_;
+  std::set<const core::job_transition*> folded_; // written by insert_jobs
 };
 
 // SQLSTATE classes that mean "this data is wrong" (retrying cannot help): data exceptions,
