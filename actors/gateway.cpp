@@ -125,9 +125,13 @@ struct gateway_loop {
     while (!stopping) {
       // Backpressure: a port whose actor is far behind is not read until it catches up, so its
       // peers wait in their own pipes (bounded by the high-water marks) instead of in memory here.
-      client_paused = routes.client_backlog->pending > (client_paused ? routes.max_backlog / 2 : routes.max_backlog);
-      node_paused = routes.node_backlog->pending > (node_paused ? routes.max_backlog / 2 : routes.max_backlog);
-      stats->paused += client_paused + node_paused;
+      auto pause = [&](bool& paused, const inbound_backlog& backlog) {
+        const bool now = backlog.pending > (paused ? routes.max_backlog / 2 : routes.max_backlog);
+        stats->paused += now && !paused; // a pause is counted once, when it starts
+        paused = now;
+      };
+      pause(client_paused, *routes.client_backlog);
+      pause(node_paused, *routes.node_backlog);
       zmq::pollitem_t items[] = {{outbox.handle(), 0, ZMQ_POLLIN, 0},
                                  {clients.handle(), 0, static_cast<short>(client_paused ? 0 : ZMQ_POLLIN), 0},
                                  {nodes.handle(), 0, static_cast<short>(node_paused ? 0 : ZMQ_POLLIN), 0}};

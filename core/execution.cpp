@@ -276,12 +276,16 @@ void execution_core::reply_stored(const std::string& identity, const std::string
                                               request_id, x.job_id)));
 }
 
+// The same for a job this core holds: what is committed of it (a result not yet stored is
+// sent by that commit, to the identity that asked last).
 void execution_core::reply_duplicate(const std::string& identity, const std::string& request_id, const job_entry& j,
                                      effects& out) {
-  out.messages.push_back(to_client(identity, proto::make_ack({request_id, j.spec.id})));
-  if (j.result && j.durable >= job_state::executed && !is_final(j.durable))
-    out.messages.push_back(to_client(identity, proto::make_result({request_id, j.spec.id, j.result->classes,
-                                                                   j.result->output, j.result->receipt})));
+  existing_job x;
+  x.job_id = j.spec.id;
+  x.state = j.durable;
+  if (j.durable >= job_state::executed && !is_final(j.durable))
+    x.result = j.result;
+  reply_stored(identity, request_id, x, out);
 }
 
 // ---- nodes ----
