@@ -59,6 +59,34 @@ private:
   bool first_ = true;
 };
 
+constexpr std::size_t max_detail_bytes = 1024; // of a job event's detail text
+
+// Rows for the `transitions` statement: job events, and the jobs rows they make newer.
+class transition_rows {
+public:
+  void add(std::int64_t job_id, std::int32_t seq, job_state to, std::int32_t attempt, std::string_view provider_key,
+           std::int64_t price, std::string_view detail, std::int64_t at_us) {
+    job_.num(job_id);
+    seq_.num(seq);
+    state_.str(core::state_name(to));
+    attempt_.num(attempt);
+    key_.str(provider_key);
+    price_.num(price);
+    detail_.str(detail.substr(0, max_detail_bytes));
+    at_.num(at_us);
+    empty_ = false;
+  }
+  void write(pqxx::work& tx) const {
+    if (!empty_)
+      tx.exec_prepared("transitions", job_.done(), seq_.done(), state_.done(), attempt_.done(), key_.done(),
+                       price_.done(), detail_.done(), at_.done());
+  }
+
+private:
+  array_param job_, seq_, state_, attempt_, key_, price_, detail_, at_;
+  bool empty_ = true;
+};
+
 // ---- statements (prepared once per connection) ----
 
 std::string ts(const char* column) { return fmt::format("('epoch'::timestamptz + {} * interval '1 microsecond')", column); }
@@ -206,7 +234,7 @@ private:
       key.str(t ? t->provider_key : "");
       price.num(t ? t->price : 0);
       attempt.num(t ? t->attempt : 0);
-      detail.str(t ? bounded_detail(t->detail) : "");
+      detail.str(t ? std::string_view(t->detail).substr(0, max_detail_bytes) : "");
       assigned.num(t ? t->at_us : 0);
       id.num(s.id);
       client.str(s.client_id);
@@ -255,25 +283,18 @@ private:
     }
   }
 
-  // Job transitions of every kind, with the SETTLED ones of blocks added by block().
+  // Job transitions of every kind but the first assignments folded into insert_jobs, and the
+  // receipts of the EXECUTED ones. (A block writes its SETTLED ones: block().)
   void transitions() {
-    array_param job, seq, state, attempt, key, price, detail, at;
+    transition_rows rows;
     array_param r_job, r_attempt, r_hash, r_model, r_input, r_output, r_trace, r_key, r_price, r_start, r_end, r_sig,
         r_bytes, r_shape, r_classes;
-    bool any = false, any_receipt = false;
+    bool any_receipt = false;
     for (const auto& rec : records_) {
       const auto* t = std::get_if<core::job_transition>(&rec);
       if (!t || folded_.count(t))
         continue;
-      any = true;
-      job.num(t->job_id);
-      seq.num(t->seq);
-      state.str(core::state_name(t->to));
-      attempt.num(t->attempt);
-      key.str(t->provider_key);
-      price.num(t->price);
-      detail.str(bounded_detail(t->detail));
-      at.num(t->at_us);
+      rows.add(t->job_id, t->seq, t->to, t->attempt, t->provider_key, t->price, t->detail, t->at_us);
       if (t->result) {
         any_receipt = true;
         const auto& rc = t->result->receipt;
@@ -294,10 +315,7 @@ private:
         r_classes.str(nlohmann::json(t->result->classes).dump());
       }
     }
-    if (!any)
-      return;
-    tx_.exec_prepared("transitions", job.done(), seq.done(), state.done(), attempt.done(), key.done(), price.done(),
-                      detail.done(), at.done());
+    rows.write(tx_);
     if (any_receipt)
       tx_.exec_prepared("insert_receipts", r_job.done(), r_attempt.done(), r_hash.done(), r_model.done(),
                         r_input.done(), r_output.done(), r_trace.done(), r_key.done(), r_price.done(), r_start.done(),
@@ -368,32 +386,17 @@ private:
       tx_.exec_prepared("insert_postings", p_height.done(), p_job.done(), p_account.done(), p_amount.done(),
                         p_memo.done(), p_ref.done());
     }
-    array_param t_job, t_seq, t_state, t_attempt, t_key, t_price, t_detail, t_at;
+    transition_rows rows;
     for (const auto& it : bc.items) {
-      if (it.verdict == job_state::unsampled) { // not stored before: the verification core keeps no record of it
-        t_job.num(it.job_id);
-        t_seq.num(it.seq - 1);
-        t_state.str("UNSAMPLED");
-        t_attempt.num(it.attempt);
-        t_key.str("");
-        t_price.num(0);
-        t_detail.str("not drawn for verification");
-        t_at.num(b.created_at_us);
-      }
-      t_job.num(it.job_id);
-      t_seq.num(it.seq);
-      t_state.str("SETTLED");
-      t_attempt.num(it.attempt);
-      t_key.str("");
-      t_price.num(0);
-      t_detail.str(fmt::format("block {} ({}, charged {})", b.height, verdict_word(it.verdict), it.charged));
-      t_at.num(b.created_at_us);
+      if (it.verdict == job_state::unsampled) // not stored before: the verification core keeps no record of it
+        rows.add(it.job_id, it.seq - 1, job_state::unsampled, it.attempt, "", 0, "not drawn for verification",
+                 b.created_at_us);
+      rows.add(it.job_id, it.seq, job_state::settled, it.attempt, "", 0,
+               fmt::format("block {} ({}, charged {})", b.height, verdict_word(it.verdict), it.charged),
+               b.created_at_us);
     }
-    tx_.exec_prepared("transitions", t_job.done(), t_seq.done(), t_state.done(), t_attempt.done(), t_key.done(),
-                      t_price.done(), t_detail.done(), t_at.done());
+    rows.write(tx_);
   }
-
-  static std::string bounded_detail(const std::string& d) { return d.size() > 1024 ? d.substr(0, 1024) : d; }
 
   pqxx::work& tx_;
   const std::vector<core::record>& records_;
