@@ -2,7 +2,11 @@
 
 #include <chrono>
 #include <csignal>
+#include <cerrno>
+#include <cstring>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
@@ -88,6 +92,23 @@ std::string self_executable() {
   char buf[4096];
   auto n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
   return n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : "haca";
+}
+
+int free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  socklen_t len = sizeof addr;
+  const bool found = fd >= 0 && ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
+                     ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0;
+  const int err = errno;
+  if (fd >= 0)
+    ::close(fd);
+  if (!found)
+    throw std::runtime_error(std::string("cannot find a free TCP port: ") + std::strerror(err));
+  return ntohs(addr.sin_port);
 }
 
 } // namespace haca::app

@@ -22,5 +22,8 @@ void kill_hard(child_process& c);        // SIGKILL, as a crash would
 int stop_process(child_process& c, int grace_ms = 5000);
 std::string tail_file(const std::string& path, std::size_t max_bytes = 2000);
 std::string self_executable();
+// A TCP port on 127.0.0.1 that the kernel picks, released at once (a child binds it next).
+// Throws when there is none.
+int free_port();
 
 } // namespace haca::app

@@ -22,8 +22,6 @@
 // haca window-1 RESULT p50 / (echo window-1 p50 + one fdatasync) (target <= 2), and the same for
 // the ACK (one durable commit). bench/profile_control_plane.sh gives the CPU per job, part by part.
 #include <fcntl.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -443,20 +441,6 @@ run_stats run_echo(const std::string& endpoint, const std::vector<frames_t>& sub
 
 // ---- haca: a coordinator and 2 providers ----
 
-// A port the kernel picks, released at once (as tests/integration/harness.cpp does).
-int free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  socklen_t len = sizeof addr;
-  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0)
-    throw std::runtime_error(std::string("cannot find a free TCP port: ") + std::strerror(errno));
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
 
 struct haca_network {
   std::vector<app::child_process> children; // coordinator first
@@ -610,9 +594,9 @@ int main(int argc, char** argv) {
     }
 
     // ---- haca ----
-    const int client_port = free_port();
-    int node_port = free_port();
-    while (node_port == client_port) node_port = free_port();
+    const int client_port = app::free_port();
+    int node_port = app::free_port();
+    while (node_port == client_port) node_port = app::free_port();
     const auto node_ep = "tcp://127.0.0.1:" + std::to_string(node_port);
     const auto tag = "bench-cp-" + run_tag;
     net.children.push_back(app::start_process(

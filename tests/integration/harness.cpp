@@ -7,10 +7,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <netinet/in.h>
 #include <pqxx/pqxx>
 #include <stdexcept>
-#include <sys/socket.h>
 #include <thread>
 #include <unistd.h>
 
@@ -67,29 +65,16 @@ scratch_database::~scratch_database() {
   }
 }
 
-int free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  socklen_t len = sizeof addr;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
-
 std::string unique_id(const std::string& prefix) {
   static std::atomic<int> counter{0};
   return fmt::format("{}-{}-{}-{}", prefix, ::getpid(),
                      std::chrono::system_clock::now().time_since_epoch().count() / 1000, counter++);
 }
 
-network::network(network_options o) : client_port_(free_port()), node_port_(free_port()) {
+network::network(network_options o) : client_port_(app::free_port()), node_port_(app::free_port()) {
   current_db = db_.url();
   while (node_port_ == client_port_)
-    node_port_ = free_port();
+    node_port_ = app::free_port();
   tag_ = unique_id("it");
   dir_ = (std::filesystem::temp_directory_path() / tag_).string();
   models_dir_ = dir_ + "/models";

@@ -31,7 +31,6 @@ public:
 private:
   std::string name_, url_;
 };
-int free_port();
 std::string unique_id(const std::string& prefix); // unique per process and call
 
 struct network_options {

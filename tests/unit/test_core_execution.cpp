@@ -17,6 +17,7 @@
 
 #include "core/execution.hpp"
 #include "core/job_state.hpp"
+#include "core_fixtures.hpp"
 #include "kernels/ops.hpp"
 #include "proto/commands.hpp"
 #include "proto/protocol.hpp"
@@ -26,11 +27,10 @@
 
 using namespace haca;
 using namespace haca::core;
+using namespace haca::test;
 
 namespace {
 
-constexpr time_us t0 = 1'700'000'000'000'000;
-constexpr time_us ms = 1000;
 constexpr int input_dim = 4;
 constexpr micros faucet = 10'000;
 constexpr time_us liveness = proto::heartbeat_liveness * 500 * ms; // with heartbeat_ms = 500

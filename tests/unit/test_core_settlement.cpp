@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/settlement.hpp"
+#include "core_fixtures.hpp"
 #include "market/ledger.hpp"
 #include "verify/hash.hpp"
 #include "verify/merkle.hpp"
@@ -16,11 +17,9 @@
 
 using namespace haca;
 using namespace haca::core;
+using namespace haca::test;
 
 namespace {
-
-constexpr time_us t0 = 1'700'000'000'000'000;
-constexpr time_us ms = 1000;
 
 const verify::key_pair& provider_key() {
   static const verify::key_pair k = verify::generate_key_pair();
@@ -34,18 +33,8 @@ judged_job judged(std::int64_t job_id, job_state verdict = job_state::verified, 
   j.attempt = 1;
   j.seq = seq;
   j.client_id = "client-" + std::to_string(job_id % 3);
-  verify::receipt& r = j.receipt;
-  r.job_id = job_id;
-  r.model_hash = verify::sha256_hex("model");
-  r.input_hash = verify::sha256_hex("input " + std::to_string(job_id));
-  r.output_hash = verify::sha256_hex("output " + std::to_string(job_id));
-  r.trace_root = verify::sha256_hex("trace " + std::to_string(job_id));
-  r.price = price;
-  r.attempt = 1;
-  r.started_at_us = t0;
-  r.finished_at_us = t0 + 10;
-  verify::sign_receipt(r, provider_key());
-  REQUIRE(verify::verify_receipt(r));
+  j.receipt = signed_receipt(job_id, provider_key(), price);
+  REQUIRE(verify::verify_receipt(j.receipt));
   j.verdict = verdict;
   return j;
 }

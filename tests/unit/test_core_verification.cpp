@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/verification.hpp"
+#include "core_fixtures.hpp"
 #include "proto/commands.hpp"
 #include "verify/hash.hpp"
 #include "verify/receipt.hpp"
@@ -17,26 +18,9 @@
 
 using namespace haca;
 using namespace haca::core;
+using namespace haca::test;
 
 namespace {
-
-constexpr time_us t0 = 1'700'000'000'000'000;
-constexpr time_us ms = 1000;
-
-verify::receipt signed_receipt(std::int64_t job_id, const verify::key_pair& provider, std::int64_t price = 1000) {
-  verify::receipt r;
-  r.job_id = job_id;
-  r.model_hash = verify::sha256_hex("model");
-  r.input_hash = verify::sha256_hex("input " + std::to_string(job_id));
-  r.output_hash = verify::sha256_hex("output " + std::to_string(job_id));
-  r.trace_root = verify::sha256_hex("trace " + std::to_string(job_id));
-  r.price = price;
-  r.attempt = 1;
-  r.started_at_us = t0;
-  r.finished_at_us = t0 + 1234;
-  verify::sign_receipt(r, provider);
-  return r;
-}
 
 kernels::tensor input_of(std::int64_t job_id) {
   kernels::tensor t;

@@ -1,0 +1,33 @@
+#pragma once
+// What the unit tests of the three cores share: a fixed clock and really signed receipts.
+#include <cstdint>
+#include <string>
+
+#include "core/records.hpp"
+#include "verify/hash.hpp"
+#include "verify/receipt.hpp"
+#include "verify/signing.hpp"
+
+namespace haca::test {
+
+constexpr core::time_us t0 = 1'700'000'000'000'000;
+constexpr core::time_us ms = 1000;
+
+// A receipt for job_id (attempt 1) signed by provider, with hashes that differ per job.
+inline verify::receipt signed_receipt(std::int64_t job_id, const verify::key_pair& provider,
+                                      std::int64_t price = 1000) {
+  verify::receipt r;
+  r.job_id = job_id;
+  r.model_hash = verify::sha256_hex("model");
+  r.input_hash = verify::sha256_hex("input " + std::to_string(job_id));
+  r.output_hash = verify::sha256_hex("output " + std::to_string(job_id));
+  r.trace_root = verify::sha256_hex("trace " + std::to_string(job_id));
+  r.price = price;
+  r.attempt = 1;
+  r.started_at_us = t0;
+  r.finished_at_us = t0 + 1234;
+  verify::sign_receipt(r, provider);
+  return r;
+}
+
+} // namespace haca::test
