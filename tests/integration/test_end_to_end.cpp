@@ -46,21 +46,47 @@ TEST_CASE("jobs come back with valid receipts and end verified and settled in a 
   CHECK(states == "SUBMITTED,QUEUED,ASSIGNED,EXECUTED,VERIFIED,SETTLED");
 }
 
-TEST_CASE("tier none skips verification and the job still settles") {
-  test::network net;
+TEST_CASE("tier none skips verification and the job still settles, each step recorded once") {
+  // One provider taking one job at a time: the first job is assigned in the step that admits
+  // it (stored ASSIGNED with its insert), the others wait QUEUED and are assigned by a later
+  // transition. UNSAMPLED is written with the block that settles the job. Both ways must leave
+  // the same timeline.
+  test::network_options o;
+  o.providers = 1;
+  o.provider_args = {{"--credit", "1"}};
+  test::network net{o};
   app::workload_options w;
   w.endpoint = net.client_endpoint();
   w.client_id = test::unique_id("none");
   w.model = net.model_hash();
   w.tier = "none";
-  w.inputs = app::random_inputs(5, net.input_dim(), 8);
+  w.inputs = app::random_inputs(6, net.input_dim(), 8);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200)); // the provider's READY follows its registration
   auto rep = app::run_workload(w);
-  REQUIRE(rep.results == 5);
-  REQUIRE(test::eventually([&] { return db::count_final(test::test_db(), w.client_id).value() == 5; }));
+  INFO(net.logs());
+  REQUIRE(rep.results == 6);
+  REQUIRE(test::eventually([&] { return db::count_final(test::test_db(), w.client_id).value() == 6; }));
   auto a = db::audit(test::test_db(), w.client_id).value();
-  CHECK(a.unsampled == 5);
+  INFO(a.problem);
+  CHECK(a.unsampled == 6);
   CHECK(a.verified == 0);
   CHECK(a.postings_balanced);
+  CHECK(a.problem.empty());
+  auto timelines = test::query_value(fmt::format(
+      "select string_agg(distinct t, ' | ') from (select (select string_agg(e.state || ':' || e.seq, ',' order by "
+      "e.seq) from job_events e where e.job_id = j.id) || ' row ' || j.state || ':' || j.seq || ' priced ' || "
+      "(j.price is not null and j.provider_key is not null) as t from jobs j where j.client_id = '{}') x",
+      w.client_id));
+  CHECK(timelines == "SUBMITTED:0,QUEUED:1,ASSIGNED:2,EXECUTED:3,UNSAMPLED:4,SETTLED:5 row SETTLED:5 priced true");
+  // Both ways were taken: assigned at admission (the ASSIGNED event at the QUEUED one's time),
+  // and assigned later.
+  auto ways = test::query_value(fmt::format(
+      "select count(*) filter (where a.at = q.at) || ' at once, ' || count(*) filter (where a.at > q.at) || ' later' "
+      "from jobs j join job_events q on q.job_id = j.id and q.state = 'QUEUED' join job_events a on a.job_id = j.id "
+      "and a.state = 'ASSIGNED' where j.client_id = '{}'",
+      w.client_id));
+  CHECK(ways != "0 at once, 6 later");
+  CHECK(ways != "6 at once, 0 later");
 }
 
 TEST_CASE("a job whose provider is killed while holding it completes on another provider exactly once") {
