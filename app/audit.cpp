@@ -68,7 +68,8 @@ void add_audit_command(CLI::App& app) {
   auto* cmd = app.add_subcommand(
       "audit", "Re-verify every receipt signature, block hash, block signature and batch root, check that the "
                "postings balance, and look for stuck jobs, executed jobs without a receipt, negative accounts, "
-               "escrow holds over a balance and settled jobs without postings (or postings without a settled job). "
+               "escrow holds over a balance, settled jobs without postings (or postings without a settled job), "
+               "and job timelines with a gap or a last event other than the row's state. "
                "Exit status: 0 ok, 1 trouble found, 2 the audit could not run");
   cmd->add_option("--db", *db, "PostgreSQL connection URL")->capture_default_str();
   cmd->add_option("--client", o->client_id,

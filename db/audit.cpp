@@ -68,6 +68,8 @@ const std::vector<audit_check>& audit_checks() {
       {"holds_exceed_balance", "clients whose open jobs' max_price (their escrow holds) exceed their balance"},
       {"settled_without_postings", "SETTLED jobs, not refunded after a mismatch, with no posting"},
       {"postings_on_unsettled_job", "jobs with postings that are not SETTLED"},
+      {"broken_timelines", "jobs whose events are not numbered 0 to the row's seq, or whose last event is not the "
+                           "row's state"},
   };
   return checks;
 }
@@ -239,6 +241,20 @@ result<audit_report> audit(const std::string& url, const audit_options& o) {
     if (!early.empty())
       c.add("postings_on_unsettled_job", early[0][0].as<std::int64_t>(),
             fmt::format("job {} has postings but is {}", early[0][1].c_str(), early[0][2].c_str()));
+
+    // A job's state changes are its events, numbered 0, 1, ... with no gap; the row holds the
+    // newest (the store writes both in one transaction, and several statements write events).
+    auto timelines = tx.exec(
+        "with e as (select job_id, count(*) n, max(seq) top from job_events group by job_id) "
+        "select count(*) over (), j.id, j.state, j.seq, coalesce(e.n, 0), last.state from jobs j "
+        "left join e on e.job_id = j.id left join job_events last on last.job_id = j.id and last.seq = j.seq "
+        "where coalesce(e.n, 0) <> j.seq + 1 or e.top <> j.seq or last.state is distinct from j.state "
+        "order by j.id limit 1");
+    if (!timelines.empty())
+      c.add("broken_timelines", timelines[0][0].as<std::int64_t>(),
+            fmt::format("job {} is {} at seq {} but has {} events, its event at that seq being {}",
+                        timelines[0][1].c_str(), timelines[0][2].c_str(), timelines[0][3].c_str(),
+                        timelines[0][4].c_str(), timelines[0][5].is_null() ? "missing" : timelines[0][5].c_str()));
 
     std::stable_sort(a.findings.begin(), a.findings.end(),
                      [](const audit_finding& x, const audit_finding& y) { return order_of(x.kind) < order_of(y.kind); });

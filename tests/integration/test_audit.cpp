@@ -73,6 +73,8 @@ public:
          "'sampled', $6, $7, now() - $8::bigint * interval '1 second', now() - $8::bigint * interval '1 second')",
          id, client, fmt::format("r-{}", id), verify::sha256_hex("model"), verify::sha256_hex("input"), max_price,
          state, age_s);
+    // Its timeline: one event (seq 0) with its state, as the row's seq (0) says.
+    exec("insert into job_events (job_id, seq, state, at) values ($1, 0, $2, now())", id, state);
   }
   // A receipt signed by the provider, in block `height` at `index` if given.
   verify::receipt receipt(std::int64_t job_id, std::int64_t price, const std::string& verdict,
@@ -295,6 +297,17 @@ TEST_CASE("haca audit reports settled jobs without postings and postings of jobs
   }
 }
 
+TEST_CASE("haca audit reports jobs whose events have a gap or do not end in the row's state") {
+  ledger db;
+  db.clean_history();
+  db.job(60, "alice", "FAILED", 1); // events 0 and 2, the row at seq 2: event 1 is lost
+  db.exec("insert into job_events (job_id, seq, state, at) values (60, 2, 'FAILED', now())");
+  db.exec("update jobs set seq = 2 where id = 60");
+  db.job(61, "alice", "FAILED", 1); // its only event says QUEUED
+  db.exec("update job_events set state = 'QUEUED' where job_id = 61");
+  expect_only(audit_json(db), "broken_timelines", 2, "job 60 is FAILED at seq 2 but has 2 events");
+}
+
 TEST_CASE("haca audit still reports forged receipts, a broken chain, unbalanced postings and balance drift") {
   SUBCASE("a receipt whose signed price was changed") {
     ledger db;
@@ -344,6 +357,8 @@ TEST_CASE("haca audit reports every kind of trouble at once, each with its count
   db.block(2, std::string(64, 'f'), {}, 0);                                                // heights jump
   db.post(1, 0, {{"client:alice", 7, "stray"}});                                           // unbalanced
   db.exec("update accounts set balance = balance + 1 where id = 'client:carol'");          // drift
+  db.job(60, "alice", "FAILED", 1);                                                        // its event lost
+  db.exec("delete from job_events where job_id = 60");
 
   auto a = audit_json(db);
   INFO(a.report.dump(1));
