@@ -1,5 +1,6 @@
 #include "db/store.hpp"
 
+#include <algorithm>
 #include <map>
 #include <set>
 #include <pqxx/pqxx>
@@ -61,7 +62,52 @@ private:
 
 constexpr std::size_t max_detail_bytes = 1024; // of a job event's detail text
 
-// Rows for the `transitions` statement: job events, and the jobs rows they make newer.
+// A function's array parameters, in its argument order (db/migrations/003_write.sql).
+using params = std::vector<std::string>;
+
+template <class... Arrays>
+void append(params& p, const Arrays&... arrays) {
+  (p.push_back(arrays.done()), ...);
+}
+
+// Rows for haca_insert_jobs: jobs, each with its first assignment when it was assigned in
+// the step that admitted it.
+class job_rows {
+public:
+  void add(const core::job_spec& s, const core::job_transition* first_assignment) {
+    const auto* t = first_assignment;
+    id_.num(s.id);
+    client_.str(s.client_id);
+    request_.str(s.request_id);
+    model_.str(s.model);
+    input_hash_.str(s.input_hash);
+    input_.bytes(s.input.data);
+    shape_.str(kernels::shape_string(s.input.shape));
+    tier_.str(s.tier);
+    max_price_.num(s.max_price);
+    deadline_.num(s.deadline_us);
+    submitted_.num(s.submitted_us);
+    key_.str(t ? t->provider_key : ""); // empty: not assigned yet
+    price_.num(t ? t->price : 0);
+    attempt_.num(t ? t->attempt : 0);
+    detail_.str(t ? std::string_view(t->detail).substr(0, max_detail_bytes) : "");
+    assigned_.num(t ? t->at_us : 0);
+    ++size_;
+  }
+  std::size_t size() const { return size_; }
+  void append_to(params& p) const {
+    append(p, id_, client_, request_, model_, input_hash_, input_, shape_, tier_, max_price_, deadline_, submitted_,
+           key_, price_, attempt_, detail_, assigned_);
+  }
+  void append_requests_to(params& p) const { append(p, id_, client_, request_); } // for find_requests
+
+private:
+  array_param id_, client_, request_, model_, input_hash_, input_, shape_, tier_, max_price_, deadline_, submitted_,
+      key_, price_, attempt_, detail_, assigned_;
+  std::size_t size_ = 0;
+};
+
+// Rows for haca_transitions: job events, and the jobs rows they make newer.
 class transition_rows {
 public:
   void add(std::int64_t job_id, std::int32_t seq, job_state to, std::int32_t attempt, std::string_view provider_key,
@@ -76,46 +122,59 @@ public:
     at_.num(at_us);
     empty_ = false;
   }
-  void write(pqxx::work& tx) const {
-    if (!empty_)
-      tx.exec_prepared("transitions", job_.done(), seq_.done(), state_.done(), attempt_.done(), key_.done(),
-                       price_.done(), detail_.done(), at_.done());
-  }
+  bool empty() const { return empty_; }
+  void append_to(params& p) const { append(p, job_, seq_, state_, attempt_, key_, price_, detail_, at_); }
 
 private:
   array_param job_, seq_, state_, attempt_, key_, price_, detail_, at_;
   bool empty_ = true;
 };
 
+// Rows for the receipts of EXECUTED transitions, with the output the client is sent.
+class receipt_rows {
+public:
+  void add(const core::job_transition& t) {
+    const auto& r = t.result->receipt;
+    job_.num(t.job_id);
+    attempt_.num(t.attempt);
+    hash_.str(verify::receipt_hash(r));
+    model_.str(r.model_hash);
+    input_.str(r.input_hash);
+    output_.str(r.output_hash);
+    trace_.str(r.trace_root);
+    key_.str(r.provider_key);
+    price_.num(r.price);
+    started_.num(r.started_at_us);
+    finished_.num(r.finished_at_us);
+    signature_.str(r.signature);
+    output_bytes_.bytes(t.result->output.data);
+    shape_.str(kernels::shape_string(t.result->output.shape));
+    classes_.str(nlohmann::json(t.result->classes).dump());
+  }
+  void append_to(params& p) const {
+    append(p, job_, attempt_, hash_, model_, input_, output_, trace_, key_, price_, started_, finished_, signature_,
+           output_bytes_, shape_, classes_);
+  }
+
+private:
+  array_param job_, attempt_, hash_, model_, input_, output_, trace_, key_, price_, started_, finished_, signature_,
+      output_bytes_, shape_, classes_;
+};
+
 // ---- statements (prepared once per connection) ----
 
-std::string ts(const char* column) { return fmt::format("('epoch'::timestamptz + {} * interval '1 microsecond')", column); }
 std::string us(const char* column) { return fmt::format("(extract(epoch from {}) * 1000000)::bigint", column); }
+std::string placeholders(int n) {
+  std::string s;
+  for (int i = 1; i <= n; ++i)
+    s += (i > 1 ? ", $" : "$") + std::to_string(i);
+  return s;
+}
 
 void prepare(pqxx::connection& c) {
-  // A job assigned in the step that admitted it (the usual case when a provider has credit)
-  // is inserted as ASSIGNED with that transition's event: one row version and one statement
-  // fewer on the path to its ACK and JOB. An empty provider key means "not assigned yet".
-  c.prepare("insert_jobs",
-            "with v as (select * from unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[], "
-            "$7::text[], $8::text[], $9::bigint[], $10::bigint[], $11::bigint[], $12::text[], $13::bigint[], "
-            "$14::int[], $15::text[], $16::bigint[]) as v (id, client_id, request_id, model, input_hash, input, shape, "
-            "tier, max_price, deadline_us, submitted_us, provider_key, price, attempt, detail, assigned_us)), "
-            "ins as (insert into jobs (id, client_id, client_req_id, model_hash, input_hash, input, input_shape, tier, "
-            "max_price, deadline, state, attempt, seq, provider_key, price, submitted_at, updated_at) "
-            "select id, client_id, request_id, model, input_hash, input, shape, tier, max_price, "
-            "case when deadline_us = 0 then null else " + ts("deadline_us") + " end, "
-            "case when provider_key = '' then 'QUEUED' else 'ASSIGNED' end, attempt, "
-            "case when provider_key = '' then 1 else 2 end, nullif(provider_key, ''), "
-            "case when provider_key = '' then null else price end, " + ts("submitted_us") + ", " +
-                ts("greatest(submitted_us, assigned_us)") +
-                " from v on conflict do nothing returning id, submitted_at), "
-                "ev as (insert into job_events (job_id, seq, state, detail, attempt, at) "
-                "select id, 0, 'SUBMITTED', '', 0, submitted_at from ins union all "
-                "select id, 1, 'QUEUED', '', 0, submitted_at from ins union all "
-                "select v.id, 2, 'ASSIGNED', v.detail, v.attempt, " + ts("v.assigned_us") +
-                " from ins join v on v.id = ins.id where v.provider_key <> '' on conflict do nothing) "
-                "select count(*) from ins");
+  // One commit's jobs, transitions and receipts (db/migrations/003_write.sql).
+  c.prepare("write", "select haca_write(" + placeholders(39) + ")");
+  c.prepare("transitions", "select haca_transitions(" + placeholders(8) + ")");
   // The job that holds each (client, request id), with its receipt when it has one.
   c.prepare("find_requests",
             std::string("select v.id as mine, j.id, j.state, ") + result_columns +
@@ -123,24 +182,6 @@ void prepare(pqxx::connection& c) {
             "from unnest($1::bigint[], $2::text[], $3::text[]) as v (id, client_id, request_id) "
             "join jobs j on j.client_id = v.client_id and j.client_req_id = v.request_id "
             "left join receipts r on r.job_id = j.id and r.attempt = j.attempt");
-  // A transition is an event (once per job and seq) and, when newer than the row's, the row.
-  c.prepare("transitions",
-            "with v as (select * from unnest($1::bigint[], $2::int[], $3::text[], $4::int[], $5::text[], $6::bigint[], "
-            "$7::text[], $8::bigint[]) as v (job_id, seq, state, attempt, provider_key, price, detail, at_us)), "
-            "ev as (insert into job_events (job_id, seq, state, detail, attempt, at) "
-            "select v.job_id, v.seq, v.state, v.detail, v.attempt, " + ts("v.at_us") +
-                " from v join jobs j on j.id = v.job_id on conflict do nothing), "
-                "newest as (select distinct on (job_id) * from v order by job_id, seq desc) "
-                "update jobs j set state = n.state, attempt = n.attempt, seq = n.seq, "
-                "provider_key = case when n.provider_key = '' then j.provider_key else n.provider_key end, "
-                "price = case when n.state = 'ASSIGNED' then n.price else j.price end, updated_at = " +
-                ts("n.at_us") + " from newest n where j.id = n.job_id and j.seq < n.seq");
-  c.prepare("insert_receipts",
-            "insert into receipts (job_id, attempt, receipt_hash, model_hash, input_hash, output_hash, trace_root, "
-            "provider_key, price, started_at, finished_at, signature, output, output_shape, classes) "
-            "select * from unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], "
-            "$8::text[], $9::bigint[], $10::bigint[], $11::bigint[], $12::text[], $13::bytea[], $14::text[], "
-            "$15::text[]) on conflict do nothing");
   c.prepare("insert_block",
             "insert into blocks (height, prev_hash, batch_root, receipts, total_amount, block_hash, signer_key, "
             "signature, created_at) values ($1, $2, $3, $4, $5, $6, $7, $8, $9) on conflict (height) do nothing "
@@ -172,7 +213,7 @@ const char* verdict_word(job_state s) {
 
 class batch_writer {
 public:
-  batch_writer(pqxx::work& tx, const std::vector<core::record>& records) : tx_(tx), records_(records) {}
+  batch_writer(pqxx::transaction_base& tx, const std::vector<core::record>& records) : tx_(tx), records_(records) {}
 
   // Kinds of records are applied in dependency order: accounts and nodes, jobs, their
   // transitions (receipts, verdicts), then blocks in height order. Each record depends only
@@ -185,8 +226,7 @@ public:
       else if (const auto* n = std::get_if<core::node_seen>(&records_[i]))
         node(*n);
     }
-    insert_jobs(out);
-    transitions();
+    write(out);
     for (const auto& r : records_)
       if (const auto* b = std::get_if<core::block_commit>(&r))
         block(*b);
@@ -212,57 +252,58 @@ private:
                       proto::capabilities_json(c).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
   }
 
-  void insert_jobs(std::vector<core::outcome>& out) {
-    array_param id, client, request, model, input_hash, input, shape, tier, max_price, deadline, submitted, key, price,
-        attempt, detail, assigned;
-    std::vector<std::size_t> index;
-    // The first assignment of a job inserted in this batch goes in with it (see insert_jobs).
+  // Jobs, transitions and the receipts of the EXECUTED ones, in one statement. The first
+  // assignment of a job inserted in this commit goes in with the job (haca_insert_jobs).
+  void write(std::vector<core::outcome>& out) {
     std::map<std::int64_t, const core::job_transition*> first_assignment;
-    for (std::size_t i = 0; i < records_.size(); ++i)
-      if (const auto* t = std::get_if<core::job_transition>(&records_[i]); t && t->seq == 2 && t->to == job_state::assigned)
+    for (const auto& r : records_)
+      if (const auto* t = std::get_if<core::job_transition>(&r); t && t->seq == 2 && t->to == job_state::assigned)
         first_assignment.emplace(t->job_id, t);
-    for (std::size_t i = 0; i < records_.size(); ++i) {
-      const auto* ins = std::get_if<core::job_insert>(&records_[i]);
-      if (!ins)
+    job_rows jobs;
+    std::set<const core::job_transition*> folded;
+    std::vector<std::size_t> job_records; // indexes in records_
+    for (std::size_t i = 0; i < records_.size(); ++i)
+      if (const auto* ins = std::get_if<core::job_insert>(&records_[i])) {
+        const auto a = first_assignment.find(ins->spec.id);
+        const core::job_transition* t = a == first_assignment.end() ? nullptr : a->second;
+        if (t)
+          folded.insert(t);
+        jobs.add(ins->spec, t);
+        job_records.push_back(i);
+      }
+    transition_rows transitions;
+    receipt_rows receipts;
+    bool any_transition = false;
+    for (const auto& rec : records_) {
+      const auto* t = std::get_if<core::job_transition>(&rec);
+      if (!t || folded.count(t))
         continue;
-      const auto& s = ins->spec;
-      index.push_back(i);
-      const auto a = first_assignment.find(s.id);
-      const core::job_transition* t = a == first_assignment.end() ? nullptr : a->second;
-      if (t)
-        folded_.insert(t);
-      key.str(t ? t->provider_key : "");
-      price.num(t ? t->price : 0);
-      attempt.num(t ? t->attempt : 0);
-      detail.str(t ? std::string_view(t->detail).substr(0, max_detail_bytes) : "");
-      assigned.num(t ? t->at_us : 0);
-      id.num(s.id);
-      client.str(s.client_id);
-      request.str(s.request_id);
-      model.str(s.model);
-      input_hash.str(s.input_hash);
-      input.bytes(s.input.data);
-      shape.str(kernels::shape_string(s.input.shape));
-      tier.str(s.tier);
-      max_price.num(s.max_price);
-      deadline.num(s.deadline_us);
-      submitted.num(s.submitted_us);
+      any_transition = true;
+      transitions.add(t->job_id, t->seq, t->to, t->attempt, t->provider_key, t->price, t->detail, t->at_us);
+      if (t->result)
+        receipts.add(*t);
     }
-    if (index.empty())
+    if (job_records.empty() && !any_transition)
       return;
-    const auto inserted = tx_.exec_prepared1("insert_jobs", id.done(), client.done(), request.done(), model.done(),
-                                             input_hash.done(), input.done(), shape.done(), tier.done(),
-                                             max_price.done(), deadline.done(), submitted.done(), key.done(),
-                                             price.done(), attempt.done(), detail.done(), assigned.done())[0]
-                              .as<std::size_t>();
-    if (inserted == index.size())
-      return; // the usual case: every job is new
-    // Inserted now or by an earlier try of this commit: the pair is held by our id.
+    params p;
+    jobs.append_to(p);
+    transitions.append_to(p);
+    receipts.append_to(p);
+    const auto inserted = tx_.exec_prepared1("write", pqxx::prepare::make_dynamic_params(p))[0].as<std::size_t>();
+    if (inserted < job_records.size())
+      find_holders(jobs, job_records, out);
+  }
+
+  // Some request ids were stored before, by an earlier try of this commit (then the pair is
+  // held by our own id) or by another job (a duplicate: the outcome names it).
+  void find_holders(const job_rows& jobs, const std::vector<std::size_t>& job_records,
+                    std::vector<core::outcome>& out) {
+    params p;
+    jobs.append_requests_to(p);
     std::map<std::int64_t, pqxx::row> holder;
-    auto rows = tx_.exec_prepared("find_requests", id.done(), client.done(), request.done());
-    for (const auto& row : rows)
+    for (const auto& row : tx_.exec_prepared("find_requests", pqxx::prepare::make_dynamic_params(p)))
       holder.emplace(row["mine"].as<std::int64_t>(), row);
-    for (auto i : index) {
+    for (auto i : job_records) {
       const auto& s = std::get<core::job_insert>(records_[i]).spec;
       auto h = holder.find(s.id);
       if (h == holder.end())
@@ -281,45 +322,6 @@ private:
       out[i].what = core::outcome::kind::duplicate;
       out[i].existing = std::move(x);
     }
-  }
-
-  // Job transitions of every kind but the first assignments folded into insert_jobs, and the
-  // receipts of the EXECUTED ones. (A block writes its SETTLED ones: block().)
-  void transitions() {
-    transition_rows rows;
-    array_param r_job, r_attempt, r_hash, r_model, r_input, r_output, r_trace, r_key, r_price, r_start, r_end, r_sig,
-        r_bytes, r_shape, r_classes;
-    bool any_receipt = false;
-    for (const auto& rec : records_) {
-      const auto* t = std::get_if<core::job_transition>(&rec);
-      if (!t || folded_.count(t))
-        continue;
-      rows.add(t->job_id, t->seq, t->to, t->attempt, t->provider_key, t->price, t->detail, t->at_us);
-      if (t->result) {
-        any_receipt = true;
-        const auto& rc = t->result->receipt;
-        r_job.num(t->job_id);
-        r_attempt.num(t->attempt);
-        r_hash.str(verify::receipt_hash(rc));
-        r_model.str(rc.model_hash);
-        r_input.str(rc.input_hash);
-        r_output.str(rc.output_hash);
-        r_trace.str(rc.trace_root);
-        r_key.str(rc.provider_key);
-        r_price.num(rc.price);
-        r_start.num(rc.started_at_us);
-        r_end.num(rc.finished_at_us);
-        r_sig.str(rc.signature);
-        r_bytes.bytes(t->result->output.data);
-        r_shape.str(kernels::shape_string(t->result->output.shape));
-        r_classes.str(nlohmann::json(t->result->classes).dump());
-      }
-    }
-    rows.write(tx_);
-    if (any_receipt)
-      tx_.exec_prepared("insert_receipts", r_job.done(), r_attempt.done(), r_hash.done(), r_model.done(),
-                        r_input.done(), r_output.done(), r_trace.done(), r_key.done(), r_price.done(), r_start.done(),
-                        r_end.done(), r_sig.done(), r_bytes.done(), r_shape.done(), r_classes.done());
   }
 
   void block(const core::block_commit& bc) {
@@ -395,12 +397,13 @@ private:
                fmt::format("block {} ({}, charged {})", b.height, verdict_word(it.verdict), it.charged),
                b.created_at_us);
     }
-    rows.write(tx_);
+    params p;
+    rows.append_to(p);
+    tx_.exec_prepared("transitions", pqxx::prepare::make_dynamic_params(p));
   }
 
-  pqxx::work& tx_;
+  pqxx::transaction_base& tx_;
   const std::vector<core::record>& records_;
-  std::set<const core::job_transition*> folded_; // written by insert_jobs
 };
 
 // SQLSTATE classes that mean "this data is wrong" (retrying cannot help): data exceptions,
@@ -434,8 +437,18 @@ store::connection& store::conn() {
 
 namespace {
 
-// One record, or all, in one transaction: ok, or the exception that stopped it.
+// One record, or all, in one transaction: ok, or the exception that stopped it. Jobs,
+// transitions and receipts alone are one statement (haca_write), sent without BEGIN and
+// COMMIT: Postgres runs a lone statement as a transaction of its own, in one round trip. (A
+// look-up of request ids stored before may follow it; it only reads.)
 std::vector<core::outcome> apply_in(pqxx::connection& c, const std::vector<core::record>& records) {
+  const bool one_statement = std::all_of(records.begin(), records.end(), [](const core::record& r) {
+    return std::holds_alternative<core::job_insert>(r) || std::holds_alternative<core::job_transition>(r);
+  });
+  if (one_statement) {
+    pqxx::nontransaction tx{c};
+    return batch_writer{tx, records}.run();
+  }
   pqxx::work tx{c};
   auto out = batch_writer{tx, records}.run();
   tx.commit();
