@@ -59,7 +59,7 @@ int run_coordinator(const coordinator_options& o) {
 
   core::execution_config ex;
   for (const auto& [hash, m] : models.value())
-    ex.model_input_dims[hash] = m.input_dim();
+    ex.models[hash] = {m.input_dim(), m.output_size()};
   ex.faucet = o.faucet;
   ex.heartbeat_ms = o.heartbeat_ms;
   ex.max_attempts = o.max_attempts;
@@ -127,7 +127,7 @@ int run_coordinator(const coordinator_options& o) {
   signals.detach();
 
   spdlog::info("coordinator: clients on {}:{}, nodes on {}:{}, {} models, key {}", o.bind, o.client_port, o.bind,
-               o.node_port, ex.model_input_dims.size(), key->public_key_hex.substr(0, 12));
+               o.node_port, ex.models.size(), key->public_key_hex.substr(0, 12));
   bool stopping = false;
   self->receive_while([&] { return !stopping; })(
       [&](caf::down_msg& dm) {

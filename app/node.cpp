@@ -7,6 +7,7 @@
 #include "app/common.hpp"
 #include "net/node_session.hpp"
 #include "proto/commands.hpp"
+#include "verify/hash.hpp"
 
 namespace haca::app {
 namespace {
@@ -19,6 +20,7 @@ struct node_cli {
   std::string name;
   std::int64_t price = 10;
   std::int64_t stake = 0;
+  std::string operator_key; // hex public key of the node's operator, or ""
   int credit = 64; // JOBs queued at the node: enough to cover a commit's latency, few enough to keep queues fair
   int fault_delay_ms = 0;
   std::string backend; // empty: the fastest usable one
@@ -46,6 +48,10 @@ int run_node(const node_cli& o) {
   // The coordinator refuses a HELLO whose name is not an id (docs/PROTOCOL.md): say so now.
   if (auto st = proto::check_id(o.name, "--name"); !st) {
     spdlog::error("{}", st.err().reason);
+    return 2;
+  }
+  if (!o.operator_key.empty() && !verify::is_hash_hex(o.operator_key)) {
+    spdlog::error("--operator-key must be a public key, 64 lowercase hex characters");
     return 2;
   }
   auto models = load_models_dir(o.models);
@@ -80,6 +86,7 @@ int run_node(const node_cli& o) {
     opts.caps.models.push_back(hash);
   opts.caps.price = o.role == "provider" ? o.price : 0;
   opts.caps.stake = o.stake;
+  opts.caps.operator_key = o.operator_key;
 
   auto sys_cfg = responsive_actor_config();
   caf::actor_system sys{sys_cfg};
@@ -120,6 +127,9 @@ void add_node(CLI::App& app, const std::string& role, const std::string& help) {
                   "inference backend (default: the fastest usable here; the reference is always usable)");
   cmd->add_option("--credit", o->credit, "jobs this node takes at once (READY n)")->capture_default_str();
   cmd->add_option("--stake", o->stake, "stake offered, micro-units")->capture_default_str();
+  cmd->add_option("--operator-key", o->operator_key,
+                  "hex public key of whoever runs this node; a verifier never judges a provider of the same "
+                  "operator");
   if (role == "provider") {
     cmd->add_option("--price", o->price, "price per job, micro-units")->capture_default_str();
     cmd->add_option("--fault-delay-ms", o->fault_delay_ms,

@@ -19,8 +19,8 @@ outbound to_node(const std::string& identity, proto::message m) { return {port::
 
 // A receipt counts only if it is signed by the provider the job was assigned to and describes
 // exactly the job sent: model, input, price, attempt and the output that came with it.
-status check_done(const proto::job_done& done, const job_spec& spec, const std::string& provider_key,
-                  micros price, std::int32_t attempt) {
+status check_done(const proto::job_done& done, const job_spec& spec, const model_shape& model,
+                  const std::string& provider_key, micros price, std::int32_t attempt) {
   const auto& r = done.receipt;
   auto mismatch = [&](const char* field, const std::string& got, const std::string& want) {
     return make_error(errc::bad_receipt, fmt::format("receipt for job {}: {} is {}, expected {}", done.job_id, field,
@@ -42,10 +42,11 @@ status check_done(const proto::job_done& done, const job_spec& spec, const std::
   // the client would get a prediction nobody signed or verified.
   const auto& out = done.output;
   const auto rows = spec.input.shape.empty() ? 0 : spec.input.shape[0];
-  if (out.type != kernels::dtype::i8 || out.shape.size() != 2 || out.shape[0] != rows || out.shape[1] < 1)
-    return make_error(errc::bad_receipt, fmt::format("DONE for job {}: output must be i8 [{}, classes], got {} [{}]",
-                                                     done.job_id, rows, kernels::dtype_name(out.type),
-                                                     kernels::shape_string(out.shape)));
+  if (out.type != kernels::dtype::i8 || out.shape.size() != 2 || out.shape[0] != rows ||
+      out.shape[1] != model.output_dim)
+    return make_error(errc::bad_receipt, fmt::format("DONE for job {}: model {} gives i8 [{}, {}], got {} [{}]",
+                                                     done.job_id, spec.model.substr(0, 12), rows, model.output_dim,
+                                                     kernels::dtype_name(out.type), kernels::shape_string(out.shape)));
   std::vector<std::int32_t> classes(static_cast<std::size_t>(rows));
   kernels::argmax_rows(out.i8(), static_cast<int>(rows), static_cast<int>(out.shape[1]), classes.data());
   if (done.classes != classes)
@@ -96,6 +97,7 @@ execution_core execution_core::recover(execution_config cfg, const snapshot& s, 
       } else {
         // Its provider may come back and deliver within the liveness timeout; if not, it runs again.
         j.provider_key = stored.provider_key;
+        j.provider_operator = stored.provider_operator;
         j.price = stored.price;
         j.timeout_at = now + liveness;
         c.timeouts_.insert({j.timeout_at, id});
@@ -167,17 +169,17 @@ void execution_core::on(const client_submit& e, time_us now, effects& out) {
     refuse(errc::unavailable, "the coordinator is shutting down; resend this request after it restarts");
     return;
   }
-  auto model = cfg_.model_input_dims.find(r.model);
-  if (model == cfg_.model_input_dims.end()) {
+  auto model = cfg_.models.find(r.model);
+  if (model == cfg_.models.end()) {
     refuse(errc::unknown_model, fmt::format("model {} is not known to this coordinator ({} models loaded)",
-                                            r.model.substr(0, 12), cfg_.model_input_dims.size()));
+                                            r.model.substr(0, 12), cfg_.models.size()));
     return;
   }
   const auto& shape = r.input.shape;
-  if (r.input.type != kernels::dtype::i8 || shape.size() != 2 || shape[1] != model->second || shape[0] < 1 ||
+  if (r.input.type != kernels::dtype::i8 || shape.size() != 2 || shape[1] != model->second.input_dim || shape[0] < 1 ||
       shape[0] > cfg_.max_rows) {
     refuse(errc::bad_input, fmt::format("model {} takes i8 [rows, {}] with 1 <= rows <= {}, got {} [{}]",
-                                        r.model.substr(0, 12), model->second, cfg_.max_rows,
+                                        r.model.substr(0, 12), model->second.input_dim, cfg_.max_rows,
                                         kernels::dtype_name(r.input.type), kernels::shape_string(shape)));
     return;
   }
@@ -188,6 +190,7 @@ void execution_core::on(const client_submit& e, time_us now, effects& out) {
     if (lookups_in_flight_ >= cfg_.max_lookups)
       return refuse(code, std::move(reason));
     ++lookups_in_flight_;
+    ++lookups_[{r.client_id, r.request_id}].in_flight;
     out.request_lookups.push_back({e.identity, r.client_id, r.request_id, make_error(code, std::move(reason))});
   };
   const auto waiting_of_client = client_waiting_.find(r.client_id);
@@ -236,6 +239,8 @@ void execution_core::on(const client_submit& e, time_us now, effects& out) {
   ++waiting_;
   ++client_waiting_[r.client_id];
   by_request_[{r.client_id, r.request_id}] = id;
+  if (auto l = lookups_.find({r.client_id, r.request_id}); l != lookups_.end())
+    l->second.stale = true;
   deadlines_.insert({spec.deadline_us, id});
   queue_.push(r.client_id, id);
   jobs_.emplace(id, std::move(j));
@@ -251,9 +256,15 @@ void execution_core::on(const client_status& e, time_us, effects& out) {
 void execution_core::on(const request_found& e, time_us, effects& out) {
   if (lookups_in_flight_ > 0)
     --lookups_in_flight_;
-  // A resend admitted while Postgres was asked holds the request id now: it answers for itself,
-  // and the look-up's answer is stale.
-  if (by_request_.count({e.client_id, e.request_id}))
+  // A resend admitted while Postgres was asked holds the request id (or held it, and ended):
+  // that job answered for itself, and the look-up's answer is stale.
+  bool stale = false;
+  if (auto l = lookups_.find({e.client_id, e.request_id}); l != lookups_.end()) {
+    stale = l->second.stale;
+    if (--l->second.in_flight <= 0)
+      lookups_.erase(l);
+  }
+  if (stale || by_request_.count({e.client_id, e.request_id}))
     return;
   if (e.job)
     reply_stored(e.identity, e.request_id, *e.job, out);
@@ -387,7 +398,12 @@ void execution_core::on(const node_done& e, time_us now, effects& out) {
     dispatch(now, out);
     return;
   }
-  if (auto ok = check_done(done, j.spec, key, j.price, j.attempt); !ok) {
+  const auto model = cfg_.models.find(j.spec.model);
+  if (auto ok = model == cfg_.models.end()
+                    ? status{make_error(errc::unknown_model, fmt::format("model {} of job {} is no longer loaded",
+                                                                         j.spec.model.substr(0, 12), done.job_id))}
+                    : check_done(done, j.spec, model->second, key, j.price, j.attempt);
+      !ok) {
     // Refused, and nothing changes: the job stays with this provider until a DONE that checks,
     // a FAIL, its loss or the assignment timeout.
     out.messages.push_back(to_node(e.identity, proto::make_error(ok.err(), "", done.job_id)));
@@ -397,6 +413,7 @@ void execution_core::on(const node_done& e, time_us now, effects& out) {
   release_slot(*s, done.job_id, done.attempt);
   timeouts_.erase({j.timeout_at, j.spec.id});
   stop_waiting(j);
+  j.provider_operator = s->caps.operator_key; // also for a job assigned before a restart
   transition(j, job_state::executed, now, out, "", execution_result{done.classes, done.output, done.receipt});
   dispatch(now, out);
 }
@@ -533,6 +550,7 @@ void execution_core::drop_job(std::int64_t id) {
 
 void execution_core::assign(job_entry& j, session& s, time_us now, effects& out) {
   j.provider_key = s.caps.public_key;
+  j.provider_operator = s.caps.operator_key;
   j.price = s.caps.price;
   if (!transition(j, job_state::assigned, now, out, "provider " + short_key(s.caps.public_key)))
     return;
@@ -655,8 +673,8 @@ void execution_core::on_commit(const record& rec, const outcome& o, effects& out
         out.messages.push_back(to_client(j.reply_to, proto::make_result({j.spec.request_id, j.spec.id,
                                                                          j.result->classes, j.result->output,
                                                                          j.result->receipt})));
-      out.to_verification.push_back(
-          {j.spec.id, j.attempt, j.seq, j.spec.client_id, j.spec.tier, j.result->receipt, std::move(j.spec.input)});
+      out.to_verification.push_back({j.spec.id, j.attempt, j.seq, j.spec.client_id, j.spec.tier, j.result->receipt,
+                                     j.provider_operator, std::move(j.spec.input)});
       j.spec.input = {};
       return;
     }

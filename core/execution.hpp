@@ -18,8 +18,14 @@
 
 namespace haca::core {
 
+// What a model takes and gives: i8 [rows, input_dim] in, i8 [rows, output_dim] out.
+struct model_shape {
+  int input_dim = 0;
+  int output_dim = 0;
+};
+
 struct execution_config {
-  std::map<std::string, int> model_input_dims; // model hash -> input_dim
+  std::map<std::string, model_shape> models; // by model hash
   int max_rows = 64;                  // rows per job
   std::size_t max_waiting = 100000;   // jobs admitted and not yet executed, all clients
   std::size_t max_client_waiting = 20000; // the same, per client
@@ -71,6 +77,7 @@ private:
     std::int32_t attempt = 0;
     std::int32_t seq = 0;             // of the newest transition emitted
     std::string provider_key;         // while assigned
+    std::string provider_operator;    // the operator key its HELLO declared (verifiers exclude it)
     micros price = 0;                 // of the current assignment
     std::string reply_to;             // the client identity that gets ACK and RESULT
     bool inserted = false;            // the job_insert is committed (ACK sent)
@@ -136,6 +143,13 @@ private:
   time_us last_beat_ = 0;                                          // HEARTBEATs last sent
   std::int64_t next_job_id_ = 1;
   std::size_t lookups_in_flight_ = 0;                              // request_lookups not yet answered
+  // Per (client, request id) with a look-up in flight: how many, and whether a resend was
+  // admitted meanwhile (then their answers are stale, even after that job ended and left).
+  struct lookup_state {
+    int in_flight = 0;
+    bool stale = false;
+  };
+  std::map<std::pair<std::string, std::string>, lookup_state> lookups_;
   bool draining_ = false;
 };
 

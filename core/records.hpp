@@ -143,6 +143,7 @@ struct executed_job {
   std::string client_id;
   std::string tier;
   verify::receipt receipt;
+  std::string provider_operator; // the operator key the provider declared, or ""
   kernels::tensor input;         // for blind re-execution
 };
 
@@ -203,6 +204,7 @@ struct stored_job {
   std::int32_t attempt = 0;
   std::int32_t seq = 0;
   std::string provider_key;
+  std::string provider_operator; // the operator key the provider declared (its stored HELLO), or ""
   micros price = 0;              // of the current assignment
   time_us updated_us = 0;
   std::optional<execution_result> result; // the receipt and output, once executed

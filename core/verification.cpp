@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "proto/commands.hpp"
+#include "verify/merkle.hpp"
 #include "verify/sampling.hpp"
 
 namespace haca::core {
@@ -30,6 +31,38 @@ outbound error_to(const std::string& identity, const char* code, std::string rea
 
 std::string who(const proto::capabilities& caps) {
   return "'" + shown(caps.name, 64) + "' (" + shown(caps.public_key) + ")";
+}
+
+// A verifier judges a provider only when neither controls the other's key as declared in their
+// HELLOs: not the provider's own key, not its operator's, and not a verifier run by either.
+bool independent(const proto::capabilities& verifier, const executed_job& job) {
+  const auto& provider = job.receipt.provider_key;
+  const auto& op = job.provider_operator;
+  auto is_provider_side = [&](const std::string& key) { return !key.empty() && (key == provider || key == op); };
+  return !is_provider_side(verifier.public_key) && !is_provider_side(verifier.operator_key);
+}
+
+bool has_model(const proto::capabilities& verifier, const std::string& model) {
+  return std::find(verifier.models.begin(), verifier.models.end(), model) != verifier.models.end();
+}
+
+// Whether a signed verdict proves that `verifier_key` re-ran this job: its signature, the job,
+// the model and input it names, and a trace root that is the root of its layer hashes. The
+// error says what is wrong.
+std::optional<error> check_verdict(const verify::verdict& v, const executed_job& job, const std::string& verifier_key) {
+  if (v.verifier_key != verifier_key)
+    return error{errc::bad_signature, "the verdict is signed by " + shown(v.verifier_key) + ", not by your key " +
+                                          shown(verifier_key)};
+  if (!verify::verify_verdict(v))
+    return error{errc::bad_signature, "the verdict's signature does not verify against your key"};
+  if (v.job_id != job.job_id || v.model_hash != job.receipt.model_hash || v.input_hash != job.receipt.input_hash)
+    return error{errc::bad_input, "the verdict names job " + std::to_string(v.job_id) + ", model " +
+                                      shown(v.model_hash) + " and input " + shown(v.input_hash) + "; job " + std::to_string(job.job_id) + " is model " +
+                                      shown(job.receipt.model_hash) + " on input " + shown(job.receipt.input_hash)};
+  if (v.layer_hashes.empty() || verify::merkle_root(v.layer_hashes) != v.trace_root)
+    return error{errc::bad_input, "the verdict's trace_root is not the Merkle root of its " +
+                                      std::to_string(v.layer_hashes.size()) + " layer_hashes"};
+  return std::nullopt;
 }
 
 } // namespace
@@ -60,6 +93,7 @@ verification_core verification_core::recover(verification_config cfg, const snap
     e.client_id = j.spec.client_id;
     e.tier = j.spec.tier;
     e.receipt = j.result->receipt;
+    e.provider_operator = j.provider_operator;
     e.input = j.spec.input;
     c.on(e, now, c.carry_);
   }
@@ -153,8 +187,8 @@ void verification_core::judge(const executed_job& job, job_state verdict, std::s
 verification_core::session* verification_core::choose(const task& t, time_us now) {
   session* best = nullptr;
   for (auto& [key, s] : sessions_) {
-    if (s.credit <= 0 || key == t.job.receipt.provider_key)
-      continue; // a provider never verifies itself
+    if (s.credit <= 0 || !independent(s.caps, t.job) || !has_model(s.caps, t.job.receipt.model_hash))
+      continue;
     if (key == t.last_verifier && now < t.retry_at)
       continue; // it could not run this job a moment ago
     if (!best) {
@@ -180,12 +214,12 @@ void verification_core::dispatch(time_us now, effects& out) {
   for (auto it = pending_.begin(); it != pending_.end() && credit_total_ > 0;) {
     session* s = choose(*it, now);
     if (!s) {
-      ++it; // only the provider itself has credit: leave it for another verifier
+      ++it; // no independent verifier with the model has credit now: it waits for one
       continue;
     }
     const auto& job = it->job;
-    out.messages.push_back(
-        to_node(s->identity, proto::make_verify({job.job_id, job.receipt.model_hash, job.input, job.receipt})));
+    // Blind: the model and the input only. The verifier cannot copy what it never sees.
+    out.messages.push_back(to_node(s->identity, proto::make_verify({job.job_id, job.receipt.model_hash, job.input})));
     --s->credit;
     --credit_total_;
     const time_us deadline = now + us_of_ms(cfg_.verify_timeout_ms);
@@ -313,27 +347,40 @@ void verification_core::on(const node_verdict& e, time_us now, effects& out) {
     ++s->credit;
     ++credit_total_;
   }
-  if (e.verdict.trace_root.empty() || e.verdict.output_hash.empty()) {
+  const auto& job = f.t.job;
+  if (!e.verdict.verdict) {
     // "Could not run" (no such model, say) is no judgement: the job goes to another verifier,
     // or back to this one after a while.
     out.notes.push_back("verifier " + who(s->caps) + " could not run job " + std::to_string(job_id) + ": " +
                         shown(e.verdict.reason, 128));
-    f.t.retry_at = now + us_of_ms(cfg_.verify_timeout_ms);
-    to_pending_front(std::move(f));
-    dispatch(now, out);
+    retry_elsewhere(std::move(f), now, out);
     return;
   }
-  const auto& r = f.t.job.receipt;
-  const bool match = e.verdict.trace_root == r.trace_root && e.verdict.output_hash == r.output_hash;
-  if (match) {
-    judge(f.t.job, job_state::verified, "by verifier " + who(s->caps), now, out);
+  const auto& v = *e.verdict.verdict;
+  if (auto bad = check_verdict(v, job, s->caps.public_key)) {
+    // A verdict that does not prove a re-execution of this job by this verifier is no
+    // judgement either: refused, and the job goes to another verifier.
+    out.messages.push_back(error_to(e.identity, bad->code.c_str(), bad->reason, job_id));
+    out.notes.push_back("verifier " + who(s->caps) + " sent a bad VERDICT for job " + std::to_string(job_id) + ": " +
+                        bad->reason);
+    retry_elsewhere(std::move(f), now, out);
+    return;
+  }
+  const auto& r = job.receipt;
+  if (v.trace_root == r.trace_root && v.output_hash == r.output_hash) {
+    judge(job, job_state::verified, "by verifier " + who(s->caps), now, out);
   } else {
-    judge(f.t.job, job_state::disputed,
-          "verifier " + who(s->caps) + " got trace root " + shown(e.verdict.trace_root) + " output " +
-              shown(e.verdict.output_hash) + "; the receipt says trace root " + shown(r.trace_root) + " output " +
-              shown(r.output_hash),
+    judge(job, job_state::disputed,
+          "verifier " + who(s->caps) + " got trace root " + shown(v.trace_root) + " output " + shown(v.output_hash) +
+              "; the receipt says trace root " + shown(r.trace_root) + " output " + shown(r.output_hash),
           now, out);
   }
+  dispatch(now, out);
+}
+
+void verification_core::retry_elsewhere(flight f, time_us now, effects& out) {
+  f.t.retry_at = now + us_of_ms(cfg_.verify_timeout_ms);
+  to_pending_front(std::move(f));
   dispatch(now, out);
 }
 

@@ -83,6 +83,7 @@ private:
   void dispatch(time_us now, effects& out);
   void lose_session(const std::string& key, effects& out, const std::string& why);
   void to_pending_front(flight f);
+  void retry_elsewhere(flight f, time_us now, effects& out); // no judgement came: another verifier, later this one
   session* choose(const task& t, time_us now); // a verifier with credit that is not the provider, or null
   session* session_of(const std::string& identity);
   time_us next_wake() const;

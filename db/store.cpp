@@ -509,10 +509,12 @@ result<core::snapshot> store::load_snapshot() {
         "select j.id, j.client_id, j.client_req_id, j.model_hash, j.tier, j.max_price, coalesce(" + us("j.deadline") +
         ", 0) as deadline_us, j.input, j.input_shape, j.input_hash, " + us("j.submitted_at") +
         " as submitted_us, j.state, j.attempt, j.seq, coalesce(j.provider_key, '') as provider_key, "
-        "coalesce(j.price, 0) as price, " + us("j.updated_at") +
+        "coalesce(j.price, 0) as price, coalesce(p.capabilities->>'operator_key', '') as provider_operator, " +
+        us("j.updated_at") +
         " as updated_us, " + result_columns +
         " "
         "from jobs j left join receipts r on r.job_id = j.id and r.attempt = j.attempt "
+        "left join providers p on p.public_key = j.provider_key "
         "where j.state not in ('SETTLED', 'FAILED', 'EXPIRED', 'CANCELLED') order by j.id");
     for (const auto& row : jobs) {
       core::stored_job j;
@@ -536,6 +538,7 @@ result<core::snapshot> store::load_snapshot() {
       j.attempt = row["attempt"].as<std::int32_t>();
       j.seq = row["seq"].as<std::int32_t>();
       j.provider_key = row["provider_key"].c_str();
+      j.provider_operator = row["provider_operator"].c_str();
       j.price = row["price"].as<std::int64_t>();
       j.updated_us = row["updated_us"].as<std::int64_t>();
       j.result = result_of(row, spec.id);

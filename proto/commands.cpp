@@ -477,7 +477,7 @@ result<status_reply> parse_status_reply(const message& m) {
 // ---- node side ----
 
 nlohmann::json capabilities_json(const capabilities& c) {
-  return {{"role", c.role},
+  nlohmann::json j = {{"role", c.role},
           {"name", c.name},
           {"public_key", c.public_key},
           {"device", c.device},
@@ -488,6 +488,9 @@ nlohmann::json capabilities_json(const capabilities& c) {
           {"memory_bytes", c.memory_bytes},
           {"int8", c.int8},
           {"timestamp_us", c.timestamp_us}};
+  if (!c.operator_key.empty()) // optional: a HELLO without it is the same bytes as before
+    j["operator_key"] = c.operator_key;
+  return j;
 }
 
 message make_hello(const capabilities& c, const verify::key_pair& key) {
@@ -515,6 +518,8 @@ result<capabilities> parse_hello(const message& m) {
     c.memory_bytes = cr.integer("memory_bytes", 0, int64_max);
     c.int8 = cr.boolean("int8");
     c.timestamp_us = cr.integer("timestamp_us", 0, int64_max);
+    if (cr.find("operator_key", false))
+      c.operator_key = cr.hash("operator_key", true);
     r.take(cr.err);
   }
   const auto signature = r.text("signature");
@@ -616,8 +621,7 @@ result<job_failed> parse_fail(const message& m) {
 }
 
 message make_verify(const verify_task& v) {
-  return with(cmd::verify, {{"job_id", v.job_id}, {"model", v.model}, {"receipt", receipt_json(v.receipt)}},
-              {v.input});
+  return with(cmd::verify, {{"job_id", v.job_id}, {"model", v.model}}, {v.input});
 }
 
 result<verify_task> parse_verify(const message& m) {
@@ -626,19 +630,21 @@ result<verify_task> parse_verify(const message& m) {
   verify_task v;
   v.job_id = r.integer("job_id", 0, int64_max);
   v.model = r.hash("model");
-  v.receipt = nested_receipt(r, m);
   if (r.err) return *r.err;
   v.input = m.tensors[0];
   return v;
 }
 
 message make_verdict(const verdict_reply& v) {
-  return with(cmd::verdict, {{"job_id", v.job_id},
-                             {"match", v.match},
-                             {"trace_root", v.trace_root},
-                             {"output_hash", v.output_hash},
-                             {"layer_hashes", v.layer_hashes},
-                             {"reason", bounded_text(v.reason)}});
+  json signed_verdict = nullptr;
+  if (v.verdict) {
+    const auto& d = *v.verdict;
+    signed_verdict = {{"job_id", d.job_id},          {"model_hash", d.model_hash},
+                      {"input_hash", d.input_hash},  {"output_hash", d.output_hash},
+                      {"trace_root", d.trace_root},  {"layer_hashes", d.layer_hashes},
+                      {"verifier_key", d.verifier_key}, {"signature", d.signature}};
+  }
+  return with(cmd::verdict, {{"job_id", v.job_id}, {"verdict", signed_verdict}, {"reason", bounded_text(v.reason)}});
 }
 
 result<verdict_reply> parse_verdict(const message& m) {
@@ -646,12 +652,31 @@ result<verdict_reply> parse_verdict(const message& m) {
   auto r = header_reader(m);
   verdict_reply v;
   v.job_id = r.integer("job_id", 0, int64_max);
-  v.match = r.boolean("match");
-  v.trace_root = r.hash("trace_root", true);
-  v.output_hash = r.hash("output_hash", true);
-  v.layer_hashes = r.strings("layer_hashes", reader::kind::hash);
   v.reason = r.text("reason", std::string());
+  const auto* signed_verdict = r.find("verdict");
+  if (signed_verdict && !signed_verdict->is_null() && !signed_verdict->is_object())
+    r.fail(errc::bad_input, r.field("verdict") + " must be an object or null, got " + type_of(*signed_verdict));
   if (r.err) return *r.err;
+  if (signed_verdict->is_null())
+    return v; // could not run
+  reader d(*signed_verdict, "VERDICT header", "VERDICT", "verdict.");
+  verify::verdict out;
+  out.job_id = d.integer("job_id", 0, int64_max);
+  out.model_hash = d.hash("model_hash");
+  out.input_hash = d.hash("input_hash");
+  out.output_hash = d.hash("output_hash");
+  out.trace_root = d.hash("trace_root");
+  if (const auto* layers = d.array("layer_hashes"); layers && layers->size() > max_layer_hashes)
+    d.fail(errc::bad_input, "VERDICT field 'verdict.layer_hashes' has " + std::to_string(layers->size()) +
+                                " entries, at most " + std::to_string(max_layer_hashes));
+  out.layer_hashes = d.strings("layer_hashes", reader::kind::hash);
+  out.verifier_key = d.hash("verifier_key");
+  out.signature = d.text("signature");
+  if (d.err) return *d.err;
+  if (out.job_id != v.job_id)
+    return error{errc::bad_input, "VERDICT field 'verdict.job_id' is " + std::to_string(out.job_id) +
+                                      ", the message's job_id is " + std::to_string(v.job_id)};
+  v.verdict = std::move(out);
   return v;
 }
 

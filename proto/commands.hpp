@@ -111,6 +111,7 @@ struct capabilities {
   std::int64_t memory_bytes = 0;
   bool int8 = true;
   std::int64_t timestamp_us = 0; // freshness of the signature
+  std::string operator_key;   // hex Ed25519 key of the node's operator, or "" (optional field)
 };
 nlohmann::json capabilities_json(const capabilities& c);
 // HELLO header: {"capabilities": {...}, "signature": hex}; the signature covers
@@ -152,23 +153,22 @@ struct job_failed { std::int64_t job_id = 0; std::int32_t attempt = 0; std::stri
 message make_fail(const job_failed& f);
 result<job_failed> parse_fail(const message& m);
 
+// Blind: the model and the input, never the provider's receipt or any of its hashes.
 struct verify_task {
   std::int64_t job_id = 0;
   std::string model;
   kernels::tensor input;
-  verify::receipt receipt;    // the provider's claim
 };
 message make_verify(const verify_task& v);
 result<verify_task> parse_verify(const message& m);
 
+// The verifier's signed re-execution, or (verdict absent) the reason it could not run the job.
 struct verdict_reply {
   std::int64_t job_id = 0;
-  bool match = false;         // output hash and trace root equal the receipt's
-  std::string trace_root;     // the verifier's own
-  std::string output_hash;
-  std::vector<std::string> layer_hashes;
+  std::optional<verify::verdict> verdict;
   std::string reason;
 };
+inline constexpr std::size_t max_layer_hashes = 4096; // in a VERDICT
 message make_verdict(const verdict_reply& v);
 result<verdict_reply> parse_verdict(const message& m);
 

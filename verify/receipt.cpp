@@ -30,6 +30,30 @@ bool verify_receipt(const receipt& r) {
   return verify_signature_hex(r.provider_key, receipt_signing_bytes(r), r.signature);
 }
 
+std::string verdict_signing_bytes(const verdict& v) {
+  std::string s = "haca-verdict-v1\n";
+  s += "job_id=" + std::to_string(v.job_id) + "\n";
+  s += "model_hash=" + v.model_hash + "\n";
+  s += "input_hash=" + v.input_hash + "\n";
+  s += "output_hash=" + v.output_hash + "\n";
+  s += "trace_root=" + v.trace_root + "\n";
+  s += "layer_hashes=";
+  for (std::size_t i = 0; i < v.layer_hashes.size(); ++i)
+    s += (i ? "," : "") + v.layer_hashes[i];
+  s += "\n";
+  s += "verifier_key=" + v.verifier_key + "\n";
+  return s;
+}
+
+void sign_verdict(verdict& v, const key_pair& key) {
+  v.verifier_key = key.public_key_hex;
+  v.signature = sign_hex(key, verdict_signing_bytes(v));
+}
+
+bool verify_verdict(const verdict& v) {
+  return verify_signature_hex(v.verifier_key, verdict_signing_bytes(v), v.signature);
+}
+
 std::string block_signing_bytes(const block& b) {
   std::string s = "haca-block-v1\n";
   s += "height=" + std::to_string(b.height) + "\n";

@@ -3,6 +3,7 @@
 // The exact bytes that are signed are specified in docs/PROTOCOL.md ("Receipts").
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "verify/signing.hpp"
 
@@ -28,6 +29,26 @@ std::string receipt_signing_bytes(const receipt& r);
 std::string receipt_hash(const receipt& r); // SHA-256 hex of the signing bytes
 void sign_receipt(receipt& r, const key_pair& key); // sets provider_key and signature
 bool verify_receipt(const receipt& r);              // signature checks against provider_key
+
+// A verifier's signed account of its own re-execution of a job. It is made without seeing the
+// provider's receipt (VERIFY carries the model and the input only), so it cannot be copied
+// from it; the coordinator compares the two afterwards.
+struct verdict {
+  std::int64_t job_id = 0;
+  std::string model_hash;
+  std::string input_hash;
+  std::string output_hash;
+  std::string trace_root;                // merkle_root(layer_hashes)
+  std::vector<std::string> layer_hashes; // one per trace layer, for dispute bisection
+  std::string verifier_key;              // hex Ed25519 public key of the signer
+  std::string signature;                 // hex Ed25519 signature over verdict_signing_bytes
+};
+
+// "haca-verdict-v1\n" then one "key=value\n" line per field in the struct's order, without the
+// signature; layer_hashes is one line with the hashes joined by ','.
+std::string verdict_signing_bytes(const verdict& v);
+void sign_verdict(verdict& v, const key_pair& key); // sets verifier_key and signature
+bool verify_verdict(const verdict& v);              // signature checks against verifier_key
 
 struct block {
   std::int64_t height = 0;

@@ -598,3 +598,17 @@ TEST_CASE("a DONE whose classes disagree with its output tensor is refused as ba
       },
       errc::bad_receipt);
 }
+
+TEST_CASE("a DONE with 9 output values for a 10-class model, hash, classes and receipt consistent, is refused") {
+  bad_then_good_done(
+      [](proto::job_done& d, const verify::key_pair& key) {
+        REQUIRE(d.output.shape == std::vector<std::int64_t>{1, 10});
+        d.output.shape = {1, 9};
+        d.output.data.resize(9);
+        kernels::argmax_rows(d.output.i8(), 1, 9, d.classes.data());
+        d.receipt.output_hash = verify::sha256_hex(d.output.data);
+        verify::sign_receipt(d.receipt, key);
+        REQUIRE(verify::verify_receipt(d.receipt));
+      },
+      errc::bad_receipt);
+}

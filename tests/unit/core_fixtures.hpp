@@ -2,9 +2,11 @@
 // What the unit tests of the three cores share: a fixed clock and really signed receipts.
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "core/records.hpp"
 #include "verify/hash.hpp"
+#include "verify/merkle.hpp"
 #include "verify/receipt.hpp"
 #include "verify/signing.hpp"
 
@@ -12,6 +14,11 @@ namespace haca::test {
 
 constexpr core::time_us t0 = 1'700'000'000'000'000;
 constexpr core::time_us ms = 1000;
+
+// The trace layer hashes of job_id's honest run (the receipt's trace root is their root).
+inline std::vector<std::string> trace_layers(std::int64_t job_id) {
+  return {verify::sha256_hex("layer 0 of " + std::to_string(job_id)), verify::sha256_hex("layer 1 of " + std::to_string(job_id))};
+}
 
 // A receipt for job_id (attempt 1) signed by provider, with hashes that differ per job.
 inline verify::receipt signed_receipt(std::int64_t job_id, const verify::key_pair& provider,
@@ -21,7 +28,7 @@ inline verify::receipt signed_receipt(std::int64_t job_id, const verify::key_pai
   r.model_hash = verify::sha256_hex("model");
   r.input_hash = verify::sha256_hex("input " + std::to_string(job_id));
   r.output_hash = verify::sha256_hex("output " + std::to_string(job_id));
-  r.trace_root = verify::sha256_hex("trace " + std::to_string(job_id));
+  r.trace_root = verify::merkle_root(trace_layers(job_id));
   r.price = price;
   r.attempt = 1;
   r.started_at_us = t0;

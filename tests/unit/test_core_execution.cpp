@@ -32,6 +32,7 @@ using namespace haca::test;
 namespace {
 
 constexpr int input_dim = 4;
+constexpr int output_dim = 3; // model A's classes (output_for)
 constexpr micros faucet = 10'000;
 constexpr time_us liveness = proto::heartbeat_liveness * 500 * ms; // with heartbeat_ms = 500
 
@@ -42,7 +43,7 @@ const std::string& model_a() {
 
 execution_config config() {
   execution_config c;
-  c.model_input_dims = {{model_a(), input_dim}};
+  c.models = {{model_a(), {input_dim, output_dim}}};
   c.faucet = faucet;
   c.heartbeat_ms = 500;
   c.assign_timeout_ms = 30000;
@@ -97,15 +98,15 @@ proto::capabilities caps_of(const provider& p, const std::string& role = "provid
   return c;
 }
 
-// i8 [rows, 3] whose arg-max per row is unique.
-kernels::tensor output_for(const proto::job_order& o) {
+// i8 [rows, output_dim] whose arg-max per row is unique.
+kernels::tensor output_for(const proto::job_order& o, int classes = output_dim) {
   const std::int64_t rows = o.input.shape.empty() ? 0 : o.input.shape[0];
   kernels::tensor t;
   t.type = kernels::dtype::i8;
-  t.shape = {rows, 3};
+  t.shape = {rows, classes};
   for (std::int64_t r = 0; r < rows; ++r)
-    for (int c = 0; c < 3; ++c)
-      t.data.push_back(static_cast<char>(c == (o.job_id + r) % 3 ? 90 : static_cast<int>(r % 20) - c));
+    for (int c = 0; c < classes; ++c)
+      t.data.push_back(static_cast<char>(c == (o.job_id + r) % classes ? 90 : static_cast<int>(r % 20) - c));
   return t;
 }
 
@@ -1129,6 +1130,17 @@ TEST_CASE("execution: a DONE whose receipt does not check is refused and the job
     d.receipt.output_hash = verify::sha256_hex(d.output.data);
     verify::sign_receipt(d.receipt, p.key);
   }
+  SUBCASE("an output with a class fewer than the model gives, hash, classes and receipt consistent") {
+    d.output = output_for(order, output_dim - 1);
+    d.classes = {static_cast<std::int32_t>(order.job_id % (output_dim - 1))};
+    d.receipt.output_hash = verify::sha256_hex(d.output.data);
+    verify::sign_receipt(d.receipt, p.key);
+  }
+  SUBCASE("an output of another dtype") {
+    d.output.type = kernels::dtype::i32;
+    d.receipt.output_hash = verify::sha256_hex(d.output.data);
+    verify::sign_receipt(d.receipt, p.key);
+  }
   CAPTURE(code);
   auto e = h.step(node_done{p.identity, d});
   auto errs = errors_to(e, p.identity);
@@ -1902,4 +1914,27 @@ TEST_CASE("execution: a look-up's answer does not refuse a request id admitted w
   }
   for (const auto& ack : acks(f, "c1"))
     CHECK(ack.job_id == a[0].job_id);
+}
+
+TEST_CASE("execution: a look-up's answer is stale even when the request id admitted meanwhile has ended and left") {
+  harness h; // faucet 10 000
+  h.admit(request("alice", "r1", 6000, 1, 1000), "c1");
+  const auto r2 = request("alice", "r2", 6000, 1, 1000);
+  auto e = h.submit(r2, "c1");
+  check_looked_up(e, "c1", r2, errc::insufficient_funds);
+  h.now = t0 + 1000 * ms; // job 1 expires: funds come back
+  h.confirm(h.step(tick{}));
+  auto resend = h.persisted(h.submit(r2, "c1"));
+  auto a = acks(resend, "c1");
+  REQUIRE(a.size() == 1);
+  h.now = t0 + 2000 * ms; // the resend expires too, and leaves memory
+  auto ended = h.confirm(h.step(tick{}));
+  REQUIRE(errors_to(ended, "c1").size() == 1);
+  CHECK(errors_to(ended, "c1")[0].code == std::string(errc::expired));
+  REQUIRE_FALSE(h.core.job(a[0].job_id));
+
+  // Postgres read before the resend was stored: no job for r2. That is no longer true.
+  auto f = h.step(request_found{"c1", "r2", std::nullopt, e.request_lookups[0].refusal, "alice"});
+  CHECK(errors_to(f, "c1").empty());
+  CHECK(acks(f, "c1").empty());
 }

@@ -38,8 +38,10 @@ executed_job executed(std::int64_t job_id, const std::string& tier, const verify
   e.seq = seq;
   e.client_id = "alice";
   e.tier = tier;
-  e.receipt = signed_receipt(job_id, provider);
   e.input = input_of(job_id);
+  e.receipt = signed_receipt(job_id, provider);
+  e.receipt.input_hash = verify::sha256_hex(e.input.data); // what the execution core checked
+  verify::sign_receipt(e.receipt, provider);
   REQUIRE(verify::verify_receipt(e.receipt));
   return e;
 }
@@ -51,6 +53,7 @@ proto::capabilities caps_of(const verify::key_pair& k, const std::string& name, 
   c.public_key = k.public_key_hex;
   c.device = "cpu";
   c.backends = {"reference"};
+  c.models = {verify::sha256_hex("model")}; // signed_receipt's
   c.timestamp_us = t0;
   return c;
 }
@@ -113,21 +116,32 @@ committed all_ok(const effects& e) {
   return c;
 }
 
-proto::verdict_reply verdict_for(const proto::verify_task& v, bool honest) {
-  proto::verdict_reply r;
-  r.job_id = v.job_id;
-  r.trace_root = honest ? v.receipt.trace_root : verify::sha256_hex("a different trace");
-  r.output_hash = v.receipt.output_hash;
-  r.match = true; // a liar's flag: the core compares the hashes itself
-  return r;
-}
-
 // A verifier that said HELLO and READY n.
 struct verifier {
   verify::key_pair key = verify::generate_key_pair();
   std::string identity;
   std::string name;
 };
+
+// What `by` signs after re-running the task blind: the honest run (signed_receipt's hashes,
+// which it never saw), or one whose trace (a layer) or output differs.
+proto::verdict_reply verdict_for(const proto::verify_task& t, const verifier& by, bool honest_trace = true,
+                                 bool honest_output = true) {
+  verify::verdict d;
+  d.job_id = t.job_id;
+  d.model_hash = t.model;
+  d.input_hash = verify::sha256_hex(t.input.data);
+  d.output_hash = verify::sha256_hex(honest_output ? "output " + std::to_string(t.job_id) : "another output");
+  d.layer_hashes = trace_layers(t.job_id);
+  if (!honest_trace)
+    d.layer_hashes[1] = verify::sha256_hex("a different layer 1");
+  d.trace_root = verify::merkle_root(d.layer_hashes);
+  verify::sign_verdict(d, by.key);
+  proto::verdict_reply r;
+  r.job_id = t.job_id;
+  r.verdict = std::move(d);
+  return r;
+}
 
 effects join(verification_core& c, const verifier& v, std::int32_t credit, time_us now) {
   auto e = c.step(node_hello{v.identity, caps_of(v.key, v.name)}, now);
@@ -215,7 +229,7 @@ TEST_CASE("a verdict record the store rejects is logged and not handed to settle
   join(c, v, 1, t0);
   auto sent = verifies(c.step(executed(8, "full", provider), t0), v.identity);
   REQUIRE(sent.size() == 1);
-  auto e = c.step(node_verdict{v.identity, verdict_for(sent[0], true)}, t0 + 10);
+  auto e = c.step(node_verdict{v.identity, verdict_for(sent[0], v)}, t0 + 10);
   REQUIRE(transitions(e).size() == 1);
   committed rej = all_ok(e);
   rej.outcomes[0].what = outcome::kind::rejected;
@@ -245,7 +259,7 @@ TEST_CASE("a provider never verifies its own job: only another verifier gets the
   CHECK(c.verifier_of(1) == other.key.public_key_hex);
 }
 
-TEST_CASE("a VERIFY to a verifier carries the model hash, the input and the receipt, and takes one credit") {
+TEST_CASE("a VERIFY carries the model hash and the input only, never the receipt or its hashes, and takes one credit") {
   const auto provider = verify::generate_key_pair();
   verification_core c(config());
   verifier v{verify::generate_key_pair(), "v-id", "v"};
@@ -258,7 +272,19 @@ TEST_CASE("a VERIFY to a verifier carries the model hash, the input and the rece
   CHECK(sent[0].model == job.receipt.model_hash);
   CHECK(sent[0].input.data == job.input.data);
   CHECK(sent[0].input.shape == job.input.shape);
-  CHECK(sent[0].receipt.signature == job.receipt.signature);
+  // Blind: nothing of the provider's claim travels, so a verifier cannot copy it.
+  for (const auto& m : e.messages) {
+    if (m.msg.command != proto::cmd::verify)
+      continue;
+    std::set<std::string> keys;
+    for (const auto& [k, val] : m.msg.header.items())
+      keys.insert(k);
+    CHECK(keys == std::set<std::string>{"job_id", "model"});
+    const auto wire = m.msg.header.dump();
+    for (const auto& claim : {job.receipt.output_hash, job.receipt.trace_root, job.receipt.signature,
+                              job.receipt.provider_key, verify::receipt_hash(job.receipt)})
+      CHECK(wire.find(claim) == std::string::npos);
+  }
   CHECK(c.credit_of(v.key.public_key_hex) == 2);
   CHECK(e.wake_at_us > 0);
   CHECK(e.wake_at_us <= t0 + 5 + 10000 * ms); // the VERIFY's deadline at the latest
@@ -271,7 +297,7 @@ TEST_CASE("a VERDICT from an identity that never said HELLO to verification is r
   join(c, v, 1, t0);
   auto sent = verifies(c.step(executed(3, "full", provider), t0));
   REQUIRE(sent.size() == 1);
-  auto e = c.step(node_verdict{"stranger", verdict_for(sent[0], true)}, t0 + 1);
+  auto e = c.step(node_verdict{"stranger", verdict_for(sent[0], v)}, t0 + 1);
   auto errs = errors_to(e, "stranger");
   REQUIRE(errs.size() == 1);
   CHECK(errs[0].code == errc::not_registered);
@@ -292,7 +318,7 @@ TEST_CASE("a VERDICT for a job in flight to another verifier is refused with unk
   auto sent = verifies(c.step(executed(5, "full", provider), t0), a.identity); // a has the most credit
   REQUIRE(sent.size() == 1);
   CHECK(c.verifier_of(5) == a.key.public_key_hex);
-  auto e = c.step(node_verdict{b.identity, verdict_for(sent[0], true)}, t0 + 1);
+  auto e = c.step(node_verdict{b.identity, verdict_for(sent[0], b)}, t0 + 1);
   auto errs = errors_to(e, b.identity);
   REQUIRE(errs.size() == 1);
   CHECK(errs[0].code == errc::unknown_job);
@@ -302,7 +328,7 @@ TEST_CASE("a VERDICT for a job in flight to another verifier is refused with unk
   CHECK(c.credit_of(a.key.public_key_hex) == 1);
   CHECK(c.credit_of(b.key.public_key_hex) == 1);
   // A verdict for a job nobody verifies is refused the same way.
-  proto::verdict_reply ghost = verdict_for(sent[0], true);
+  proto::verdict_reply ghost = verdict_for(sent[0], a);
   ghost.job_id = 999;
   auto g = c.step(node_verdict{a.identity, ghost}, t0 + 2);
   REQUIRE(errors_to(g, a.identity).size() == 1);
@@ -317,7 +343,7 @@ TEST_CASE("a matching VERDICT verifies the job, returns the verifier's credit an
   join(c, v, 1, t0);
   auto sent = verifies(c.step(executed(9, "full", provider, 4), t0), v.identity);
   REQUIRE(sent.size() == 1);
-  auto e = c.step(node_verdict{v.identity, verdict_for(sent[0], true)}, t0 + 10);
+  auto e = c.step(node_verdict{v.identity, verdict_for(sent[0], v)}, t0 + 10);
   auto ts = transitions(e);
   REQUIRE(ts.size() == 1);
   CHECK(ts[0].to == job_state::verified);
@@ -338,14 +364,14 @@ TEST_CASE("a verifier VERDICT whose trace root differs from the receipt disputes
   join(c, v, 1, t0);
   auto sent = verifies(c.step(executed(4, "full", provider), t0), v.identity);
   REQUIRE(sent.size() == 1);
-  const auto reply = verdict_for(sent[0], false);
+  const auto reply = verdict_for(sent[0], v, false);
   auto e = c.step(node_verdict{v.identity, reply}, t0 + 10);
   auto ts = transitions(e);
   REQUIRE(ts.size() == 1);
   CHECK(ts[0].to == job_state::disputed);
   CHECK(ts[0].detail.find("honest-v") != std::string::npos);
-  CHECK(ts[0].detail.find(reply.trace_root.substr(0, 12)) != std::string::npos);
-  CHECK(ts[0].detail.find(sent[0].receipt.trace_root.substr(0, 12)) != std::string::npos);
+  CHECK(ts[0].detail.find(reply.verdict->trace_root.substr(0, 12)) != std::string::npos);
+  CHECK(ts[0].detail.find(signed_receipt(4, provider).trace_root.substr(0, 12)) != std::string::npos);
   CHECK(ts[0].detail.size() < 400);
   auto done = c.step(all_ok(e), t0 + 20);
   REQUIRE(done.to_settlement.size() == 1);
@@ -354,8 +380,7 @@ TEST_CASE("a verifier VERDICT whose trace root differs from the receipt disputes
   // An output hash that differs disputes it too, even when the trace root agrees.
   auto sent2 = verifies(c.step(executed(6, "full", provider), t0 + 30), v.identity);
   REQUIRE(sent2.size() == 1);
-  auto r2 = verdict_for(sent2[0], true);
-  r2.output_hash = verify::sha256_hex("another output");
+  auto r2 = verdict_for(sent2[0], v, true, false);
   auto e2 = c.step(node_verdict{v.identity, r2}, t0 + 40);
   REQUIRE(transitions(e2).size() == 1);
   CHECK(transitions(e2)[0].to == job_state::disputed);
@@ -391,7 +416,7 @@ TEST_CASE("a VERIFY that times out is dispatched again to another verifier and t
   CHECK(c.credit_of(b.key.public_key_hex) == 0);
   CHECK_FALSE(e.notes.empty());
 
-  auto late = c.step(node_verdict{a.identity, verdict_for(verifies(first, a.identity)[0], true)}, deadline + 1);
+  auto late = c.step(node_verdict{a.identity, verdict_for(verifies(first, a.identity)[0], a)}, deadline + 1);
   REQUIRE(errors_to(late, a.identity).size() == 1);
   CHECK(errors_to(late, a.identity)[0].code == errc::unknown_job);
   CHECK(late.records.empty());
@@ -477,7 +502,7 @@ TEST_CASE("a new verifier HELLO for the same key replaces the old session and re
   CHECK(verifies(e, "a-new").size() == 1);
   CHECK(c.verifier_of(1) == a.key.public_key_hex);
   // The old connection is no longer the session.
-  auto old = c.step(node_verdict{"a-old", verdict_for(first[0], true)}, t0 + 6);
+  auto old = c.step(node_verdict{"a-old", verdict_for(first[0], a)}, t0 + 6);
   REQUIRE(errors_to(old, "a-old").size() == 1);
   CHECK(errors_to(old, "a-old")[0].code == errc::not_registered);
   CHECK(old.records.empty());
@@ -610,4 +635,117 @@ TEST_CASE("verification recovery samples the executed jobs again with the same d
   CHECK(dispatched.size() == std::min<std::size_t>(16, jobs.size() - unsampled.size()));
   for (auto id : dispatched)
     CHECK(unsampled.count(id) == 0);
+}
+
+TEST_CASE("a VERDICT that does not prove this verifier re-ran this job is refused; the job goes elsewhere") {
+  const auto provider = verify::generate_key_pair();
+  verification_core c(config());
+  verifier a{verify::generate_key_pair(), "a-id", "a"};
+  verifier b{verify::generate_key_pair(), "b-id", "b"};
+  join(c, a, 2, t0);
+  join(c, b, 1, t0);
+  auto sent = verifies(c.step(executed(7, "full", provider), t0), a.identity);
+  REQUIRE(sent.size() == 1);
+  auto v = verdict_for(sent[0], a);
+  const char* code = errc::bad_input;
+  SUBCASE("signed by another key") {
+    verify::sign_verdict(*v.verdict, b.key);
+    code = errc::bad_signature;
+  }
+  SUBCASE("a signature that does not cover the hashes") {
+    v.verdict->output_hash = verify::sha256_hex("output 7 copied after signing");
+    code = errc::bad_signature;
+  }
+  SUBCASE("a re-run of another input") {
+    v.verdict->input_hash = verify::sha256_hex("another input");
+    verify::sign_verdict(*v.verdict, a.key);
+  }
+  SUBCASE("a re-run of another model") {
+    v.verdict->model_hash = verify::sha256_hex("another model");
+    verify::sign_verdict(*v.verdict, a.key);
+  }
+  SUBCASE("a trace root that is not the root of its layer hashes") {
+    v.verdict->layer_hashes[0] = verify::sha256_hex("not the layer");
+    verify::sign_verdict(*v.verdict, a.key);
+  }
+  SUBCASE("no layer hashes") {
+    v.verdict->layer_hashes.clear();
+    verify::sign_verdict(*v.verdict, a.key);
+  }
+  SUBCASE("the verdict of another job") {
+    v.verdict->job_id = 8;
+    verify::sign_verdict(*v.verdict, a.key);
+  }
+  CAPTURE(code);
+  auto e = c.step(node_verdict{a.identity, v}, t0 + 10);
+  auto errs = errors_to(e, a.identity);
+  REQUIRE(errs.size() == 1);
+  CHECK(errs[0].code == std::string(code));
+  CHECK(errs[0].job_id == 7);
+  CHECK(e.records.empty()); // no judgement
+  CHECK(e.to_settlement.empty());
+  CHECK(verifies(e, b.identity).size() == 1); // another verifier gets it
+  CHECK(c.verifier_of(7) == b.key.public_key_hex);
+  CHECK(c.credit_of(a.key.public_key_hex) == 2); // a's slot came back
+}
+
+TEST_CASE("'could not run' is no judgement: the job goes to another verifier and is never DISPUTED") {
+  const auto provider = verify::generate_key_pair();
+  verification_core c(config());
+  verifier a{verify::generate_key_pair(), "a-id", "a"};
+  verifier b{verify::generate_key_pair(), "b-id", "b"};
+  join(c, a, 2, t0);
+  join(c, b, 1, t0);
+  auto sent = verifies(c.step(executed(3, "full", provider), t0), a.identity);
+  REQUIRE(sent.size() == 1);
+  proto::verdict_reply cannot;
+  cannot.job_id = 3;
+  cannot.reason = "model is not on this node";
+  auto e = c.step(node_verdict{a.identity, cannot}, t0 + 10);
+  CHECK(e.records.empty());
+  CHECK(errors_to(e, a.identity).empty());
+  REQUIRE(verifies(e, b.identity).size() == 1);
+  auto judged = c.step(node_verdict{b.identity, verdict_for(verifies(e, b.identity)[0], b)}, t0 + 20);
+  REQUIRE(transitions(judged).size() == 1);
+  CHECK(transitions(judged)[0].to == job_state::verified);
+}
+
+TEST_CASE("a VERIFY goes only to a verifier that has the model") {
+  const auto provider = verify::generate_key_pair();
+  verification_core c(config());
+  verifier without{verify::generate_key_pair(), "w-id", "without"};
+  auto caps = caps_of(without.key, without.name);
+  caps.models = {verify::sha256_hex("another model")};
+  REQUIRE(count_cmd(c.step(node_hello{without.identity, caps}, t0), proto::cmd::welcome, without.identity) == 1);
+  c.step(node_ready{without.identity, 8}, t0);
+  CHECK(verifies(c.step(executed(1, "full", provider), t0)).empty());
+  CHECK(c.pending() == 1);
+  verifier with{verify::generate_key_pair(), "m-id", "with"};
+  auto j = join(c, with, 1, t0 + 1);
+  CHECK(verifies(j, with.identity).size() == 1);
+  CHECK(verifies(j, without.identity).empty());
+}
+
+TEST_CASE("a verifier never judges a provider of the same operator, by key or by declared operator") {
+  const auto provider = verify::generate_key_pair();
+  const auto op = verify::generate_key_pair();
+  verification_core c(config());
+  auto job = executed(1, "full", provider);
+  job.provider_operator = op.public_key_hex;
+  verifier op_itself{op, "op-id", "operator-itself"};
+  verifier run_by_op{verify::generate_key_pair(), "ro-id", "run-by-operator"};
+  verifier run_by_provider{verify::generate_key_pair(), "rp-id", "run-by-provider"};
+  join(c, op_itself, 8, t0);
+  for (auto* v : {&run_by_op, &run_by_provider}) {
+    auto caps = caps_of(v->key, v->name);
+    caps.operator_key = v == &run_by_op ? op.public_key_hex : provider.public_key_hex;
+    REQUIRE(count_cmd(c.step(node_hello{v->identity, caps}, t0), proto::cmd::welcome, v->identity) == 1);
+    c.step(node_ready{v->identity, 8}, t0);
+  }
+  CHECK(verifies(c.step(job, t0)).empty());
+  CHECK(c.pending() == 1);
+  verifier outsider{verify::generate_key_pair(), "o-id", "outsider"};
+  auto j = join(c, outsider, 1, t0 + 1);
+  CHECK(verifies(j).size() == 1);
+  CHECK(verifies(j, outsider.identity).size() == 1);
 }

@@ -14,6 +14,7 @@
 #include "kernels/ops.hpp"
 #include "proto/commands.hpp"
 #include "verify/hash.hpp"
+#include "verify/merkle.hpp"
 #include "verify/signing.hpp"
 
 namespace haca::sim {
@@ -60,8 +61,14 @@ inline kernels::tensor sim_output(const std::string& model, const kernels::tenso
   return out;
 }
 
+// Two "trace layers" per run; the trace root is their Merkle root, as in a real receipt.
+inline std::vector<std::string> sim_layer_hashes(const std::string& model, const kernels::tensor& output) {
+  return {verify::sha256_hex("sim-layer-0\n" + model + "\n" + output.data),
+          verify::sha256_hex("sim-layer-1\n" + model + "\n" + output.data)};
+}
+
 inline std::string sim_trace_root(const std::string& model, const kernels::tensor& output) {
-  return verify::sha256_hex("sim-trace\n" + model + "\n" + output.data);
+  return verify::merkle_root(sim_layer_hashes(model, output));
 }
 
 inline std::vector<std::int32_t> sim_classes_of(const kernels::tensor& output) {

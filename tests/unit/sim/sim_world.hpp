@@ -181,7 +181,7 @@ private:
   void setup() {
     now_ = t0_;
     models_ = {verify::sha256_hex("sim-model-a"), verify::sha256_hex("sim-model-b"), verify::sha256_hex("sim-model-c")};
-    exec_cfg_.model_input_dims = {{models_[0], 8}, {models_[1], 12}, {models_[2], 5}};
+    exec_cfg_.models = {{models_[0], {8, sim_classes}}, {models_[1], {12, sim_classes}}, {models_[2], {5, sim_classes}}};
     exec_cfg_.max_rows = 4;
     exec_cfg_.max_waiting = static_cast<std::size_t>(range(6, 40));
     exec_cfg_.max_client_waiting = static_cast<std::size_t>(range(3, 20));
@@ -239,7 +239,7 @@ private:
         q.client_id = cl.id;
         q.request_id = "r" + std::to_string(c) + "-" + std::to_string(i);
         q.model = models_[rnd(models_.size())];
-        const int dim = exec_cfg_.model_input_dims.at(q.model);
+        const int dim = exec_cfg_.models.at(q.model).input_dim;
         const int rows = static_cast<int>(range(1, exec_cfg_.max_rows));
         q.input.type = kernels::dtype::i8;
         q.input.shape = {rows, dim};
@@ -781,13 +781,17 @@ private:
           auto v = proto::parse_verify(o.msg);
           if (!v)
             return fail(from + "sent a VERIFY that does not parse: " + v.err().reason);
-          auto s = store_.receipts.find({v->job_id, v->receipt.attempt});
-          if (s == store_.receipts.end() ||
-              verify::receipt_hash(s->second.result.receipt) != verify::receipt_hash(v->receipt))
-            return fail(from + "sent VERIFY for job " + std::to_string(v->job_id) +
-                        " whose receipt is not the stored one");
+          if (o.msg.header.contains("receipt"))
+            return fail(from + "sent a VERIFY for job " + std::to_string(v->job_id) + " that is not blind");
+          // The job's newest stored receipt is the one being checked.
+          auto s = store_.receipts.lower_bound({v->job_id + 1, std::numeric_limits<std::int32_t>::min()});
+          if (s == store_.receipts.begin() || (--s)->first.first != v->job_id)
+            return fail(from + "sent VERIFY for job " + std::to_string(v->job_id) + " before its receipt was stored");
+          const auto& stored = s->second.result.receipt;
+          if (stored.model_hash != v->model || verify::sha256_hex(v->input.data) != stored.input_hash)
+            return fail(from + "sent VERIFY for job " + std::to_string(v->job_id) + " with another model or input");
           const auto* n = node_of_identity(o.identity);
-          if (n && n->key.public_key_hex == v->receipt.provider_key)
+          if (n && n->key.public_key_hex == stored.provider_key)
             return fail(from + "asked provider " + n->name + " to verify its own job " + std::to_string(v->job_id));
         }
       }
@@ -1332,25 +1336,20 @@ private:
         auto& nd = nodes_[static_cast<std::size_t>(i)];
         if (!nd.alive || nd.life != life || !nd.welcomed)
           return;
-        auto out = sim_output(v.model, v.input);
+        // Blind: it never sees the receipt. A liar signs the run of another output.
+        const auto out = sim_output(v.model, v.input, lies ? "lie" : "");
+        verify::verdict d;
+        d.job_id = v.job_id;
+        d.model_hash = v.model;
+        d.input_hash = verify::sha256_hex(v.input.data);
+        d.output_hash = verify::sha256_hex(out.data);
+        d.layer_hashes = sim_layer_hashes(v.model, out);
+        d.trace_root = verify::merkle_root(d.layer_hashes);
+        verify::sign_verdict(d, nd.key);
         proto::verdict_reply vr;
         vr.job_id = v.job_id;
-        vr.output_hash = verify::sha256_hex(out.data);
-        vr.trace_root = sim_trace_root(v.model, out);
-        if (lies) {
-          if (vr.output_hash == v.receipt.output_hash) {
-            out = sim_output(v.model, v.input, "lie");
-            vr.output_hash = verify::sha256_hex(out.data);
-            vr.trace_root = sim_trace_root(v.model, out);
-          } else {
-            vr.output_hash = v.receipt.output_hash;
-            vr.trace_root = v.receipt.trace_root;
-          }
-        }
-        vr.match = vr.output_hash == v.receipt.output_hash && vr.trace_root == v.receipt.trace_root;
-        vr.layer_hashes = {vr.trace_root};
-        trace(nd.name + " -> VERDICT " + std::to_string(v.job_id) + (vr.match ? " match" : " mismatch") +
-              (lies ? " (lying)" : ""));
+        vr.verdict = std::move(d);
+        trace(nd.name + " -> VERDICT " + std::to_string(v.job_id) + (lies ? " (lying)" : ""));
         send_in(nd.identity, core::node_verdict{nd.identity, std::move(vr)});
       });
       return;
