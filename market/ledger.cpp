@@ -17,10 +17,12 @@ std::vector<posting> settlement_postings(const std::string& client_id, const std
                                          micros price, int fee_bps) {
   if (fee_bps < 0) fee_bps = 0;
   if (fee_bps > 10000) fee_bps = 10000;
-  // fee = floor(price * fee_bps / 10000) for price >= 0; the provider gets the rest, so the group
-  // sums to zero. Split price as q*10000 + r so the product cannot overflow for any int64 price.
+  // fee = ceil(price * fee_bps / 10000) for price >= 0: a positive rate on a positive price is
+  // never rounded away to 0 (500 bps of 10 is 1, not 0), and the fee never exceeds the price.
+  // The provider gets the rest, so the group sums to zero. Split price as q*10000 + r so the
+  // product cannot overflow for any int64 price.
   const micros q = price / 10000, r = price % 10000;
-  const micros fee = q * fee_bps + r * fee_bps / 10000;
+  const micros fee = q * fee_bps + (r * fee_bps + 9999) / 10000;
   const micros provider_share = price - fee;
   std::vector<posting> out;
   out.push_back({client_account(client_id), -price, "job payment"});

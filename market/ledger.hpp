@@ -27,8 +27,9 @@ micros sum(const std::vector<posting>& postings);
 bool balanced(const std::vector<posting>& postings);
 
 // Settling one receipt: the client pays `price`; the fee account gets fee_bps basis points of it,
-// rounded down (floor(price * fee_bps / 10000), fee_bps clamped to [0, 10000]); the provider gets
-// the rest. A zero fee produces no fee posting.
+// rounded up (ceil(price * fee_bps / 10000), fee_bps clamped to [0, 10000]), so a positive rate
+// never yields a fee of 0 on a positive price; the provider gets the rest. A zero fee (a zero
+// price or rate) produces no fee posting.
 std::vector<posting> settlement_postings(const std::string& client_id, const std::string& provider_key,
                                          micros price, int fee_bps);
 // Funding a client from the mint (the demo's faucet).

@@ -173,7 +173,7 @@ TEST_CASE("settled items carry balanced postings, the settled seq and a block to
       if (p.account == market::fee_account) fee += p.amount;
     }
     CHECK(client == -item.receipt.price);
-    CHECK(fee == item.receipt.price * 500 / 10000);
+    CHECK(fee == (item.receipt.price * 500 + 9999) / 10000); // rounded up
     CHECK(provider == item.receipt.price - fee);
   }
   check_block(bs[0], cfg.key);

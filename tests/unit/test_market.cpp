@@ -35,19 +35,31 @@ TEST_CASE("settlement postings sum to zero for many prices and fees") {
       CHECK(amount_for(ps, "client:alice") == -price);
       const micros f = amount_for(ps, fee_account);
       CHECK(f >= 0);
+      CHECK(f <= price);
+      CHECK((f > 0) == (price > 0 && fee > 0));
       CHECK(amount_for(ps, "provider:pk") == price - f);
     }
 }
 
-TEST_CASE("the protocol fee is rounded down and the provider gets the rest") {
-  auto ps = settlement_postings("c", "p", 999, 250); // 24.975 -> 24
-  CHECK(amount_for(ps, fee_account) == 24);
-  CHECK(amount_for(ps, "provider:p") == 975);
-  ps = settlement_postings("c", "p", 10000, 250);
+TEST_CASE("the protocol fee is rounded up, never silently 0, and the provider gets the rest") {
+  auto ps = settlement_postings("c", "p", 999, 250); // 24.975 -> 25
+  CHECK(amount_for(ps, fee_account) == 25);
+  CHECK(amount_for(ps, "provider:p") == 974);
+  ps = settlement_postings("c", "p", 10000, 250); // exact: 250
   CHECK(amount_for(ps, fee_account) == 250);
   CHECK(amount_for(ps, "provider:p") == 9750);
-  ps = settlement_postings("c", "p", 39, 250); // 0.975 -> 0: no fee posting at all
+  for (micros price : {10, 12}) { // 500 bps of 10 or 12 is 0.5 or 0.6: 1, not 0
+    ps = settlement_postings("c", "p", price, 500);
+    CHECK(amount_for(ps, fee_account) == 1);
+    CHECK(amount_for(ps, "provider:p") == price - 1);
+  }
+  ps = settlement_postings("c", "p", 1, 1); // the smallest rate on the smallest price
+  CHECK(amount_for(ps, fee_account) == 1);
+  CHECK(amount_for(ps, "provider:p") == 0);
+  ps = settlement_postings("c", "p", 39, 0); // no rate: no fee posting at all
   CHECK(amount_for(ps, fee_account) == 0);
+  CHECK(ps.size() == 2);
+  ps = settlement_postings("c", "p", 0, 500); // no price: no fee
   CHECK(ps.size() == 2);
   ps = settlement_postings("c", "p", 1000, 10000);
   CHECK(amount_for(ps, fee_account) == 1000);
