@@ -43,14 +43,14 @@ std::optional<core::execution_event> decode(self_ptr self, const inbound& in) {
         return refuse(s.err());
       return core::client_submit{in.identity, std::move(s.value())};
     }
-    if (m.command == proto::cmd::status) {
-      auto s = proto::parse_status_request(m);
-      if (!s)
-        return refuse(s.err());
-      return core::client_status{in.identity, s->job_id};
+    if (m.command == proto::cmd::status || m.command == proto::cmd::receipt || m.command == proto::cmd::proof) {
+      auto q = proto::parse_job_query(m);
+      if (!q)
+        return refuse(q.err());
+      return core::client_query{in.identity, q->job_id, q->command};
     }
     return refuse(make_error(errc::unknown_command,
-                             fmt::format("{} is not a client command (SUBMIT, STATUS)", m.command)));
+                             fmt::format("{} is not a client command (SUBMIT, STATUS, RECEIPT, PROOF)", m.command)));
   }
   if (auto session = decode_session_command<core::execution_event>(in)) {
     if (!*session)

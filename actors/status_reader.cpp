@@ -16,10 +16,8 @@ caf::behavior status_reader(caf::stateful_actor<reader_state>* self, std::string
   self->state.db = std::make_unique<db::reader>(std::move(url));
   self->state.out = std::make_unique<outbox>();
   return {
-      [=](lookup_atom, const core::status_lookup& l) {
-        auto s = self->state.db->status(l.job_id);
-        self->state.out->send(core::port::client, l.identity,
-                              s ? proto::make_status_reply(s.value()) : proto::make_error(s.err(), "", l.job_id));
+      [=](lookup_atom, const core::job_lookup& l) {
+        self->state.out->send(core::port::client, l.identity, self->state.db->answer(l));
       },
       // Is a refused request id the resend of a stored job? The answer goes back to the core.
       [=](lookup_atom, core::request_lookup& l) {

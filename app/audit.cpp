@@ -7,6 +7,7 @@
 
 #include "app/common.hpp"
 #include "db/audit.hpp"
+#include "verify/hash.hpp"
 
 namespace haca::app {
 
@@ -79,6 +80,10 @@ void add_audit_command(CLI::App& app) {
                   "a job not in a final state whose last change is older than this many seconds is stuck")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
+  cmd->add_option("--coordinator-key", o->coordinator_key,
+                  "the coordinator's public key, hex: every block must be signed by it (without it, each block's "
+                  "signature is checked against the signer_key stored in the same row)")
+      ->check([](const std::string& k) { return verify::is_hash_hex(k) ? "" : "must be 64 lowercase hex characters"; });
   cmd->add_flag("--json", *json, "print the report as one JSON object");
   cmd->callback([=] {
     auto a = db::audit(*db, *o);

@@ -154,7 +154,7 @@ int run_submit(submit_cli o) {
 
 int run_status(const std::string& connect, std::int64_t job_id, bool json) {
   net::client conn{connect};
-  conn.send(proto::make_status_request({job_id}));
+  conn.send(proto::make_job_query({job_id}));
   auto msg = conn.receive(std::chrono::seconds(10));
   if (!msg) {
     std::cerr << fmt::format("error: no answer from {} within 10 s (is the coordinator running?)\n", connect);

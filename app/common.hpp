@@ -38,6 +38,7 @@ void add_client_commands(CLI::App& app);     // submit, status
 void add_model_command(CLI::App& app);
 void add_demo_command(CLI::App& app);
 void add_audit_command(CLI::App& app);
+void add_proof_commands(CLI::App& app); // prove-inclusion, verify-receipt, verify-inclusion
 void add_train_commands(CLI::App& app);     // train, eval (Fashion-MNIST models)
 
 } // namespace haca::app

@@ -12,6 +12,7 @@ int main(int argc, char** argv) {
   haca::app::add_model_command(app);
   haca::app::add_demo_command(app);
   haca::app::add_audit_command(app);
+  haca::app::add_proof_commands(app);
   haca::app::add_train_commands(app);
   try {
     app.parse(argc, argv);

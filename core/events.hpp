@@ -12,9 +12,10 @@ struct client_submit {
   std::string identity;
   proto::submit_request req;
 };
-struct client_status {
+struct client_query { // STATUS, RECEIPT or PROOF
   std::string identity;
   std::int64_t job_id = 0;
+  std::string command = "STATUS";
 };
 struct node_hello {
   std::string identity;

@@ -247,10 +247,10 @@ void execution_core::on(const client_submit& e, time_us now, effects& out) {
   dispatch(now, out);
 }
 
-void execution_core::on(const client_status& e, time_us, effects& out) {
+void execution_core::on(const client_query& e, time_us, effects& out) {
   // Answered from Postgres by a reader (what is committed is what may be told), never
   // through the write queue.
-  out.lookups.push_back({e.identity, e.job_id});
+  out.lookups.push_back({e.identity, e.job_id, e.command});
 }
 
 void execution_core::on(const request_found& e, time_us, effects& out) {

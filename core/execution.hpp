@@ -40,7 +40,7 @@ struct execution_config {
   std::string coordinator_key;        // sent in WELCOME
 };
 
-using execution_event = std::variant<client_submit, client_status, request_found, node_hello, node_ready,
+using execution_event = std::variant<client_submit, client_query, request_found, node_hello, node_ready,
                                      node_heartbeat, node_done, node_fail, node_gone, committed, jobs_settled, tick, drain>;
 
 class execution_core {
@@ -96,7 +96,7 @@ private:
   };
 
   void on(const client_submit& e, time_us now, effects& out);
-  void on(const client_status& e, time_us now, effects& out);
+  void on(const client_query& e, time_us now, effects& out);
   void on(const request_found& e, time_us now, effects& out);
   void on(const node_hello& e, time_us now, effects& out);
   void on(const node_ready& e, time_us now, effects& out);

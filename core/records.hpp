@@ -165,9 +165,10 @@ struct settled_job {
 };
 
 // A STATUS for a job no longer in memory: answered from Postgres by a reader, not a core.
-struct status_lookup {
+struct job_lookup { // a client_query for the reader
   std::string identity;
   std::int64_t job_id = 0;
+  std::string command = "STATUS";
 };
 
 // A SUBMIT this core would refuse for good (no funds) for a request id it does not hold:
@@ -188,7 +189,7 @@ struct effects {
   std::vector<executed_job> to_verification;
   std::vector<judged_job> to_settlement;
   std::vector<settled_job> to_execution;
-  std::vector<status_lookup> lookups;
+  std::vector<job_lookup> lookups;
   std::vector<request_lookup> request_lookups;
   time_us wake_at_us = 0;         // 0 = no timer wanted
   std::vector<std::string> errors; // broken invariants (an illegal transition): log loudly

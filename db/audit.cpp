@@ -59,7 +59,10 @@ std::size_t order_of(std::string_view kind) {
 const std::vector<audit_check>& audit_checks() {
   static const std::vector<audit_check> checks = {
       {"invalid_receipts", "receipts whose Ed25519 signature does not verify"},
-      {"broken_chain", "blocks whose height, link, hash, signature or batch root does not check"},
+      {"broken_chain", "blocks whose height, link, hash, signer (with a pinned key), signature or batch root does not "
+                       "check"},
+      {"block_totals", "blocks whose receipt count or total_amount differs from the receipts they settled and the "
+                       "client postings they made"},
       {"unbalanced_postings", "postings that do not sum to zero, in all or for one job"},
       {"account_drift", "accounts whose balance differs from the sum of their postings"},
       {"stuck_jobs", "jobs not in a final state whose last change is older than the threshold"},
@@ -149,6 +152,9 @@ result<audit_report> audit(const std::string& url, const audit_options& o) {
         problem = fmt::format("block {} does not link to the block before it", b.height);
       else if (verify::block_hash(b) != row["block_hash"].c_str())
         problem = fmt::format("block {}'s stored hash differs from its contents", b.height);
+      else if (!o.coordinator_key.empty() && b.signer_key != o.coordinator_key)
+        problem = fmt::format("block {} is signed by {}..., not by the pinned coordinator key {}...", b.height,
+                              b.signer_key.substr(0, 16), o.coordinator_key.substr(0, 16));
       else if (!verify::verify_block(b))
         problem = fmt::format("block {}'s signature does not verify", b.height);
       else if (verify::merkle_root(leaves[b.height]) != b.batch_root)
@@ -160,6 +166,25 @@ result<audit_report> audit(const std::string& url, const audit_options& o) {
     }
     a.chain_valid = broken_blocks == 0;
     c.add("broken_chain", broken_blocks, first_broken);
+
+    // Each block's totals against what it settled: its receipt count, the prices it charged
+    // (nothing for a mismatch) and what its client postings paid must all say the same.
+    auto totals = tx.exec(
+        "with r as (select block_height h, count(*) n, coalesce(sum(price) filter (where verdict <> 'mismatch'), 0) "
+        "charged from receipts where block_height is not null group by block_height), "
+        "p as (select block_height h, -coalesce(sum(amount), 0) paid from postings where block_height is not null "
+        "and account like 'client:%' group by block_height) "
+        "select count(*) over (), b.height, b.receipts, b.total_amount, coalesce(r.n, 0), coalesce(r.charged, 0), "
+        "coalesce(p.paid, 0) from blocks b left join r on r.h = b.height left join p on p.h = b.height "
+        "where b.receipts <> coalesce(r.n, 0) or b.total_amount <> coalesce(r.charged, 0) "
+        "or b.total_amount <> coalesce(p.paid, 0) order by b.height limit 1");
+    if (!totals.empty()) {
+      const auto& t = totals[0];
+      c.add("block_totals", t[0].as<std::int64_t>(),
+            fmt::format("block {} says {} receipts and total_amount {}; it settled {} receipts charging {}, and its "
+                        "client postings paid {}",
+                        t[1].c_str(), t[2].c_str(), t[3].c_str(), t[4].c_str(), t[5].c_str(), t[6].c_str()));
+    }
 
     // The ledger: all postings, and each job's, sum to zero; balances are their postings' sums.
     // Grouped by job; the postings of no job (faucet grants) form one more group. Every group

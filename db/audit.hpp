@@ -17,6 +17,7 @@ namespace haca::db {
 struct audit_options {
   std::string client_id;              // job counts and receipt signatures of this client only ("" = all)
   std::int64_t stuck_after_s = 600;   // a job not in a final state, unchanged this long, is stuck
+  std::string coordinator_key;        // hex: every block must be signed by it ("" = trust each row's signer_key)
 };
 
 // One kind of trouble: how many (jobs, clients, accounts, blocks, receipts) and the first one.

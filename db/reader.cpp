@@ -5,16 +5,19 @@
 #include <fmt/format.h>
 
 #include "db/rows.hpp"
+#include "verify/merkle.hpp"
 
 namespace haca::db {
 
 struct reader::connection {
   explicit connection(const std::string& url) : db(url) {
-    db.prepare("job", std::string("select j.state, j.attempt, ") + result_columns +
+    db.prepare("job", std::string("select j.state, j.attempt, r.block_height, r.verdict, ") + result_columns +
                           " from jobs j left join receipts r on r.job_id = j.id and r.attempt = j.attempt "
                           "where j.id = $1");
     db.prepare("events", "select state, detail, (extract(epoch from at) * 1000000)::bigint from job_events "
                          "where job_id = $1 order by seq, at");
+    db.prepare("block", "select * from blocks where height = $1");
+    db.prepare("batch", "select job_id, receipt_hash from receipts where block_height = $1 order by block_index");
     db.prepare("request", std::string("select j.id, j.state, ") + result_columns +
                               " from jobs j left join receipts r on r.job_id = j.id and r.attempt = j.attempt "
                               "where j.client_id = $1 and j.client_req_id = $2");
@@ -42,6 +45,70 @@ result<proto::status_reply> reader::status(std::int64_t job_id) {
     for (const auto& row : tx.exec_prepared("events", job_id))
       out.events.push_back({row[0].c_str(), row[1].c_str(), row[2].as<std::int64_t>()});
     return out;
+  } catch (const std::exception& e) {
+    conn_.reset();
+    return make_error(errc::unavailable, "the job store cannot be read right now; ask again shortly");
+  }
+}
+
+proto::message reader::answer(const core::job_lookup& q) {
+  auto reply = [&](auto r, auto make) { return r ? make(r.value()) : proto::make_error(r.err(), "", q.job_id); };
+  if (q.command == proto::cmd::receipt)
+    return reply(receipt(q.job_id), proto::make_receipt_reply);
+  if (q.command == proto::cmd::proof)
+    return reply(proof(q.job_id), proto::make_proof_reply);
+  return reply(status(q.job_id), proto::make_status_reply);
+}
+
+result<proto::receipt_reply> reader::receipt(std::int64_t job_id) {
+  auto s = status(job_id);
+  if (!s)
+    return s.err();
+  if (!s->result)
+    return make_error(errc::unknown_job, fmt::format("job {} has no receipt yet ({})", job_id, s->state));
+  return proto::receipt_reply{job_id, std::move(s->result->receipt)};
+}
+
+result<proto::inclusion_proof> reader::proof(std::int64_t job_id) {
+  try {
+    if (!conn_ || !conn_->db.is_open())
+      conn_ = std::make_unique<connection>(url_);
+    pqxx::read_transaction tx{conn_->db};
+    auto job = tx.exec_prepared("job", job_id);
+    if (job.empty())
+      return make_error(errc::unknown_job, fmt::format("no job with id {}", job_id));
+    const std::string state = job[0][0].c_str();
+    if (state != "SETTLED")
+      return make_error(errc::not_settled, fmt::format("job {} is {}, not in a block yet; ask again after it settles",
+                                                       job_id, state));
+    proto::inclusion_proof p;
+    p.job_id = job_id;
+    auto r = result_of(job[0], job_id);
+    if (!r || job[0]["block_height"].is_null())
+      return make_error(errc::not_settled, fmt::format("job {} has no settled receipt", job_id));
+    p.receipt = std::move(r->receipt);
+    p.verdict = job[0]["verdict"].c_str();
+    const auto height = job[0]["block_height"].as<std::int64_t>();
+    auto block = tx.exec_prepared("block", height);
+    if (block.empty())
+      return make_error(errc::unavailable, fmt::format("block {} of job {} is not stored", height, job_id));
+    const auto& b = block[0];
+    p.block.height = height;
+    p.block.prev_hash = b["prev_hash"].c_str();
+    p.block.batch_root = b["batch_root"].c_str();
+    p.block.receipts = b["receipts"].as<std::int32_t>();
+    p.block.total_amount = b["total_amount"].as<std::int64_t>();
+    p.block.created_at_us = b["created_at"].as<std::int64_t>();
+    p.block.signer_key = b["signer_key"].c_str();
+    p.block.signature = b["signature"].c_str();
+    std::vector<std::string> leaves;
+    for (const auto& row : tx.exec_prepared("batch", height)) {
+      if (row["job_id"].as<std::int64_t>() == job_id)
+        p.index = static_cast<std::int32_t>(leaves.size());
+      leaves.push_back(row["receipt_hash"].c_str());
+    }
+    p.path = verify::merkle_proof(leaves, static_cast<std::size_t>(p.index));
+    return p;
   } catch (const std::exception& e) {
     conn_.reset();
     return make_error(errc::unavailable, "the job store cannot be read right now; ask again shortly");

@@ -14,8 +14,12 @@ class reader {
 public:
   explicit reader(std::string url);
   ~reader();
-  // unknown_job when there is no such job; unavailable when Postgres cannot be read.
+  // The reply to a STATUS, RECEIPT or PROOF: that command's, or ERROR (unknown_job: no such job
+  // or no receipt yet; not_settled: no block yet; unavailable: Postgres cannot be read).
+  proto::message answer(const core::job_lookup& q);
   result<proto::status_reply> status(std::int64_t job_id);
+  result<proto::receipt_reply> receipt(std::int64_t job_id);
+  result<proto::inclusion_proof> proof(std::int64_t job_id);
   // The job that holds a client's request id, with its receipt and output when it has them.
   result<std::optional<core::existing_job>> find_request(const std::string& client_id, const std::string& request_id);
 

@@ -420,15 +420,100 @@ result<job_result> parse_result(const message& m) {
   return out;
 }
 
-message make_status_request(const status_request& s) { return with(cmd::status, {{"job_id", s.job_id}}); }
+message make_job_query(const job_query& q) { return with(q.command, {{"job_id", q.job_id}}); }
 
-result<status_request> parse_status_request(const message& m) {
-  if (auto e = expect(m, cmd::status, 0)) return *e;
+result<job_query> parse_job_query(const message& m) {
+  if (m.command != cmd::status && m.command != cmd::receipt && m.command != cmd::proof)
+    return error{errc::malformed_frame, "expected STATUS, RECEIPT or PROOF, got " + m.command};
+  if (auto e = expect(m, m.command, 0)) return *e;
   auto r = header_reader(m);
-  status_request s;
-  s.job_id = r.integer("job_id", 0, int64_max);
+  job_query q;
+  q.command = m.command;
+  q.job_id = r.integer("job_id", 0, int64_max);
   if (r.err) return *r.err;
-  return s;
+  return q;
+}
+
+message make_receipt_reply(const receipt_reply& r) {
+  return with(cmd::receipt, {{"job_id", r.job_id}, {"receipt", receipt_json(r.receipt)}});
+}
+
+result<receipt_reply> parse_receipt_reply(const message& m) {
+  if (auto e = expect(m, cmd::receipt, 0)) return *e;
+  auto r = header_reader(m);
+  receipt_reply out;
+  out.job_id = r.integer("job_id", 0, int64_max);
+  out.receipt = nested_receipt(r, m);
+  if (r.err) return *r.err;
+  return out;
+}
+
+nlohmann::json proof_json(const inclusion_proof& p) {
+  json path = json::array();
+  for (const auto& s : p.path)
+    path.push_back({{"sibling", s.sibling}, {"sibling_on_left", s.sibling_on_left}});
+  const auto& b = p.block;
+  return {{"job_id", p.job_id},
+          {"receipt", receipt_json(p.receipt)},
+          {"verdict", p.verdict},
+          {"index", p.index},
+          {"path", std::move(path)},
+          {"block",
+           {{"height", b.height},
+            {"prev_hash", b.prev_hash},
+            {"batch_root", b.batch_root},
+            {"receipts", b.receipts},
+            {"total_amount", b.total_amount},
+            {"created_at_us", b.created_at_us},
+            {"signer_key", b.signer_key},
+            {"signature", b.signature}}}};
+}
+
+result<inclusion_proof> parse_proof_json(const nlohmann::json& j) {
+  reader r(j, "PROOF", "PROOF");
+  inclusion_proof p;
+  p.job_id = r.integer("job_id", 0, int64_max);
+  if (const auto* rj = r.object("receipt")) {
+    reader rr(*rj, "PROOF", "PROOF", "receipt.");
+    p.receipt = read_receipt(rr);
+    r.take(rr.err);
+  }
+  p.verdict = r.one_of("verdict", {"verified", "unsampled", "mismatch"});
+  p.index = r.int32("index", 0);
+  if (const auto* path = r.array("path")) {
+    if (path->size() > 64)
+      r.fail(errc::bad_input, "PROOF field 'path' has " + std::to_string(path->size()) + " steps, at most 64");
+    for (std::size_t i = 0; i < path->size() && !r.err; ++i) {
+      reader s((*path)[i], "PROOF", "PROOF", "path[" + std::to_string(i) + "].");
+      verify::merkle_step step;
+      step.sibling = s.hash("sibling");
+      step.sibling_on_left = s.boolean("sibling_on_left");
+      r.take(s.err);
+      p.path.push_back(std::move(step));
+    }
+  }
+  if (const auto* bj = r.object("block")) {
+    reader br(*bj, "PROOF", "PROOF", "block.");
+    auto& b = p.block;
+    b.height = br.integer("height", 0, int64_max);
+    b.prev_hash = br.hash("prev_hash");
+    b.batch_root = br.hash("batch_root");
+    b.receipts = br.int32("receipts", 0);
+    b.total_amount = br.integer("total_amount", 0, int64_max);
+    b.created_at_us = br.integer("created_at_us", 0, int64_max);
+    b.signer_key = br.hash("signer_key");
+    b.signature = br.text("signature");
+    r.take(br.err);
+  }
+  if (r.err) return *r.err;
+  return p;
+}
+
+message make_proof_reply(const inclusion_proof& p) { return with(cmd::proof, proof_json(p)); }
+
+result<inclusion_proof> parse_proof_reply(const message& m) {
+  if (auto e = expect(m, cmd::proof, 0)) return *e;
+  return parse_proof_json(m.header);
 }
 
 message make_status_reply(const status_reply& s) {

@@ -10,6 +10,7 @@
 
 #include "kernels/tensor.hpp"
 #include "proto/message.hpp"
+#include "verify/merkle.hpp"
 #include "verify/receipt.hpp"
 
 namespace haca::proto {
@@ -76,9 +77,38 @@ struct job_result {
 message make_result(const job_result& r);
 result<job_result> parse_result(const message& m);
 
-struct status_request { std::int64_t job_id = 0; };
-message make_status_request(const status_request& s);
-result<status_request> parse_status_request(const message& m);
+// STATUS, RECEIPT and PROOF asked by a client: {job_id}. Each is answered from what Postgres
+// committed, with a reply of the same command (or ERROR).
+struct job_query {
+  std::int64_t job_id = 0;
+  std::string command = std::string(cmd::status); // STATUS | RECEIPT | PROOF
+};
+message make_job_query(const job_query& q);
+result<job_query> parse_job_query(const message& m);
+
+// RECEIPT reply: the stored receipt of the job's current attempt.
+struct receipt_reply {
+  std::int64_t job_id = 0;
+  verify::receipt receipt;
+};
+message make_receipt_reply(const receipt_reply& r);
+result<receipt_reply> parse_receipt_reply(const message& m);
+
+// PROOF reply, and the file `haca prove-inclusion` writes: the job's receipt, the verdict it
+// settled with, its Merkle path to the batch root of its block, and that block's signed header.
+// Checked offline by verify::check_inclusion.
+struct inclusion_proof {
+  std::int64_t job_id = 0;
+  verify::receipt receipt;
+  std::string verdict;                   // verified | unsampled | mismatch
+  std::int32_t index = 0;                // the receipt's place in the block's batch
+  std::vector<verify::merkle_step> path; // from the receipt hash up to the batch root
+  verify::block block;
+};
+nlohmann::json proof_json(const inclusion_proof& p);
+result<inclusion_proof> parse_proof_json(const nlohmann::json& j);
+message make_proof_reply(const inclusion_proof& p);
+result<inclusion_proof> parse_proof_reply(const message& m);
 
 struct status_event { std::string state; std::string detail; std::int64_t at_us = 0; };
 // Once a job has a stored receipt, STATUS also carries its result: `classes` and `receipt` in

@@ -21,6 +21,7 @@ inline constexpr const char* insufficient_funds = "insufficient_funds";
 inline constexpr const char* queue_full = "queue_full";
 inline constexpr const char* duplicate_request = "duplicate_request";
 inline constexpr const char* unknown_job = "unknown_job";
+inline constexpr const char* not_settled = "not_settled";               // PROOF of a job not in a block yet: ask later
 inline constexpr const char* no_provider = "no_provider";
 inline constexpr const char* expired = "expired";
 inline constexpr const char* failed = "failed";

@@ -22,6 +22,8 @@ inline constexpr std::string_view ack = "ACK";
 inline constexpr std::string_view error = "ERROR";
 inline constexpr std::string_view result = "RESULT";
 inline constexpr std::string_view status = "STATUS";
+inline constexpr std::string_view receipt = "RECEIPT";
+inline constexpr std::string_view proof = "PROOF";
 // node <-> coordinator (port 7701)
 inline constexpr std::string_view hello = "HELLO";
 inline constexpr std::string_view welcome = "WELCOME";
@@ -35,8 +37,8 @@ inline constexpr std::string_view verdict = "VERDICT";
 inline constexpr std::string_view disconnect = "DISCONNECT";
 } // namespace cmd
 
-inline constexpr std::array<std::string_view, 15> all_commands{
-    cmd::submit, cmd::ack, cmd::error, cmd::result, cmd::status, cmd::hello, cmd::welcome, cmd::ready,
+inline constexpr std::array<std::string_view, 17> all_commands{
+    cmd::submit, cmd::ack, cmd::error, cmd::result, cmd::status, cmd::receipt, cmd::proof, cmd::hello, cmd::welcome, cmd::ready,
     cmd::heartbeat, cmd::job, cmd::done, cmd::fail, cmd::verify, cmd::verdict, cmd::disconnect};
 
 inline constexpr int default_client_port = 7700;

@@ -75,4 +75,20 @@ void sign_block(block& b, const key_pair& key) {
 
 bool verify_block(const block& b) { return verify_signature_hex(b.signer_key, block_signing_bytes(b), b.signature); }
 
+std::string inclusion_problem(const receipt& r, std::int32_t index, const std::vector<merkle_step>& path,
+                              const block& b, const std::string& coordinator_key) {
+  if (!verify_receipt(r))
+    return "the receipt's signature does not verify against its provider_key";
+  if (index < 0 || index >= b.receipts)
+    return "index " + std::to_string(index) + " is outside the block's " + std::to_string(b.receipts) + " receipts";
+  if (!verify_merkle_proof(receipt_hash(r), path, b.batch_root))
+    return "the Merkle path from the receipt's hash does not lead to the block's batch_root";
+  if (b.signer_key != coordinator_key)
+    return "the block is signed by " + b.signer_key.substr(0, 16) + "..., not by the coordinator key " +
+           coordinator_key.substr(0, 16) + "...";
+  if (!verify_block(b))
+    return "the block's signature does not verify";
+  return {};
+}
+
 } // namespace haca::verify

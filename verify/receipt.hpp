@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "verify/merkle.hpp"
 #include "verify/signing.hpp"
 
 namespace haca::verify {
@@ -65,5 +66,12 @@ std::string block_signing_bytes(const block& b); // "haca-block-v1\n" + key=valu
 std::string block_hash(const block& b);          // SHA-256 hex of the signing bytes
 void sign_block(block& b, const key_pair& key);
 bool verify_block(const block& b);
+
+// Why a receipt's inclusion in a block does not hold, or "" when it does: the receipt's
+// signature, the path from its hash to the block's batch root, the block's place for it, and
+// the block's signature by coordinator_key (pinned by the one who checks, never taken from the
+// block). Offline: no network, no database.
+std::string inclusion_problem(const receipt& r, std::int32_t index, const std::vector<merkle_step>& path,
+                              const block& b, const std::string& coordinator_key);
 
 } // namespace haca::verify

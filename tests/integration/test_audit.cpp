@@ -330,7 +330,7 @@ TEST_CASE("haca audit still reports forged receipts, a broken chain, unbalanced 
   SUBCASE("a posting without its counterpart") {
     ledger db;
     db.clean_history();
-    db.post(1, 0, {{"client:alice", 7, "stray"}});
+    db.post(1, 0, {{db.provider_account(), 7, "stray"}});
     expect_only(audit_json(db), "unbalanced_postings", 1, "the postings of job 1 sum to 7, not zero");
   }
   SUBCASE("a balance changed without a posting") {
@@ -339,6 +339,48 @@ TEST_CASE("haca audit still reports forged receipts, a broken chain, unbalanced 
     db.exec("update accounts set balance = balance + 3 where id = 'client:alice'");
     expect_only(audit_json(db), "account_drift", 1, "account 'client:alice' has balance 963 but its postings sum to 960");
   }
+}
+
+TEST_CASE("haca audit checks each block's totals against the receipts it settled and the postings it made") {
+  SUBCASE("a block signed with a total its receipts do not charge") {
+    ledger db;
+    db.fund("alice", 1000);
+    db.job(1, "alice", "SETTLED", 100);
+    auto r1 = db.receipt(1, 40, "verified", 0, 0);
+    db.block(0, std::string(64, '0'), {r1}, 50); // a consistent, signed block that overstates
+    db.charge(1, "alice", 40, 0);
+    expect_only(audit_json(db), "block_totals", 1,
+                "block 0 says 1 receipts and total_amount 50; it settled 1 receipts charging 40, and its client "
+                "postings paid 40");
+  }
+  SUBCASE("a client posting of a block edited by hand, with its counterpart") {
+    ledger db;
+    db.clean_history();
+    db.exec("update postings set amount = amount + 5 where account = 'client:alice' and block_height = 0");
+    db.exec("update postings set amount = amount - 5 where account = $1 and block_height = 0", db.provider_account());
+    db.exec("update accounts set balance = balance + 5 where id = 'client:alice'");
+    db.exec("update accounts set balance = balance - 5 where id = $1", db.provider_account());
+    expect_only(audit_json(db), "block_totals", 1,
+                "block 0 says 2 receipts and total_amount 40; it settled 2 receipts charging 40, and its client "
+                "postings paid 35");
+  }
+}
+
+TEST_CASE("haca audit --coordinator-key pins the key every block must be signed by") {
+  ledger db;
+  const auto real = db.coordinator;                 // the key the operators know and pin
+  db.coordinator = verify::generate_key_pair();     // but the blocks are signed by another
+  db.clean_history();
+  auto unpinned = audit_json(db);
+  CHECK(unpinned.exit_code == 0); // without a pin, each block's own signer_key is trusted
+  auto a = audit_json(db, "--coordinator-key " + real.public_key_hex);
+  expect_only(a, "broken_chain", 1,
+              "block 0 is signed by " + db.coordinator.public_key_hex.substr(0, 16) +
+                  "..., not by the pinned coordinator key " + real.public_key_hex.substr(0, 16));
+  CHECK(audit_json(db, "--coordinator-key " + db.coordinator.public_key_hex).exit_code == 0);
+  auto garbage = test::run_command(fmt::format("{} audit --db '{}' --coordinator-key nothex 2>&1", HACA_BINARY, db.url()));
+  CHECK(garbage.exit_code != 0);
+  CHECK(garbage.output.find("must be 64 lowercase hex characters") != std::string::npos);
 }
 
 TEST_CASE("haca audit reports every kind of trouble at once, each with its count and first example") {
@@ -376,7 +418,7 @@ TEST_CASE("haca audit reports every kind of trouble at once, each with its count
   CHECK((*a.finding("holds_exceed_balance"))["example"].get<std::string>().find("'erin'") != std::string::npos);
 
   // The library call gives the same findings, in the order of audit_checks().
-  auto r = db::audit(db.url(), db::audit_options{"alice", 600});
+  auto r = db::audit(db.url(), db::audit_options{"alice", 600, ""});
   REQUIRE(r.ok());
   REQUIRE(r->findings.size() == db::audit_checks().size());
   for (std::size_t i = 0; i < r->findings.size(); ++i)

@@ -110,7 +110,7 @@ client_state state_of(const std::string& client) {
 // a STATUS round trip passes the job queue and the store after the refused message did.
 void settle_down(test::network& net) {
   peer p{net.client_endpoint()};
-  p.send(proto::make_status_request({0}));
+  p.send(proto::make_job_query({0}));
   auto reply = p.receive(5s);
   REQUIRE(reply.has_value());
   std::this_thread::sleep_for(100ms);

@@ -120,6 +120,6 @@ TEST_CASE("sockets that flood SUBMITs and never read do not starve a polite clie
   CHECK(stored < flood_sent);
   // The coordinator still answers a new client promptly.
   net::client late{net.client_endpoint()};
-  auto reply = test::round_trip(late, proto::make_status_request({1}), 10s);
+  auto reply = test::round_trip(late, proto::make_job_query({1}), 10s);
   CHECK(reply.has_value());
 }

@@ -1860,7 +1860,7 @@ TEST_CASE("execution: a HELLO that claims the verifier role is refused on the pr
 TEST_CASE("execution: a STATUS is answered from Postgres through a look-up, never from memory") {
   harness h;
   const auto id = h.admit(request("alice", "r1"), "ca");
-  auto e = h.step(client_status{"cs", id});
+  auto e = h.step(client_query{"cs", id});
   CHECK(e.messages.empty());
   CHECK(e.records.empty());
   REQUIRE(e.lookups.size() == 1);

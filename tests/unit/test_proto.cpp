@@ -267,7 +267,7 @@ TEST_CASE("every command survives a round trip through the wire") {
     CHECK(verify::verify_receipt(p->receipt));
   }
   SUBCASE("STATUS request") {
-    auto p = parse_status_request(wire(make_status_request({77})));
+    auto p = parse_job_query(wire(make_job_query({77})));
     REQUIRE(p.ok());
     CHECK(p->job_id == 77);
   }
@@ -591,7 +591,7 @@ TEST_CASE("decode and the parsers never throw on mutated frames") {
         (void)parse_result(*d);
         (void)parse_hello(*d);
         (void)parse_status_reply(*d);
-        (void)parse_status_request(*d);
+        (void)parse_job_query(*d);
         (void)encode(*d);
       }
     });
@@ -611,7 +611,7 @@ TEST_CASE("each parser names a missing or mistyped field with its error code") {
   auto result_msg = make_result({"r1", 3, {1}, output, receipt});
   check_fields(result_msg, checker(parse_result));
   check_fields(result_msg, checker(parse_result), {}, "receipt");
-  check_fields(make_status_request({3}), checker(parse_status_request));
+  check_fields(make_job_query({3}), checker(parse_job_query));
   check_fields(make_status_reply({3, "queued", 0, {}, {}}), checker(parse_status_reply));
   auto hello_msg = make_hello(sample_capabilities(), provider_key());
   check_fields(hello_msg, checker(parse_hello));

@@ -116,7 +116,7 @@ private:
     return c == core_id::execution ? "execution" : c == core_id::verification ? "verification" : "settlement";
   }
 
-  using inbound = std::variant<core::client_submit, core::client_status, core::node_hello, core::node_ready,
+  using inbound = std::variant<core::client_submit, core::client_query, core::node_hello, core::node_ready,
                                core::node_heartbeat, core::node_done, core::node_fail, core::node_gone,
                                core::node_verdict>;
 
@@ -653,7 +653,7 @@ private:
     store_kick();
   }
 
-  void answer_lookup(const core::status_lookup& l) {
+  void answer_lookup(const core::job_lookup& l) {
     auto it = store_.jobs.find(l.job_id);
     proto::message m;
     if (it == store_.jobs.end()) {
@@ -978,7 +978,7 @@ private:
     std::visit(
         [this](const auto& ev) {
           using T = std::decay_t<decltype(ev)>;
-          if constexpr (std::is_same_v<T, core::client_submit> || std::is_same_v<T, core::client_status> ||
+          if constexpr (std::is_same_v<T, core::client_submit> || std::is_same_v<T, core::client_query> ||
                         std::is_same_v<T, core::node_done> || std::is_same_v<T, core::node_fail>) {
             exec_step(ev);
           } else if constexpr (std::is_same_v<T, core::node_verdict>) {
@@ -1050,7 +1050,7 @@ private:
         if (c.reqs[k].job_id)
           ids.push_back(*c.reqs[k].job_id);
       if (!ids.empty() && !c.identity.empty())
-        send_in(c.identity, core::client_status{c.identity, pick(ids)});
+        send_in(c.identity, core::client_query{c.identity, pick(ids)});
     }
     client_pump(i);
     after(c.resend_us, [this, i] { client_timer(i); });
@@ -1607,7 +1607,7 @@ private:
             return "SUBMIT " + x.req.client_id + "/" + x.req.request_id + " from " + x.identity;
           else if constexpr (std::is_same_v<T, core::request_found>)
             return "request_found " + x.request_id + (x.job ? " job " + std::to_string(x.job->job_id) : " none");
-          else if constexpr (std::is_same_v<T, core::client_status>)
+          else if constexpr (std::is_same_v<T, core::client_query>)
             return "STATUS job " + std::to_string(x.job_id);
           else if constexpr (std::is_same_v<T, core::node_hello>)
             return "HELLO " + x.caps.role + " " + x.caps.name + " as " + x.identity;
