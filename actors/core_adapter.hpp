@@ -85,8 +85,13 @@ std::optional<result<Event>> decode_session_command(const inbound& in) {
       return result<Event>{r.err()};
     return result<Event>{Event{make(std::move(r.value()))}};
   };
-  if (m.command == proto::cmd::hello)
-    return parsed(proto::parse_hello(m), [&](proto::capabilities c) { return core::node_hello{in.identity, std::move(c)}; });
+  if (m.command == proto::cmd::hello) {
+    auto caps = proto::parse_hello(m);
+    if (caps) // a HELLO names the key its connection proved (CurveZMQ), or it is a replay
+      if (auto bound = proto::check_hello_bound(caps.value(), in.peer_key); !bound)
+        return result<Event>{bound.err()};
+    return parsed(std::move(caps), [&](proto::capabilities c) { return core::node_hello{in.identity, std::move(c)}; });
+  }
   if (m.command == proto::cmd::ready)
     return parsed(proto::parse_ready(m), [&](std::int32_t n) { return core::node_ready{in.identity, n}; });
   if (m.command == proto::cmd::heartbeat)

@@ -63,7 +63,8 @@ struct gateway_loop {
 
   // Reads one message from a ROUTER, decodes it and hands it on (or answers ERROR).
   void read(zmq::socket_t& router, core::port port) {
-    if (!net::recv_frames(router, frames) || frames.empty())
+    std::string peer_key; // the node port's ZAP User-Id: the peer's CURVE key
+    if (!net::recv_frames(router, frames, port == core::port::node ? &peer_key : nullptr) || frames.empty())
       return;
     ++stats->received;
     std::string identity = std::move(frames.front());
@@ -103,7 +104,7 @@ struct gateway_loop {
         verifier_identities.erase(v);
     }
     ++backlog->pending;
-    caf::anon_send(dest, inbound_atom::value, inbound{port, std::move(identity), std::move(msg)});
+    caf::anon_send(dest, inbound_atom::value, inbound{port, std::move(identity), std::move(msg), std::move(peer_key)});
   }
 
   // Hands one message from an actor's outbox to its peer.
@@ -156,16 +157,21 @@ struct gateway_loop {
 } // namespace
 
 result<std::shared_ptr<gateway_sockets>> bind_gateway(const std::string& client_endpoint, const std::string& node_endpoint,
-                                                      const proto::limits& limits) {
+                                                      const proto::limits& limits, const verify::key_pair& key,
+                                                      const std::set<std::string>& node_allow) {
   auto s = std::make_shared<gateway_sockets>();
+  s->zap = std::make_unique<net::zap_handler>(node_allow); // before any CURVE handshake
   // High-water marks, in messages per peer. Out: room for the answers to a client's 1000
   // requests in flight (an ACK and a RESULT each) or a provider's queue of JOBs; a peer that
   // never reads costs at most that before its messages are dropped. In: little, so that while
   // the gateway is not reading a port (backpressure) a flooding peer waits in TCP, not in
   // this process's memory.
-  auto make_router = [&](const std::string& endpoint, int sndhwm, int rcvhwm) -> std::unique_ptr<zmq::socket_t> {
+  auto make_router = [&](const std::string& endpoint, int sndhwm, int rcvhwm,
+                         bool curve) -> std::unique_ptr<zmq::socket_t> {
     auto r = std::make_unique<zmq::socket_t>(net::context(), zmq::socket_type::router);
     net::tune_socket(*r, limits);
+    if (curve)
+      net::make_curve_server(*r, key);
     r->set(zmq::sockopt::sndhwm, sndhwm);
     r->set(zmq::sockopt::rcvhwm, rcvhwm);
     r->set(zmq::sockopt::router_mandatory, 1); // a send to a vanished peer is an error we count
@@ -173,12 +179,12 @@ result<std::shared_ptr<gateway_sockets>> bind_gateway(const std::string& client_
     return r;
   };
   try {
-    s->clients = make_router(client_endpoint, 10000, 1000);
+    s->clients = make_router(client_endpoint, 10000, 1000, false);
   } catch (const zmq::error_t& e) {
     return make_error(errc::io_error, "cannot listen for clients on " + client_endpoint + ": " + e.what());
   }
   try {
-    s->nodes = make_router(node_endpoint, 50000, 10000);
+    s->nodes = make_router(node_endpoint, 50000, 10000, true);
   } catch (const zmq::error_t& e) {
     return make_error(errc::io_error, "cannot listen for nodes on " + node_endpoint + ": " + e.what());
   }

@@ -5,6 +5,8 @@
 // (an inproc PUSH into that PULL), so the messages of one actor leave in the order it sent
 // them. The gateway never blocks on a peer: a message to a peer that does not read (its pipe
 // at the high-water mark) or that left is dropped and counted.
+#include <set>
+#include "net/curve.hpp"
 #include <atomic>
 #include <memory>
 #include <string>
@@ -18,8 +20,9 @@
 namespace haca::actors {
 
 struct gateway_sockets {
+  std::unique_ptr<net::zap_handler> zap;  // admits CURVE peers on the node port
   std::unique_ptr<zmq::socket_t> clients; // ROUTER, bound
-  std::unique_ptr<zmq::socket_t> nodes;   // ROUTER, bound
+  std::unique_ptr<zmq::socket_t> nodes;   // ROUTER, bound, CurveZMQ server
   std::unique_ptr<zmq::socket_t> outbox;  // PULL, bound to the inproc outbox
 };
 
@@ -33,8 +36,11 @@ struct gateway_stats {
 };
 
 // Binds the sockets on the calling thread, so a port in use fails here with a clear error.
+// The node port speaks CurveZMQ with the coordinator's key; node_allow (Ed25519 keys, hex) is
+// who may connect there, anyone when empty.
 result<std::shared_ptr<gateway_sockets>> bind_gateway(const std::string& client_endpoint, const std::string& node_endpoint,
-                                                      const proto::limits& limits);
+                                                      const proto::limits& limits, const verify::key_pair& key,
+                                                      const std::set<std::string>& node_allow);
 
 struct gateway_routes {
   caf::actor clients;        // every client message

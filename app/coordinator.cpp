@@ -1,5 +1,7 @@
 // `haca coordinator`: the composition root of the coordinator's actors.
 #include <chrono>
+#include <fstream>
+#include <set>
 #include <thread>
 
 #include <fmt/format.h>
@@ -20,6 +22,7 @@ struct coordinator_options {
   int node_port = proto::default_node_port;
   std::string models = "models";
   std::string key = "haca-keys/coordinator.key";
+  std::string node_allow; // file of node keys (hex, one per line) admitted on the node port; "" = any
   double sample_rate = 0.1;
   std::int64_t faucet = 0;
   int fee_bps = 500;
@@ -47,6 +50,30 @@ int run_coordinator(const coordinator_options& o) {
   if (!key) {
     spdlog::error("coordinator key: {}", key.err().reason);
     return 2;
+  }
+  // Nodes need the public key: it is the node port's CurveZMQ server key and signs the blocks.
+  const auto pub_path = o.key + ".pub";
+  if (!(std::ofstream(pub_path) << key->public_key_hex << "\n")) {
+    spdlog::error("cannot write the coordinator's public key to {}", pub_path);
+    return 2;
+  }
+  std::set<std::string> node_allow;
+  if (!o.node_allow.empty()) {
+    std::ifstream in(o.node_allow);
+    if (!in) {
+      spdlog::error("--node-allow: cannot read {}", o.node_allow);
+      return 2;
+    }
+    for (std::string line; std::getline(in, line);) {
+      if (line.empty() || line[0] == '#')
+        continue;
+      if (!verify::is_hash_hex(line)) {
+        spdlog::error("--node-allow {}: '{}' is not a public key (64 lowercase hex characters)", o.node_allow,
+                      line.substr(0, 80));
+        return 2;
+      }
+      node_allow.insert(line);
+    }
   }
   // Recovery is replay: every core starts from what Postgres committed, nothing else.
   auto store_db = std::make_shared<db::store>(o.db);
@@ -89,7 +116,7 @@ int run_coordinator(const coordinator_options& o) {
   proto::limits limits;
   limits.max_tensor_bytes = o.max_tensor_bytes;
   auto sockets = actors::bind_gateway(fmt::format("tcp://{}:{}", o.bind, o.client_port),
-                                      fmt::format("tcp://{}:{}", o.bind, o.node_port), limits);
+                                      fmt::format("tcp://{}:{}", o.bind, o.node_port), limits, key.value(), node_allow);
   if (!sockets) {
     spdlog::error("{}", sockets.err().reason);
     return 2;
@@ -126,8 +153,12 @@ int run_coordinator(const coordinator_options& o) {
   });
   signals.detach();
 
-  spdlog::info("coordinator: clients on {}:{}, nodes on {}:{}, {} models, key {}", o.bind, o.client_port, o.bind,
-               o.node_port, ex.models.size(), key->public_key_hex.substr(0, 12));
+  spdlog::info("coordinator: clients on {}:{}, nodes on {}:{} (CurveZMQ, {}), {} models", o.bind, o.client_port,
+               o.bind, o.node_port,
+               node_allow.empty() ? std::string("any node key") : fmt::format("{} allowed node keys", node_allow.size()),
+               ex.models.size());
+  spdlog::info("coordinator: public key {} (written to {}; nodes pass it as --coordinator-key)", key->public_key_hex,
+               pub_path);
   bool stopping = false;
   self->receive_while([&] { return !stopping; })(
       [&](caf::down_msg& dm) {
@@ -174,7 +205,12 @@ void add_coordinator_command(CLI::App& app) {
   cmd->add_option("--client-port", o->client_port, "TCP port for clients (SUBMIT, STATUS)")->capture_default_str();
   cmd->add_option("--node-port", o->node_port, "TCP port for providers and verifiers")->capture_default_str();
   cmd->add_option("--models", o->models, "directory of *.safetensors models clients may use")->capture_default_str();
-  cmd->add_option("--key", o->key, "Ed25519 key file that signs settlement blocks (created if absent)")
+  cmd->add_option("--node-allow", o->node_allow,
+                  "file of node public keys (hex, one per line) allowed on the node port; without it any key may "
+                  "connect");
+  cmd->add_option("--key", o->key,
+                  "Ed25519 key file that signs settlement blocks and is the node port's CurveZMQ key (created if "
+                  "absent; its public key is written to <file>.pub)")
       ->capture_default_str();
   cmd->add_option("--sample-rate", o->sample_rate, "share of 'sampled' jobs re-executed by a verifier (0..1)")
       ->check(CLI::Range(0.0, 1.0))

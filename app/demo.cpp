@@ -13,6 +13,7 @@
 #include "app/workload.hpp"
 #include "db/audit.hpp"
 #include "train/idx.hpp"
+#include "verify/signing.hpp"
 
 namespace haca::app {
 namespace {
@@ -86,6 +87,11 @@ int run_demo(const demo_options& o) {
       stop_process(*it);
   };
   try {
+    // Made here so the nodes know the coordinator's public key (their CurveZMQ server key).
+    auto coordinator_key = verify::load_or_create_key(key("coordinator"));
+    if (!coordinator_key)
+      throw std::runtime_error("coordinator key: " + coordinator_key.err().reason);
+    const auto server_key = coordinator_key->public_key_hex;
     children.push_back(start_process("coordinator", exe,
                                      {"coordinator", "--db", o.db, "--models", models_dir, "--client-port",
                                       std::to_string(o.client_port), "--node-port", std::to_string(o.node_port),
@@ -95,12 +101,14 @@ int run_demo(const demo_options& o) {
     for (int i = 1; i <= o.providers; ++i) {
       auto name = fmt::format("provider-{}", i);
       children.push_back(start_process(name, exe,
-                                       {"provider", "--connect", node_endpoint, "--models", models_dir, "--name", name,
+                                       {"provider", "--connect", node_endpoint, "--coordinator-key", server_key,
+                                        "--models", models_dir, "--name", name,
                                         "--key", key(name), "--price", std::to_string(8 + 2 * i)},
                                        log(name)));
     }
     children.push_back(start_process("verifier-1", exe,
-                                     {"verifier", "--connect", node_endpoint, "--models", models_dir, "--name",
+                                     {"verifier", "--connect", node_endpoint, "--coordinator-key", server_key,
+                                      "--models", models_dir, "--name",
                                       "verifier-1", "--key", key("verifier-1")},
                                      log("verifier-1")));
   } catch (const std::exception& e) {

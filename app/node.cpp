@@ -1,4 +1,6 @@
 // `haca provider` and `haca verifier`: execution and verification nodes.
+#include <fstream>
+
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
@@ -21,6 +23,7 @@ struct node_cli {
   std::int64_t price = 10;
   std::int64_t stake = 0;
   std::string operator_key; // hex public key of the node's operator, or ""
+  std::string coordinator_key = "haca-keys/coordinator.key.pub"; // hex, or a file holding it
   int credit = 64; // JOBs queued at the node: enough to cover a commit's latency, few enough to keep queues fair
   int fault_delay_ms = 0;
   std::string backend; // empty: the fastest usable one
@@ -50,6 +53,17 @@ int run_node(const node_cli& o) {
     spdlog::error("{}", st.err().reason);
     return 2;
   }
+  std::string coordinator_key = o.coordinator_key;
+  if (!verify::is_hash_hex(coordinator_key)) { // a file that holds it (the coordinator writes <key>.pub)
+    std::ifstream in(coordinator_key);
+    std::getline(in, coordinator_key);
+    if (!in || !verify::is_hash_hex(coordinator_key)) {
+      spdlog::error("--coordinator-key {}: neither a public key (64 lowercase hex characters) nor a file holding one "
+                    "(the coordinator writes it to <its --key>.pub and logs it at start)",
+                    o.coordinator_key);
+      return 2;
+    }
+  }
   if (!o.operator_key.empty() && !verify::is_hash_hex(o.operator_key)) {
     spdlog::error("--operator-key must be a public key, 64 lowercase hex characters");
     return 2;
@@ -76,6 +90,7 @@ int run_node(const node_cli& o) {
   net::node_options opts;
   opts.endpoint = o.connect;
   opts.key = key.value();
+  opts.coordinator_key = coordinator_key;
   opts.credit = o.credit;
   opts.caps.role = o.role;
   opts.caps.name = o.name;
@@ -120,6 +135,9 @@ void add_node(CLI::App& app, const std::string& role, const std::string& help) {
   o->name = role;
   auto* cmd = app.add_subcommand(role, help);
   cmd->add_option("--connect", o->connect, "the coordinator's node endpoint")->capture_default_str();
+  cmd->add_option("--coordinator-key", o->coordinator_key,
+                  "the coordinator's public key (hex) or a file holding it: the node port's CurveZMQ server key")
+      ->capture_default_str();
   cmd->add_option("--models", o->models, "directory of *.safetensors models this node serves")->capture_default_str();
   cmd->add_option("--name", o->name, "a name for logs and the dashboard")->capture_default_str();
   cmd->add_option("--key", o->key, "Ed25519 key file (created if absent; default haca-keys/<name>.key)");

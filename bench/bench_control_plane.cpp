@@ -55,6 +55,7 @@
 #include "proto/commands.hpp"
 #include "verify/hash.hpp"
 #include "verify/receipt.hpp"
+#include "verify/signing.hpp"
 
 using namespace haca;
 namespace fs = std::filesystem;
@@ -599,6 +600,7 @@ int main(int argc, char** argv) {
     while (node_port == client_port) node_port = app::free_port();
     const auto node_ep = "tcp://127.0.0.1:" + std::to_string(node_port);
     const auto tag = "bench-cp-" + run_tag;
+    const auto server_key = verify::load_or_create_key(net.dir + "/keys/coordinator.key").value().public_key_hex;
     net.children.push_back(app::start_process(
         "coordinator", haca_bin,
         {"coordinator", "--db", o.db, "--models", models_dir, "--client-port", std::to_string(client_port),
@@ -606,7 +608,8 @@ int main(int argc, char** argv) {
         log("coordinator")));
     for (int i = 1; i <= 2; ++i) {
       auto name = tag + "-p" + std::to_string(i);
-      std::vector<std::string> args{"provider", "--connect", node_ep, "--models", models_dir, "--name", name,
+      std::vector<std::string> args{"provider", "--connect", node_ep, "--coordinator-key", server_key, "--models",
+                                    models_dir, "--name", name,
                                     "--key", net.dir + "/keys/p" + std::to_string(i) + ".key", "--price", "10"};
       if (o.credit > 0) args.insert(args.end(), {"--credit", std::to_string(o.credit)});
       net.children.push_back(app::start_process(name, haca_bin, args, log("provider-" + std::to_string(i))));

@@ -5,6 +5,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "net/curve.hpp"
 #include "net/zmq_io.hpp"
 
 namespace haca::net {
@@ -43,6 +44,8 @@ void node_session::run(const std::atomic<bool>& stop) {
     zmq::socket_t dealer{context(), zmq::socket_type::dealer};
     tune_socket(dealer);
     dealer.set(zmq::sockopt::linger, 0);
+    if (!make_curve_client(dealer, opts_.key, opts_.coordinator_key))
+      throw std::runtime_error("the coordinator key '" + opts_.coordinator_key.substr(0, 80) + "' is not a public key");
     dealer.connect(opts_.endpoint);
     opts_.caps.timestamp_us =
         std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch()).count();

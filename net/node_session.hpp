@@ -16,6 +16,7 @@ struct node_options {
   std::string endpoint;            // e.g. tcp://127.0.0.1:7701
   proto::capabilities caps;        // public_key is filled from key
   verify::key_pair key;
+  std::string coordinator_key;     // hex Ed25519: the node port's CurveZMQ server key
   int credit = 4;                  // jobs the node takes at once
   int heartbeat_ms = proto::default_heartbeat_ms;
 };

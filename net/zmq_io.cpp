@@ -36,12 +36,20 @@ int poll(zmq::pollitem_t* items, std::size_t count, std::chrono::milliseconds ti
   }
 }
 
-bool recv_frames(zmq::socket_t& s, std::vector<std::string>& frames) {
+bool recv_frames(zmq::socket_t& s, std::vector<std::string>& frames, std::string* user_id) {
   frames.clear();
+  if (user_id)
+    user_id->clear();
   do {
     zmq::message_t part;
     if (!s.recv(part, zmq::recv_flags::none))
       return false;
+    if (user_id && frames.size() == 1) { // a ROUTER's first frame is its own routing id: read the peer's
+      try {
+        *user_id = part.gets("User-Id");
+      } catch (const zmq::error_t&) {
+      }
+    }
     frames.emplace_back(part.to_string());
   } while (s.get(zmq::sockopt::rcvmore));
   return true;

@@ -17,8 +17,9 @@ zmq::context_t& context(); // one per process
 void tune_socket(zmq::socket_t& s, const proto::limits& lim = {});
 
 void send_frames(zmq::socket_t& s, const std::vector<std::string>& frames);
-// Receives one whole multipart message (blocking). False if interrupted.
-bool recv_frames(zmq::socket_t& s, std::vector<std::string>& frames);
+// Receives one whole multipart message (blocking). False if interrupted. With user_id: the
+// message's ZAP User-Id (on a CURVE connection, the peer's CURVE public key, hex), or "".
+bool recv_frames(zmq::socket_t& s, std::vector<std::string>& frames, std::string* user_id = nullptr);
 
 // zmq::poll that treats a signal's interruption as "nothing ready" (the caller checks its stop flag).
 int poll(zmq::pollitem_t* items, std::size_t count, std::chrono::milliseconds timeout);

@@ -620,6 +620,15 @@ result<capabilities> parse_hello(const message& m) {
   return c;
 }
 
+status check_hello_bound(const capabilities& c, const std::string& connection_curve_key_hex) {
+  if (!connection_curve_key_hex.empty() && verify::curve_public_hex(c.public_key) == connection_curve_key_hex)
+    return ok_status();
+  return haca::make_error(errc::bad_signature,
+                          "HELLO names key " + c.public_key.substr(0, 12) +
+                              ".. but this connection authenticated (CurveZMQ) with another key: a node says HELLO "
+                              "on a connection made with its own key");
+}
+
 message make_welcome(const welcome_reply& w) {
   return with(cmd::welcome, {{"heartbeat_ms", w.heartbeat_ms}, {"coordinator_key", w.coordinator_key}});
 }

@@ -149,6 +149,9 @@ nlohmann::json capabilities_json(const capabilities& c);
 message make_hello(const capabilities& c, const verify::key_pair& key);
 // Checks fields and the signature (bad_signature).
 result<capabilities> parse_hello(const message& m);
+// A HELLO must come from a connection authenticated (CurveZMQ) with the CURVE key derived from
+// the Ed25519 key it names: a HELLO replayed from another connection is refused (bad_signature).
+status check_hello_bound(const capabilities& c, const std::string& connection_curve_key_hex);
 
 struct welcome_reply { std::int32_t heartbeat_ms = 0; std::string coordinator_key; };
 message make_welcome(const welcome_reply& w);

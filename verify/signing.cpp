@@ -97,6 +97,24 @@ std::string sign_hex(const key_pair& key, std::string_view message) {
   return to_hex(std::string_view(reinterpret_cast<const char*>(sig), sizeof sig));
 }
 
+std::string curve_public_hex(std::string_view ed25519_public_hex) {
+  auto pk = from_hex(ed25519_public_hex);
+  if (!pk || pk->size() != crypto_sign_PUBLICKEYBYTES)
+    return {};
+  unsigned char curve[crypto_scalarmult_curve25519_BYTES];
+  if (crypto_sign_ed25519_pk_to_curve25519(curve, reinterpret_cast<const unsigned char*>(pk->data())) != 0)
+    return {};
+  return to_hex(std::string_view(reinterpret_cast<const char*>(curve), sizeof curve));
+}
+
+std::string curve_secret(const key_pair& key) {
+  unsigned char curve[crypto_scalarmult_curve25519_BYTES];
+  crypto_sign_ed25519_sk_to_curve25519(curve, reinterpret_cast<const unsigned char*>(key.secret_key.data()));
+  std::string out(reinterpret_cast<const char*>(curve), sizeof curve);
+  sodium_memzero(curve, sizeof curve);
+  return out;
+}
+
 bool verify_signature_hex(std::string_view public_key_hex, std::string_view message,
                           std::string_view signature_hex) {
   ensure_sodium();

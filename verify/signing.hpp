@@ -19,4 +19,10 @@ std::string sign_hex(const key_pair& key, std::string_view message);
 bool verify_signature_hex(std::string_view public_key_hex, std::string_view message,
                           std::string_view signature_hex);
 
+// The X25519 (CurveZMQ) keys of an Ed25519 key pair, derived from it (libsodium's
+// crypto_sign_ed25519_*_to_curve25519), so one key names a node or the coordinator on both
+// layers: a connection's CURVE key proves who holds the Ed25519 key its HELLO names.
+std::string curve_public_hex(std::string_view ed25519_public_hex); // "" when not a valid key
+std::string curve_secret(const key_pair& key);                     // 32 raw bytes
+
 } // namespace haca::verify

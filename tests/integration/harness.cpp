@@ -15,6 +15,7 @@
 #include <fmt/format.h>
 
 #include "net/zmq_io.hpp"
+#include "verify/signing.hpp"
 
 namespace haca::test {
 
@@ -87,6 +88,8 @@ network::network(network_options o) : client_port_(app::free_port()), node_port_
   for (const auto& file : o.extra_models)
     std::filesystem::copy_file(file, std::filesystem::path(models_dir_) / std::filesystem::path(file).filename());
 
+  // The coordinator's key, made here so the nodes know it before it starts (CurveZMQ server key).
+  coordinator_key_ = verify::load_or_create_key(dir_ + "/keys/coordinator.key").value().public_key_hex;
   std::vector<std::string> args{"coordinator", "--db", test_db(), "--models", models_dir_, "--client-port",
                                 std::to_string(client_port_), "--node-port", std::to_string(node_port_),
                                 "--sample-rate", std::to_string(o.sample_rate), "--faucet", "1000000000",
@@ -108,15 +111,15 @@ network::network(network_options o) : client_port_(app::free_port()), node_port_
 }
 
 app::child_process network::start_provider(const std::string& name, const std::vector<std::string>& extra) {
-  std::vector<std::string> args{"provider", "--connect", node_endpoint(), "--models", models_dir_, "--name", name,
-                                "--key", dir_ + "/keys/" + name + ".key"};
+  std::vector<std::string> args{"provider", "--connect", node_endpoint(), "--coordinator-key", coordinator_key_,
+                                "--models", models_dir_, "--name", name, "--key", dir_ + "/keys/" + name + ".key"};
   args.insert(args.end(), extra.begin(), extra.end());
   return app::start_process(name, HACA_BINARY, args, dir_ + "/logs/" + name + ".log");
 }
 
 app::child_process network::start_verifier(const std::string& name) {
-  std::vector<std::string> args{"verifier", "--connect", node_endpoint(), "--models", models_dir_, "--name", name,
-                                "--key", dir_ + "/keys/" + name + ".key"};
+  std::vector<std::string> args{"verifier", "--connect", node_endpoint(), "--coordinator-key", coordinator_key_,
+                                "--models", models_dir_, "--name", name, "--key", dir_ + "/keys/" + name + ".key"};
   args.insert(args.end(), verifier_args_.begin(), verifier_args_.end());
   return app::start_process(name, HACA_BINARY, args, dir_ + "/logs/" + name + ".log");
 }

@@ -58,6 +58,7 @@ public:
   int input_dim() const { return model_.input_dim(); }
   const std::string& dir() const { return dir_; }
   const std::string& models_dir() const { return models_dir_; }
+  const std::string& coordinator_key() const { return coordinator_key_; } // hex Ed25519 public key
   app::child_process& coordinator() { return children_.front(); }
   app::child_process& provider(int i) { return children_.at(1 + static_cast<std::size_t>(i)); }
   app::child_process& verifier(int i) { return children_.at(1 + static_cast<std::size_t>(providers_ + i)); }
@@ -74,7 +75,7 @@ public:
 private:
   scratch_database db_;
   int client_port_, node_port_;
-  std::string dir_, models_dir_, tag_;
+  std::string dir_, models_dir_, tag_, coordinator_key_;
   kernels::model model_;
   int providers_ = 0;
   std::vector<std::string> coordinator_args_, verifier_args_;

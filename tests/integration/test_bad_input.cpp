@@ -4,6 +4,8 @@
 // its own key, so that it can send receipts no real provider would.
 #include <chrono>
 #include <deque>
+#include <filesystem>
+#include <fstream>
 #include <functional>
 #include <thread>
 
@@ -13,6 +15,7 @@
 #include "app/workload.hpp"
 #include "harness.hpp"
 #include "kernels/model.hpp"
+#include "net/curve.hpp"
 #include "kernels/ops.hpp"
 #include "net/zmq_io.hpp"
 #include "proto/commands.hpp"
@@ -45,6 +48,13 @@ class peer {
 public:
   explicit peer(const std::string& endpoint) : s_(net::context(), zmq::socket_type::dealer) {
     s_.set(zmq::sockopt::linger, 0);
+    s_.connect(endpoint);
+  }
+  // A node's connection: CurveZMQ with `key` to the coordinator whose public key is given.
+  peer(const std::string& endpoint, const verify::key_pair& key, const std::string& coordinator_key)
+      : s_(net::context(), zmq::socket_type::dealer) {
+    s_.set(zmq::sockopt::linger, 0);
+    REQUIRE(net::make_curve_client(s_, key, coordinator_key));
     s_.connect(endpoint);
   }
   void send(const std::vector<std::string>& frames) { net::send_frames(s_, frames); }
@@ -394,7 +404,7 @@ TEST_CASE("a HELLO whose capabilities were altered after signing is refused as b
   auto key = verify::generate_key_pair();
   auto hello = proto::make_hello(provider_caps(test::unique_id("forged"), key, net.model_hash()), key);
   hello.header["capabilities"]["price"] = 1; // cheaper than what was signed
-  peer node{net.node_endpoint()};
+  peer node{net.node_endpoint(), key, net.coordinator_key()};
   node.send(hello);
   auto e = expect_error(node.receive(10s), errc::bad_signature);
   CHECK(e.reason.find(key.public_key_hex.substr(0, 8)) != std::string::npos);
@@ -408,7 +418,7 @@ TEST_CASE("a HELLO whose capabilities were altered after signing is refused as b
 
 TEST_CASE("a node command before HELLO is refused as not_registered") {
   auto& net = client_net();
-  peer node{net.node_endpoint()};
+  peer node{net.node_endpoint(), verify::generate_key_pair(), net.coordinator_key()};
   node.send(proto::make_ready(1));
   auto e = expect_error(node.receive(10s), errc::not_registered);
   CHECK(e.reason.find("HELLO") != std::string::npos);
@@ -422,7 +432,7 @@ namespace {
 class fake_provider {
 public:
   fake_provider(test::network& net, const std::string& name)
-      : sock_(net.node_endpoint()), key_(verify::generate_key_pair()),
+      : key_(verify::generate_key_pair()), sock_(net.node_endpoint(), key_, net.coordinator_key()),
         model_(kernels::load_model_file(net.models_dir() + "/mlp.safetensors").value()) {
     sock_.send(proto::make_hello(provider_caps(name, key_, net.model_hash()), key_));
     auto welcome = next(10s);
@@ -473,8 +483,8 @@ public:
   }
 
 private:
-  peer sock_;
   verify::key_pair key_;
+  peer sock_;
   kernels::model model_;
   std::chrono::steady_clock::time_point last_beat_{};
 };
@@ -611,4 +621,60 @@ TEST_CASE("a DONE with 9 output values for a 10-class model, hash, classes and r
         REQUIRE(verify::verify_receipt(d.receipt));
       },
       errc::bad_receipt);
+}
+
+TEST_CASE("the node port speaks only CurveZMQ: a plaintext or wrongly keyed node gets nothing and registers nothing") {
+  auto& net = client_net();
+  SUBCASE("plaintext") {
+    auto key = verify::generate_key_pair();
+    peer plain{net.node_endpoint()};
+    plain.send(proto::make_hello(provider_caps(test::unique_id("plain"), key, net.model_hash()), key));
+    CHECK_FALSE(plain.receive(2s).has_value());
+    CHECK(providers_with_key(key.public_key_hex) == "0");
+  }
+  SUBCASE("CurveZMQ to another coordinator's key") {
+    auto key = verify::generate_key_pair();
+    peer wrong{net.node_endpoint(), key, verify::generate_key_pair().public_key_hex};
+    wrong.send(proto::make_hello(provider_caps(test::unique_id("wrong"), key, net.model_hash()), key));
+    CHECK_FALSE(wrong.receive(2s).has_value());
+    CHECK(providers_with_key(key.public_key_hex) == "0");
+  }
+}
+
+TEST_CASE("a HELLO replayed on another node's connection is refused: HELLO is bound to the CurveZMQ key") {
+  auto& net = client_net();
+  auto victim = verify::generate_key_pair();
+  auto attacker = verify::generate_key_pair();
+  // The victim's HELLO, captured (signed and valid), sent by the attacker on its own connection.
+  auto captured = proto::make_hello(provider_caps(test::unique_id("victim"), victim, net.model_hash()), victim);
+  peer node{net.node_endpoint(), attacker, net.coordinator_key()};
+  node.send(captured);
+  auto e = expect_error(node.receive(10s), errc::bad_signature);
+  CHECK(e.reason.find("authenticated (CurveZMQ) with another key") != std::string::npos);
+  std::this_thread::sleep_for(300ms);
+  CHECK(providers_with_key(victim.public_key_hex) == "0");
+  node.send(proto::make_ready(1));
+  expect_error(node.receive(10s), errc::not_registered);
+}
+
+TEST_CASE("with --node-allow only the listed node keys may connect") {
+  auto allowed = verify::generate_key_pair();
+  auto other = verify::generate_key_pair();
+  const auto file = std::filesystem::temp_directory_path() / (test::unique_id("allow") + ".txt");
+  std::ofstream(file) << "# nodes of this pool\n" << allowed.public_key_hex << "\n";
+  test::network_options o;
+  o.providers = 0;
+  o.verifiers = 0;
+  o.coordinator_args = {"--node-allow", file.string()};
+  test::network net(o);
+  peer out{net.node_endpoint(), other, net.coordinator_key()};
+  out.send(proto::make_hello(provider_caps(test::unique_id("out"), other, net.model_hash()), other));
+  CHECK_FALSE(out.receive(2s).has_value());
+  CHECK(providers_with_key(other.public_key_hex) == "0");
+  peer in{net.node_endpoint(), allowed, net.coordinator_key()};
+  in.send(proto::make_hello(provider_caps(test::unique_id("in"), allowed, net.model_hash()), allowed));
+  auto welcome = in.receive(10s);
+  REQUIRE(welcome.has_value());
+  CHECK(welcome->command == "WELCOME");
+  std::filesystem::remove(file);
 }

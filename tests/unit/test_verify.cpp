@@ -1,4 +1,5 @@
 #include <doctest/doctest.h>
+#include <sodium.h>
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -10,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "proto/commands.hpp"
 #include "verify/hash.hpp"
 #include "verify/merkle.hpp"
 #include "verify/receipt.hpp"
@@ -235,4 +237,26 @@ TEST_CASE("sampling with p=0 picks none, p=1 all, p=0.1 about a tenth, the same 
   CHECK(other_secret_differs > 500);
   CHECK_FALSE(sampled("secret", sha256_hex("x"), -1.0));
   CHECK(sampled("secret", sha256_hex("x"), 2.0));
+}
+
+TEST_CASE("a node's CurveZMQ key is derived from its Ed25519 key, and a HELLO is bound to it") {
+  const auto a = generate_key_pair();
+  const auto b = generate_key_pair();
+  const auto ca = curve_public_hex(a.public_key_hex);
+  REQUIRE(ca.size() == 64);
+  CHECK(ca != curve_public_hex(b.public_key_hex));
+  CHECK(ca == curve_public_hex(a.public_key_hex)); // a function of the key alone
+  CHECK(curve_public_hex("not a key").empty());
+  // The secret half matches the public half: X25519(secret, base point) is the public key.
+  const auto secret = curve_secret(a);
+  REQUIRE(secret.size() == crypto_scalarmult_curve25519_BYTES);
+  unsigned char pub[crypto_scalarmult_curve25519_BYTES];
+  REQUIRE(crypto_scalarmult_curve25519_base(pub, reinterpret_cast<const unsigned char*>(secret.data())) == 0);
+  CHECK(to_hex(std::string_view(reinterpret_cast<const char*>(pub), sizeof pub)) == ca);
+
+  proto::capabilities caps;
+  caps.public_key = a.public_key_hex;
+  CHECK(proto::check_hello_bound(caps, ca).ok());
+  CHECK(proto::check_hello_bound(caps, curve_public_hex(b.public_key_hex)).err().code == errc::bad_signature);
+  CHECK(proto::check_hello_bound(caps, "").err().code == errc::bad_signature); // no CurveZMQ: never bound
 }
