@@ -28,11 +28,21 @@ struct reader::connection {
 reader::reader(std::string url) : url_(std::move(url)) {}
 reader::~reader() = default;
 
-result<proto::status_reply> reader::status(std::int64_t job_id) {
+template <class T, class F>
+result<T> reader::read(F&& f, const char* ask_again) {
   try {
     if (!conn_ || !conn_->db.is_open())
       conn_ = std::make_unique<connection>(url_);
     pqxx::read_transaction tx{conn_->db};
+    return f(tx);
+  } catch (const std::exception& e) {
+    conn_.reset(); // made again next time
+    return make_error(errc::unavailable, fmt::format("the job store cannot be read right now; {}", ask_again));
+  }
+}
+
+result<proto::status_reply> reader::status(std::int64_t job_id) {
+  return read<proto::status_reply>([&](pqxx::read_transaction& tx) -> result<proto::status_reply> {
     auto job = tx.exec_prepared("job", job_id);
     if (job.empty())
       return make_error(errc::unknown_job, fmt::format("no job with id {}", job_id));
@@ -45,10 +55,7 @@ result<proto::status_reply> reader::status(std::int64_t job_id) {
     for (const auto& row : tx.exec_prepared("events", job_id))
       out.events.push_back({row[0].c_str(), row[1].c_str(), row[2].as<std::int64_t>()});
     return out;
-  } catch (const std::exception& e) {
-    conn_.reset();
-    return make_error(errc::unavailable, "the job store cannot be read right now; ask again shortly");
-  }
+  }, "ask again shortly");
 }
 
 proto::message reader::answer(const core::job_lookup& q) {
@@ -70,10 +77,7 @@ result<proto::receipt_reply> reader::receipt(std::int64_t job_id) {
 }
 
 result<proto::inclusion_proof> reader::proof(std::int64_t job_id) {
-  try {
-    if (!conn_ || !conn_->db.is_open())
-      conn_ = std::make_unique<connection>(url_);
-    pqxx::read_transaction tx{conn_->db};
+  return read<proto::inclusion_proof>([&](pqxx::read_transaction& tx) -> result<proto::inclusion_proof> {
     auto job = tx.exec_prepared("job", job_id);
     if (job.empty())
       return make_error(errc::unknown_job, fmt::format("no job with id {}", job_id));
@@ -109,30 +113,22 @@ result<proto::inclusion_proof> reader::proof(std::int64_t job_id) {
     }
     p.path = verify::merkle_proof(leaves, static_cast<std::size_t>(p.index));
     return p;
-  } catch (const std::exception& e) {
-    conn_.reset();
-    return make_error(errc::unavailable, "the job store cannot be read right now; ask again shortly");
-  }
+  }, "ask again shortly");
 }
 
 result<std::optional<core::existing_job>> reader::find_request(const std::string& client_id,
                                                                const std::string& request_id) {
-  try {
-    if (!conn_ || !conn_->db.is_open())
-      conn_ = std::make_unique<connection>(url_);
-    pqxx::read_transaction tx{conn_->db};
+  using found = std::optional<core::existing_job>;
+  return read<found>([&](pqxx::read_transaction& tx) -> result<found> {
     auto rows = tx.exec_prepared("request", client_id, request_id);
     if (rows.empty())
-      return std::optional<core::existing_job>{};
+      return found{};
     core::existing_job x;
     x.job_id = rows[0]["id"].as<std::int64_t>();
     x.state = core::parse_state(rows[0]["state"].c_str()).value_or(core::job_state::queued);
     x.result = result_of(rows[0], x.job_id);
-    return std::optional<core::existing_job>{std::move(x)};
-  } catch (const std::exception& e) {
-    conn_.reset();
-    return make_error(errc::unavailable, "the job store cannot be read right now; resend shortly");
-  }
+    return found{std::move(x)};
+  }, "resend shortly");
 }
 
 } // namespace haca::db

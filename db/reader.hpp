@@ -24,6 +24,8 @@ public:
   result<std::optional<core::existing_job>> find_request(const std::string& client_id, const std::string& request_id);
 
 private:
+  template <class T, class F>
+  result<T> read(F&& f, const char* ask_again); // f(read transaction); a failure is `unavailable`
   struct connection;
   std::unique_ptr<connection> conn_;
   std::string url_;
