@@ -1,6 +1,8 @@
 #include "actors/node_workers.hpp"
 
 #include <chrono>
+#include <optional>
+#include <random>
 #include <thread>
 
 #include <fmt/format.h>
@@ -32,22 +34,46 @@ std::shared_ptr<const prepared_library> prepare_all(const worker_config& cfg) {
   return out;
 }
 
+// The test switch: a corruption for this job with probability cfg.corrupt_rate.
+class corrupter {
+public:
+  explicit corrupter(double rate) : rate_(rate), rng_(std::random_device{}()) {}
+  std::optional<kernels::corruption> draw() {
+    if (rate_ <= 0 || std::uniform_real_distribution<double>(0, 1)(rng_) >= rate_)
+      return std::nullopt;
+    return kernels::corruption{rng_(), rng_(), static_cast<std::int8_t>(1 + rng_() % 127)};
+  }
+
+private:
+  double rate_;
+  std::mt19937_64 rng_;
+};
+
 result<kernels::inference> run_job(const prepared_library& lib, const worker_config& cfg, const std::string& model_hash,
-                                   const kernels::tensor& input) {
+                                   const kernels::tensor& input, const std::optional<kernels::corruption>& corrupt) {
   auto m = lib.find(model_hash);
   if (m == lib.end())
     return make_error(errc::unknown_model, fmt::format("model {} is not on this node", model_hash.substr(0, 12)));
-  return kernels::run_model(m->second, input, cfg.max_rows);
+  return kernels::run_model(m->second, input, cfg.max_rows, corrupt);
+}
+
+// Logs a corruption the test switch made, so a test can tell the cheated jobs from the rest.
+void log_corruption(const char* what, std::int64_t job_id, const std::optional<kernels::corruption>& c) {
+  if (c)
+    spdlog::warn("{}: job {} corrupted at layer {} (test switch)", what, job_id, c->layer);
 }
 
 caf::behavior gpu_worker(caf::event_based_actor*, worker_config cfg) {
   auto lib = prepare_all(cfg);
+  auto cheat = std::make_shared<corrupter>(cfg.corrupt_rate);
   return {
       [=](proto::job_order& job) {
         if (cfg.fault_delay_ms > 0)
           std::this_thread::sleep_for(std::chrono::milliseconds(cfg.fault_delay_ms));
         auto started = wall_us();
-        auto out = run_job(*lib, cfg, job.model, job.input);
+        const auto corrupt = cheat->draw();
+        log_corruption("cheat-rate", job.job_id, corrupt);
+        auto out = run_job(*lib, cfg, job.model, job.input, corrupt);
         if (!out) {
           net::node_session::post(proto::make_fail({job.job_id, job.attempt, out.err().code, out.err().reason}));
           return;
@@ -71,13 +97,16 @@ caf::behavior gpu_worker(caf::event_based_actor*, worker_config cfg) {
 
 caf::behavior verify_worker(caf::event_based_actor*, worker_config cfg) {
   auto lib = prepare_all(cfg);
+  auto lie = std::make_shared<corrupter>(cfg.corrupt_rate);
   return {
       // Blind: the task has no receipt to compare with. The verifier signs what it computed,
       // and the coordinator compares.
       [=](proto::verify_task& task) {
         proto::verdict_reply v;
         v.job_id = task.job_id;
-        if (auto out = run_job(*lib, cfg, task.model, task.input); !out) {
+        const auto corrupt = lie->draw();
+        log_corruption("lie-rate", task.job_id, corrupt);
+        if (auto out = run_job(*lib, cfg, task.model, task.input, corrupt); !out) {
           v.reason = out.err().reason; // could not run: no verdict
         } else {
           verify::verdict d;

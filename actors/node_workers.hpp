@@ -22,6 +22,9 @@ struct worker_config {
   const kernels::backend* backend = &kernels::reference_backend();
   int max_rows = 256;
   int fault_delay_ms = 0; // test hook: sleep before each job, to hold jobs in flight
+  // Test switch: the share of jobs whose result is corrupted at a random layer and signed
+  // anyway (a provider's --cheat-rate, a verifier's --lie-rate); each is logged as a warning.
+  double corrupt_rate = 0;
 };
 
 caf::actor spawn_gpu_worker(caf::actor_system& sys, worker_config cfg);

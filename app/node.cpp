@@ -26,6 +26,7 @@ struct node_cli {
   std::string coordinator_key = "haca-keys/coordinator.key.pub"; // hex, or a file holding it
   int credit = 64; // JOBs queued at the node: enough to cover a commit's latency, few enough to keep queues fair
   int fault_delay_ms = 0;
+  double corrupt_rate = 0; // --cheat-rate (providers), --lie-rate (verifiers): test switches
   std::string backend; // empty: the fastest usable one
   std::string log_level = "info";
 };
@@ -105,7 +106,10 @@ int run_node(const node_cli& o) {
 
   auto sys_cfg = responsive_actor_config();
   caf::actor_system sys{sys_cfg};
-  actors::worker_config wcfg{library, key.value(), backend.value(), 256, o.fault_delay_ms};
+  actors::worker_config wcfg{library, key.value(), backend.value(), 256, o.fault_delay_ms, o.corrupt_rate};
+  if (o.corrupt_rate > 0)
+    spdlog::warn("{} '{}': TEST SWITCH: {:.0f}% of {} are corrupted on purpose", o.role, o.name, 100 * o.corrupt_rate,
+                 o.role == "provider" ? "results (signed as if honest)" : "verdicts");
   auto worker = o.role == "provider" ? actors::spawn_gpu_worker(sys, wcfg) : actors::spawn_verify_worker(sys, wcfg);
   spdlog::info("{} '{}': key {}, {} models, backend {} (usable: {})", o.role, o.name,
                key->public_key_hex.substr(0, 12), library->size(), wcfg.backend->name,
@@ -153,6 +157,14 @@ void add_node(CLI::App& app, const std::string& role, const std::string& help) {
     cmd->add_option("--fault-delay-ms", o->fault_delay_ms,
                     "testing only: sleep this long before each job, to hold jobs in flight")
         ->capture_default_str();
+    cmd->add_option("--cheat-rate", o->corrupt_rate,
+                    "testing only: corrupt this share of results at a random layer and sign a consistent receipt for "
+                    "the wrong result")
+        ->check(CLI::Range(0.0, 1.0));
+  } else {
+    cmd->add_option("--lie-rate", o->corrupt_rate,
+                    "testing only: report wrong hashes (a corrupted re-run, signed) for this share of VERIFYs")
+        ->check(CLI::Range(0.0, 1.0));
   }
   add_log_level_option(*cmd, o->log_level);
   cmd->callback([o] {

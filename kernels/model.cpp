@@ -672,7 +672,8 @@ prepared_model prepare(const model& m, const backend& be) {
   return pm;
 }
 
-result<inference> run_model(const prepared_model& pm, const tensor& input, int max_rows) {
+result<inference> run_model(const prepared_model& pm, const tensor& input, int max_rows,
+                            const std::optional<corruption>& corrupt) {
   try {
     if (pm.m == nullptr || pm.be == nullptr) return make_error(errc::internal, "run_model: the model was not prepared");
     const model& m = *pm.m;
@@ -719,6 +720,10 @@ result<inference> run_model(const prepared_model& pm, const tensor& input, int m
         }
       } else {
         out = std::move(act); // NCHW flattened is the row layout already
+      }
+      if (corrupt && i == corrupt->layer % m.layers.size() && !out.empty()) {
+        auto& v = out[corrupt->value % out.size()];
+        v = static_cast<char>(static_cast<std::uint8_t>(v) + static_cast<std::uint8_t>(corrupt->delta ? corrupt->delta : 1));
       }
       if (ends_trace_layer(m, i)) r.layer_hashes.push_back(layer_hash(out));
       act = std::move(out);

@@ -16,6 +16,7 @@
 // input_shape's layout (NCHW for images), flattened.
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -98,8 +99,18 @@ std::string layer_hash(std::string_view bytes);
 // Sets trace_root and output_hash from layer_hashes and output: the rest of run_model's hashing.
 void seal_trace(inference& r);
 
+// A test switch (`haca provider --cheat-rate`, `haca verifier --lie-rate`): one value of one
+// layer's output changed before it is hashed and fed on, so every hash after it is consistent
+// with a wrong result, as a cheater would sign it.
+struct corruption {
+  std::size_t layer = 0;  // index into model::layers (taken modulo their count)
+  std::size_t value = 0;  // index into that layer's output (taken modulo its size)
+  std::int8_t delta = 1;  // added, wrapping; 0 is made 1
+};
+
 // Checks the input (dtype i8, shape [rows, input_size], 1 <= rows <= max_rows) and runs it.
-result<inference> run_model(const prepared_model& pm, const tensor& input, int max_rows = 256);
+result<inference> run_model(const prepared_model& pm, const tensor& input, int max_rows = 256,
+                            const std::optional<corruption>& corrupt = std::nullopt);
 // Convenience for tests and one-off runs: prepares, then runs.
 result<inference> run_model(const model& m, const tensor& input, const backend& be, int max_rows = 256);
 

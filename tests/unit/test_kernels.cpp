@@ -948,3 +948,27 @@ TEST_CASE("every usable backend runs an MLP and a CNN to the reference's bytes a
     }
   }
 }
+
+TEST_CASE("a corruption (the cheat and lie test switch) changes one layer's output and every hash after it, consistently") {
+  const model m = generate_mlp(77, {32, 16, 8, 4}, "cheat"); // three dense trace layers
+  std::mt19937_64 rng(3);
+  const tensor in = random_input(rng, 2, 32);
+  const auto pm = prepare(m, reference_backend());
+  auto honest = run_model(pm, in, 256);
+  REQUIRE(honest.ok());
+  REQUIRE(honest->layer_hashes.size() == 3);
+  for (std::size_t layer = 0; layer < 3; ++layer) {
+    CAPTURE(layer);
+    auto cheated = run_model(pm, in, 256, corruption{layer, 5, 3});
+    REQUIRE(cheated.ok());
+    for (std::size_t i = 0; i < layer; ++i)
+      CHECK(cheated->layer_hashes[i] == honest->layer_hashes[i]); // agreed before the corrupted layer
+    CHECK(cheated->layer_hashes[layer] != honest->layer_hashes[layer]);
+    CHECK(cheated->trace_root != honest->trace_root);
+    // Consistent: the hashes are those of the values the cheat actually produced.
+    auto again = run_model(pm, in, 256, corruption{layer, 5, 3});
+    CHECK(again->trace_root == cheated->trace_root);
+    CHECK(cheated->output_hash == verify::sha256_hex(cheated->output.data));
+  }
+  CHECK(run_model(pm, in, 256, std::nullopt)->trace_root == honest->trace_root);
+}

@@ -1,0 +1,93 @@
+// A cheating provider (`--cheat-rate`, a test switch) against blind sampled verification: the
+// share of its cheats that is caught is the sample rate, every caught cheat is DISPUTED and
+// charged nothing, and no honest job is disputed.
+#include <cmath>
+#include <filesystem>
+#include <sstream>
+#include <fstream>
+#include <regex>
+#include <set>
+
+#include <doctest/doctest.h>
+#include <fmt/format.h>
+
+#include "app/workload.hpp"
+#include "db/audit.hpp"
+#include "harness.hpp"
+
+using namespace haca;
+
+namespace {
+
+// Job ids the log says the test switch corrupted.
+std::set<std::int64_t> corrupted_jobs(const std::string& log_dir) {
+  std::set<std::int64_t> out;
+  const std::regex line(R"((cheat|lie)-rate: job (\d+) corrupted)");
+  for (const auto& entry : std::filesystem::directory_iterator(log_dir)) {
+    std::ifstream in(entry.path());
+    for (std::string l; std::getline(in, l);)
+      if (std::smatch m; std::regex_search(l, m, line))
+        out.insert(std::stoll(m[2]));
+  }
+  return out;
+}
+
+std::set<std::int64_t> jobs_with_verdict(const std::string& client, const std::string& verdict) {
+  std::set<std::int64_t> out;
+  auto ids = test::query_value(fmt::format("select coalesce(string_agg(r.job_id::text, ','), '') from receipts r "
+                                           "join jobs j on j.id = r.job_id where j.client_id = '{}' and r.verdict = '{}'",
+                                           client, verdict));
+  std::stringstream s(ids);
+  for (std::string id; std::getline(s, id, ',');)
+    if (!id.empty())
+      out.insert(std::stoll(id));
+  return out;
+}
+
+} // namespace
+
+TEST_CASE("a provider cheating on 10% of jobs is caught on the sampled share (p = 0.2), and only its cheats") {
+  constexpr double p = 0.2, r = 0.1;
+  constexpr int jobs = 1500;
+  test::network_options o;
+  o.sample_rate = p;
+  o.provider_args = {{"--cheat-rate", std::to_string(r)}};
+  test::network net(o);
+  app::workload_options w;
+  w.endpoint = net.client_endpoint();
+  w.client_id = test::unique_id("cheat");
+  w.model = net.model_hash();
+  w.tier = "sampled";
+  w.inputs = app::random_inputs(jobs, net.input_dim(), 11);
+  auto rep = app::run_workload(w);
+  INFO(net.logs());
+  REQUIRE(rep.results == jobs);
+  CHECK(rep.invalid_receipts == 0); // a cheat's receipt is validly signed: only re-execution tells
+  REQUIRE(test::eventually([&] { return db::count_final(test::test_db(), w.client_id).value() == jobs; },
+                           std::chrono::seconds(60)));
+
+  const auto cheats = corrupted_jobs(net.dir() + "/logs");
+  const auto disputed = jobs_with_verdict(w.client_id, "mismatch");
+  const auto verified = jobs_with_verdict(w.client_id, "verified");
+  MESSAGE(fmt::format("{} jobs, {} cheats, {} sampled, {} disputed", jobs, cheats.size(),
+                      disputed.size() + verified.size(), disputed.size()));
+  // About r of the jobs were cheated (binomial, 5 sigma).
+  const double n_cheats = static_cast<double>(cheats.size());
+  CHECK(std::abs(n_cheats - r * jobs) < 5 * std::sqrt(jobs * r * (1 - r)));
+  // Every sampled cheat is disputed; no honest job is.
+  for (auto id : disputed)
+    CHECK_MESSAGE(cheats.count(id) == 1, "job ", id, " was disputed but not cheated");
+  for (auto id : verified)
+    CHECK_MESSAGE(cheats.count(id) == 0, "job ", id, " was cheated but verified");
+  // The caught share of the cheats is p within 3 sigma.
+  const double caught = static_cast<double>(disputed.size()) / n_cheats;
+  const double sigma = std::sqrt(p * (1 - p) / n_cheats);
+  CHECK_MESSAGE(std::abs(caught - p) <= 3 * sigma, "caught ", caught, " of the cheats, p = ", p, ", sigma ", sigma);
+  // A caught cheat is charged nothing; the ledger and the chain check.
+  CHECK(test::query_value(fmt::format("select count(*) from postings p join receipts r on r.job_id = p.job_id "
+                                      "join jobs j on j.id = r.job_id where j.client_id = '{}' and r.verdict = 'mismatch'",
+                                      w.client_id)) == "0");
+  auto a = db::audit(test::test_db(), w.client_id).value();
+  INFO(a.problem);
+  CHECK(a.ok());
+}
