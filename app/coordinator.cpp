@@ -22,7 +22,8 @@ struct coordinator_options {
   int node_port = proto::default_node_port;
   std::string models = "models";
   std::string key = "haca-keys/coordinator.key";
-  std::string node_allow; // file of node keys (hex, one per line) admitted on the node port; "" = any
+  std::string node_allow;
+  int min_reputation = 0; // file of node keys (hex, one per line) admitted on the node port; "" = any
   double sample_rate = 0.1;
   std::int64_t faucet = 0;
   int fee_bps = 500;
@@ -93,6 +94,7 @@ int run_coordinator(const coordinator_options& o) {
   ex.max_waiting = o.max_queue;
   ex.max_client_waiting = std::min(o.max_queue, o.max_client_queue);
   ex.assign_timeout_ms = o.assign_timeout_ms;
+  ex.min_reputation = o.min_reputation;
   ex.coordinator_key = key->public_key_hex;
   core::verification_config vc;
   vc.sample_rate = o.sample_rate;
@@ -205,6 +207,11 @@ void add_coordinator_command(CLI::App& app) {
   cmd->add_option("--client-port", o->client_port, "TCP port for clients (SUBMIT, STATUS)")->capture_default_str();
   cmd->add_option("--node-port", o->node_port, "TCP port for providers and verifiers")->capture_default_str();
   cmd->add_option("--models", o->models, "directory of *.safetensors models clients may use")->capture_default_str();
+  cmd->add_option("--min-reputation", o->min_reputation,
+                  "providers whose reputation (permille, from their verified jobs and lost disputes) is below this "
+                  "get no jobs")
+      ->check(CLI::Range(0, 1000))
+      ->capture_default_str();
   cmd->add_option("--node-allow", o->node_allow,
                   "file of node public keys (hex, one per line) allowed on the node port; without it any key may "
                   "connect");

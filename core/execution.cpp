@@ -66,6 +66,7 @@ execution_core::execution_core(execution_config cfg) : cfg_(std::move(cfg)) {}
 
 execution_core execution_core::recover(execution_config cfg, const snapshot& s, time_us now) {
   execution_core c(std::move(cfg));
+  c.verdicts_ = s.provider_verdicts;
   c.next_job_id_ = s.next_job_id;
   c.funded_ = s.funded;
   for (const auto& [client, balance] : s.client_balances)
@@ -560,6 +561,11 @@ void execution_core::assign(job_entry& j, session& s, time_us now, effects& out)
   s.held.insert({j.spec.id, j.attempt});
 }
 
+int execution_core::reputation_of(const std::string& provider_key) const {
+  auto it = verdicts_.find(provider_key);
+  return it == verdicts_.end() ? market::reputation({}) : market::reputation(it->second);
+}
+
 void execution_core::dispatch(time_us now, effects& out) {
   if (draining_ || queue_.size() == 0)
     return;
@@ -569,7 +575,7 @@ void execution_core::dispatch(time_us now, effects& out) {
     if (s.credit <= 0)
       continue;
     views.push_back({key, s.caps.device, std::set<std::string>(s.caps.models.begin(), s.caps.models.end()), s.credit,
-                     s.caps.price, 1000});
+                     s.caps.price, reputation_of(key)});
     total += static_cast<std::size_t>(s.credit);
   }
   if (views.empty())
@@ -579,7 +585,7 @@ void execution_core::dispatch(time_us now, effects& out) {
     const auto& j = jobs_.at(id);
     if (j.spec.deadline_us && j.spec.deadline_us <= now)
       return false; // the next tick expires it
-    auto m = scheduler::match({j.spec.model, "", j.spec.max_price, 0}, views);
+    auto m = scheduler::match({j.spec.model, "", j.spec.max_price, cfg_.min_reputation}, views);
     if (!m.provider_key)
       return false;
     for (auto& v : views)
@@ -710,6 +716,11 @@ void execution_core::on_commit(const record& rec, const outcome& o, effects& out
 
 void execution_core::on(const jobs_settled& e, time_us, effects&) {
   for (const auto& s : e.jobs) {
+    // Reputation: from every settled verdict, also of jobs this core no longer holds.
+    if (s.verdict == job_state::verified)
+      ++verdicts_[s.provider_key].verified;
+    else if (s.verdict == job_state::disputed)
+      ++verdicts_[s.provider_key].disputes_lost;
     auto it = jobs_.find(s.job_id);
     if (it == jobs_.end())
       continue;

@@ -36,6 +36,7 @@ struct execution_config {
   int heartbeat_ms = 500;             // a node silent for 3 intervals is lost
   std::int64_t assign_timeout_ms = 30000; // an assigned job without DONE/FAIL is re-queued
   std::int32_t max_credit = 4096;     // READY credit a session may hold
+  int min_reputation = 0;             // permille: providers below it get no JOB (0 = no floor)
   std::size_t max_lookups = 256;      // request_lookups in flight; past that a refusal is sent as is
   std::string coordinator_key;        // sent in WELCOME
 };
@@ -46,6 +47,9 @@ using execution_event = std::variant<client_submit, client_query, request_found,
 class execution_core {
 public:
   explicit execution_core(execution_config cfg);
+  // A provider's reputation (permille): market::reputation of its settled verdicts; matching
+  // skips providers below min_reputation and prefers the better one at equal price.
+  int reputation_of(const std::string& provider_key) const;
   // Rebuilt from what Postgres committed: queued jobs run, assigned ones are re-queued when
   // their provider does not come back within the liveness timeout, executed ones are owed to
   // the verification core (recover that one from the same snapshot), holds and balances exact.
@@ -142,6 +146,7 @@ private:
   std::set<std::pair<time_us, std::int64_t>> timeouts_;            // (timeout_at, job) of assigned jobs
   time_us last_beat_ = 0;                                          // HEARTBEATs last sent
   std::int64_t next_job_id_ = 1;
+  std::map<std::string, market::verdict_record> verdicts_; // by provider key: its reputation
   std::size_t lookups_in_flight_ = 0;                              // request_lookups not yet answered
   // Per (client, request id) with a look-up in flight: how many, and whether a resend was
   // admitted meanwhile (then their answers are stale, even after that job ended and left).

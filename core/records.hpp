@@ -19,6 +19,7 @@
 #include "core/job_state.hpp"
 #include "kernels/tensor.hpp"
 #include "market/ledger.hpp"
+#include "market/reputation.hpp"
 #include "proto/commands.hpp"
 #include "verify/receipt.hpp"
 
@@ -162,6 +163,8 @@ struct settled_job {
   std::int64_t job_id = 0;
   std::string client_id;
   micros charged = 0;
+  std::string provider_key;      // whose receipt settled
+  job_state verdict = job_state::unsampled; // verified and disputed ones count toward its reputation
 };
 
 // A STATUS for a job no longer in memory: answered from Postgres by a reader, not a core.
@@ -219,6 +222,7 @@ struct snapshot {
   std::int64_t next_job_id = 1;
   std::int64_t next_height = 0;
   std::string prev_hash = std::string(64, '0');
+  std::map<std::string, market::verdict_record> provider_verdicts; // by provider key, from settled receipts
 };
 
 } // namespace haca::core

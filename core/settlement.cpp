@@ -155,7 +155,8 @@ void settlement_core::on(const committed& e, time_us now, effects& out) {
       ++next_height_;
       prev_hash_ = in_flight_->block_hash;
       for (const auto& item : in_flight_->items) {
-        out.to_execution.push_back(settled_job{item.job_id, item.client_id, item.charged});
+        out.to_execution.push_back(
+            settled_job{item.job_id, item.client_id, item.charged, item.receipt.provider_key, item.verdict});
         known_.erase(item.job_id);
       }
       in_flight_.reset();

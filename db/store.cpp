@@ -505,6 +505,10 @@ result<core::snapshot> store::load_snapshot() {
       s.client_balances.emplace(row[0].c_str(), row[1].as<std::int64_t>());
     for (const auto& row : tx.exec("select substr(ref, 8) from postings where ref like 'faucet:%'"))
       s.funded.insert(row[0].c_str());
+    for (const auto& row : tx.exec("select provider_key, count(*) filter (where verdict = 'verified'), "
+                                   "count(*) filter (where verdict = 'mismatch') from receipts "
+                                   "where verdict in ('verified', 'mismatch') group by provider_key"))
+      s.provider_verdicts[row[0].c_str()] = {row[1].as<std::int64_t>(), row[2].as<std::int64_t>()};
     auto jobs = tx.exec(
         "select j.id, j.client_id, j.client_req_id, j.model_hash, j.tier, j.max_price, coalesce(" + us("j.deadline") +
         ", 0) as deadline_us, j.input, j.input_shape, j.input_hash, " + us("j.submitted_at") +

@@ -991,18 +991,18 @@ TEST_CASE("execution: a client's hold is the sum of max_price over its open jobs
   // Executed is still open: the hold stays until the block that settles it commits.
   h.deliver(p, orders[0]);
   CHECK(h.core.held("alice") == 750);
-  h.step(jobs_settled{{settled_job{orders[0].job_id, "alice", 50}}});
+  h.step(jobs_settled{{settled_job{orders[0].job_id, "alice", 50, "", job_state::unsampled}}});
   CHECK(h.core.held("alice") == 650);
   CHECK(h.core.balance("alice") == faucet - 50);
   CHECK_FALSE(h.core.job(orders[0].job_id).has_value());
 
   // A disputed job settles charging nothing: only the hold goes.
   h.deliver(p, orders[1]);
-  h.step(jobs_settled{{settled_job{orders[1].job_id, "alice", 0}}});
+  h.step(jobs_settled{{settled_job{orders[1].job_id, "alice", 0, "", job_state::disputed}}});
   CHECK(h.core.held("alice") == 400);
   CHECK(h.core.balance("alice") == faucet - 50);
   // A settled job this core does not hold changes nothing.
-  h.step(jobs_settled{{settled_job{999, "alice", 77}}});
+  h.step(jobs_settled{{settled_job{999, "alice", 77, "", job_state::unsampled}}});
   CHECK(h.core.held("alice") == 400);
   CHECK(h.core.balance("alice") == faucet - 50);
   CHECK(h.core.held("bob") == 300);
@@ -1633,7 +1633,7 @@ TEST_CASE("execution recovery rebuilds jobs, holds and balances exactly") {
   CHECK(records_of<job_insert>(e)[0].spec.id == 100);
   CHECK(h.core.held("alice") == 800);
   // Settling a recovered job captures its escrow.
-  h.step(jobs_settled{{settled_job{13, "bob", 100}}});
+  h.step(jobs_settled{{settled_job{13, "bob", 100, "", job_state::unsampled}}});
   CHECK(h.core.held("bob") == 500);
   CHECK(h.core.balance("bob") == 1900);
 }
@@ -1937,4 +1937,42 @@ TEST_CASE("execution: a look-up's answer is stale even when the request id admit
   auto f = h.step(request_found{"c1", "r2", std::nullopt, e.request_lookups[0].refusal, "alice"});
   CHECK(errors_to(f, "c1").empty());
   CHECK(acks(f, "c1").empty());
+}
+
+TEST_CASE("execution: a lost dispute lowers a provider's reputation; matching prefers the better one and keeps a floor") {
+  auto cfg = config();
+  cfg.min_reputation = 500;
+  harness h(cfg);
+  provider p1{"p1"}, p2{"p2"}; // the same price
+  CHECK(h.core.reputation_of(p1.key.public_key_hex) == 1000);
+  // p1 is caught once: its reputation falls below the floor.
+  h.step(jobs_settled{{settled_job{77, "alice", 0, p1.key.public_key_hex, job_state::disputed}}});
+  CHECK(h.core.reputation_of(p1.key.public_key_hex) == 90);
+  h.join(p1, 4);
+  h.join(p2, 1);
+  effects all;
+  h.admit(request("alice", "r1", 1000), "ca", &all);
+  CHECK(jobs_to(all, p2.identity).size() == 1); // p2: equal price, better reputation
+  CHECK(jobs_to(all, p1.identity).empty());
+  // p2 has no credit left; p1 has credit but is below the floor: the job waits.
+  effects second;
+  const auto id2 = h.admit(request("alice", "r2", 1000), "ca", &second);
+  CHECK(jobs_to(second, p1.identity).empty());
+  CHECK(h.core.job(id2)->state == job_state::queued);
+  // Verified jobs bring it back: (v + 1) / (v + 1 + 10) >= 0.5 from v = 10.
+  for (int i = 0; i < 10; ++i)
+    h.step(jobs_settled{{settled_job{1000 + i, "alice", 10, p1.key.public_key_hex, job_state::verified}}});
+  CHECK(h.core.reputation_of(p1.key.public_key_hex) == 523);
+  // Unsampled jobs say nothing about it.
+  h.step(jobs_settled{{settled_job{2000, "alice", 10, p1.key.public_key_hex, job_state::unsampled}}});
+  CHECK(h.core.reputation_of(p1.key.public_key_hex) == 523);
+}
+
+TEST_CASE("execution: reputations are rebuilt from the settled verdicts of the snapshot") {
+  snapshot s;
+  const auto k = verify::generate_key_pair().public_key_hex;
+  s.provider_verdicts[k] = {99, 1};
+  auto c = execution_core::recover(config(), s, t0);
+  CHECK(c.reputation_of(k) == 909);
+  CHECK(c.reputation_of("someone new") == 1000);
 }

@@ -4,6 +4,7 @@
 #include <random>
 
 #include "market/ledger.hpp"
+#include "market/reputation.hpp"
 
 using namespace haca;
 using namespace haca::market;
@@ -108,4 +109,19 @@ TEST_CASE("capture debits the real price and releases the whole hold; release fr
   CHECK(book.available("c") == 880);
   book.release("c", 50); // nothing held: stays at zero
   CHECK(book.held("c") == 0);
+}
+
+TEST_CASE("reputation is 1000 without a lost dispute and falls by ten verified jobs' weight per lost one") {
+  CHECK(reputation({}) == 1000);
+  CHECK(reputation({5000, 0}) == 1000);
+  CHECK(reputation({0, 1}) == 90);    // 1 / 11
+  CHECK(reputation({99, 1}) == 909);  // 100 / 110
+  CHECK(reputation({0, 100}) == 0);   // 1 / 1001
+  CHECK(reputation({-5, -1}) == 1000); // nonsense counts are read as none
+  int last = 1001;
+  for (std::int64_t d = 0; d < 50; ++d) { // each lost dispute lowers it
+    const int r = reputation({100, d});
+    CHECK(r < last);
+    last = r;
+  }
 }

@@ -485,7 +485,7 @@ private:
     for (auto& j : fx.to_verification) {
       if (opt_.break_forge_settled && !forged_ && j.tier == "none") { // never disputed: it is charged
         forged_ = true;
-        const core::settled_job forged{j.job_id, j.client_id, 0};
+        const core::settled_job forged{j.job_id, j.client_id, 0, j.receipt.provider_key, core::job_state::unsampled};
         trace("  BREAKAGE: a forged 'settled, charged 0' for job " + std::to_string(j.job_id));
         mailbox("forger", core_id::execution, [this, forged] { exec_step(core::jobs_settled{{forged}}); });
       }
