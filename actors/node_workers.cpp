@@ -49,18 +49,20 @@ private:
   std::mt19937_64 rng_;
 };
 
+// Runs a job; a corruption (the test switch) is logged, so a test can tell the cheated jobs
+// from the rest and the layer a dispute should name.
 result<kernels::inference> run_job(const prepared_library& lib, const worker_config& cfg, const std::string& model_hash,
-                                   const kernels::tensor& input, const std::optional<kernels::corruption>& corrupt) {
+                                   const kernels::tensor& input, std::int64_t job_id,
+                                   std::optional<kernels::corruption> corrupt, const char* switch_name) {
   auto m = lib.find(model_hash);
   if (m == lib.end())
     return make_error(errc::unknown_model, fmt::format("model {} is not on this node", model_hash.substr(0, 12)));
+  if (corrupt) {
+    const auto layers = m->second.m->layers.size();
+    corrupt->layer %= layers;
+    spdlog::warn("{}: job {} corrupted at layer {} of {} (test switch)", switch_name, job_id, corrupt->layer, layers);
+  }
   return kernels::run_model(m->second, input, cfg.max_rows, corrupt);
-}
-
-// Logs a corruption the test switch made, so a test can tell the cheated jobs from the rest.
-void log_corruption(const char* what, std::int64_t job_id, const std::optional<kernels::corruption>& c) {
-  if (c)
-    spdlog::warn("{}: job {} corrupted at layer {} (test switch)", what, job_id, c->layer);
 }
 
 caf::behavior gpu_worker(caf::event_based_actor*, worker_config cfg) {
@@ -71,9 +73,7 @@ caf::behavior gpu_worker(caf::event_based_actor*, worker_config cfg) {
         if (cfg.fault_delay_ms > 0)
           std::this_thread::sleep_for(std::chrono::milliseconds(cfg.fault_delay_ms));
         auto started = wall_us();
-        const auto corrupt = cheat->draw();
-        log_corruption("cheat-rate", job.job_id, corrupt);
-        auto out = run_job(*lib, cfg, job.model, job.input, corrupt);
+        auto out = run_job(*lib, cfg, job.model, job.input, job.job_id, cheat->draw(), "cheat-rate");
         if (!out) {
           net::node_session::post(proto::make_fail({job.job_id, job.attempt, out.err().code, out.err().reason}));
           return;
@@ -89,8 +89,8 @@ caf::behavior gpu_worker(caf::event_based_actor*, worker_config cfg) {
         r.started_at_us = started;
         r.finished_at_us = wall_us();
         verify::sign_receipt(r, cfg.key);
-        net::node_session::post(
-            proto::make_done({job.job_id, job.attempt, std::move(out->classes), std::move(out->output), std::move(r)}));
+        net::node_session::post(proto::make_done({job.job_id, job.attempt, std::move(out->classes),
+                                                  std::move(out->output), std::move(r), std::move(out->layer_hashes)}));
       },
   };
 }
@@ -104,9 +104,7 @@ caf::behavior verify_worker(caf::event_based_actor*, worker_config cfg) {
       [=](proto::verify_task& task) {
         proto::verdict_reply v;
         v.job_id = task.job_id;
-        const auto corrupt = lie->draw();
-        log_corruption("lie-rate", task.job_id, corrupt);
-        if (auto out = run_job(*lib, cfg, task.model, task.input, corrupt); !out) {
+        if (auto out = run_job(*lib, cfg, task.model, task.input, task.job_id, lie->draw(), "lie-rate"); !out) {
           v.reason = out.err().reason; // could not run: no verdict
         } else {
           verify::verdict d;

@@ -8,6 +8,7 @@
 #include "kernels/ops.hpp"
 #include "scheduler/match.hpp"
 #include "verify/hash.hpp"
+#include "verify/merkle.hpp"
 
 namespace haca::core {
 namespace {
@@ -38,6 +39,11 @@ status check_done(const proto::job_done& done, const job_spec& spec, const model
     return mismatch("price", std::to_string(r.price), std::to_string(price));
   if (auto h = verify::sha256_hex(done.output.data); r.output_hash != h)
     return mismatch("output_hash", r.output_hash, h);
+  // The layer hashes it reveals are the ones its signed trace root commits (for bisection).
+  if (done.layer_hashes.empty() || verify::merkle_root(done.layer_hashes) != r.trace_root)
+    return make_error(errc::bad_receipt, fmt::format("DONE for job {}: the Merkle root of its {} layer_hashes is not "
+                                                     "the receipt's trace_root",
+                                                     done.job_id, done.layer_hashes.size()));
   // The receipt signs the output, not `classes`: they must be the output's arg-max per row, or
   // the client would get a prediction nobody signed or verified.
   const auto& out = done.output;
@@ -415,7 +421,8 @@ void execution_core::on(const node_done& e, time_us now, effects& out) {
   timeouts_.erase({j.timeout_at, j.spec.id});
   stop_waiting(j);
   j.provider_operator = s->caps.operator_key; // also for a job assigned before a restart
-  transition(j, job_state::executed, now, out, "", execution_result{done.classes, done.output, done.receipt});
+  transition(j, job_state::executed, now, out, "",
+             execution_result{done.classes, done.output, done.receipt, done.layer_hashes});
   dispatch(now, out);
 }
 
@@ -680,7 +687,7 @@ void execution_core::on_commit(const record& rec, const outcome& o, effects& out
                                                                          j.result->classes, j.result->output,
                                                                          j.result->receipt})));
       out.to_verification.push_back({j.spec.id, j.attempt, j.seq, j.spec.client_id, j.spec.tier, j.result->receipt,
-                                     j.provider_operator, std::move(j.spec.input)});
+                                     j.provider_operator, std::move(j.spec.input), j.result->layer_hashes});
       j.spec.input = {};
       return;
     }

@@ -65,6 +65,22 @@ std::optional<error> check_verdict(const verify::verdict& v, const executed_job&
   return std::nullopt;
 }
 
+// Bisection of a dispute: the first trace layer whose hashes differ (both sides' hashes are
+// signed: the receipt's trace root commits the provider's, the verdict carries the verifier's).
+// The layers before it agree, so a referee can re-run that one layer from the agreed input.
+std::string first_difference(const std::vector<std::string>& provider, const std::vector<std::string>& verifier) {
+  if (provider.empty())
+    return "the provider's layer hashes are not known (executed before a restart)";
+  if (provider.size() != verifier.size())
+    return "the two sides hash " + std::to_string(provider.size()) + " and " + std::to_string(verifier.size()) +
+           " trace layers";
+  for (std::size_t i = 0; i < provider.size(); ++i)
+    if (provider[i] != verifier[i])
+      return "first differing trace layer " + std::to_string(i) + " of " + std::to_string(provider.size()) +
+             " (provider " + shown(provider[i]) + ", verifier " + shown(verifier[i]) + ")";
+  return "every layer hash agrees, only the output differs";
+}
+
 } // namespace
 
 verification_core::verification_core(verification_config cfg) : cfg_(std::move(cfg)) {
@@ -372,7 +388,8 @@ void verification_core::on(const node_verdict& e, time_us now, effects& out) {
   } else {
     judge(job, job_state::disputed,
           "verifier " + who(s->caps) + " got trace root " + shown(v.trace_root) + " output " + shown(v.output_hash) +
-              "; the receipt says trace root " + shown(r.trace_root) + " output " + shown(r.output_hash),
+              "; the receipt says trace root " + shown(r.trace_root) + " output " + shown(r.output_hash) + "; " +
+              first_difference(job.provider_layers, v.layer_hashes),
           now, out);
   }
   dispatch(now, out);

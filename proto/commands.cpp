@@ -680,7 +680,8 @@ message make_done(const job_done& d) {
               {{"job_id", d.job_id},
                {"attempt", d.attempt},
                {"classes", d.classes},
-               {"receipt", receipt_json(d.receipt)}},
+               {"receipt", receipt_json(d.receipt)},
+               {"layer_hashes", d.layer_hashes}},
               {d.output});
 }
 
@@ -692,6 +693,10 @@ result<job_done> parse_done(const message& m) {
   d.attempt = r.int32("attempt", 0);
   d.classes = r.int32s("classes");
   d.receipt = nested_receipt(r, m);
+  if (const auto* layers = r.array("layer_hashes"); layers && layers->size() > max_layer_hashes)
+    r.fail(errc::bad_input, "DONE field 'layer_hashes' has " + std::to_string(layers->size()) + " entries, at most " +
+                                std::to_string(max_layer_hashes));
+  d.layer_hashes = r.strings("layer_hashes", reader::kind::hash);
   if (r.err) return *r.err;
   d.output = m.tensors[0];
   return d;

@@ -178,6 +178,7 @@ struct job_done {
   std::vector<std::int32_t> classes;
   kernels::tensor output;
   verify::receipt receipt;
+  std::vector<std::string> layer_hashes; // the trace layers' hashes: their Merkle root is the receipt's trace_root
 };
 message make_done(const job_done& d);
 result<job_done> parse_done(const message& m);

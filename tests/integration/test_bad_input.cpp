@@ -479,7 +479,7 @@ public:
     r.started_at_us = started;
     r.finished_at_us = now_us();
     verify::sign_receipt(r, key_);
-    return {job.job_id, job.attempt, inf->classes, inf->output, r};
+    return {job.job_id, job.attempt, inf->classes, inf->output, r, inf->layer_hashes};
   }
 
 private:

@@ -6,6 +6,7 @@
 #include <sstream>
 #include <fstream>
 #include <regex>
+#include <map>
 #include <set>
 
 #include <doctest/doctest.h>
@@ -19,15 +20,15 @@ using namespace haca;
 
 namespace {
 
-// Job ids the log says the test switch corrupted.
-std::set<std::int64_t> corrupted_jobs(const std::string& log_dir) {
-  std::set<std::int64_t> out;
-  const std::regex line(R"((cheat|lie)-rate: job (\d+) corrupted)");
+// Job ids the log says the test switch corrupted, with the layer it corrupted.
+std::map<std::int64_t, int> corrupted_jobs(const std::string& log_dir) {
+  std::map<std::int64_t, int> out;
+  const std::regex line(R"((cheat|lie)-rate: job (\d+) corrupted at layer (\d+))");
   for (const auto& entry : std::filesystem::directory_iterator(log_dir)) {
     std::ifstream in(entry.path());
     for (std::string l; std::getline(in, l);)
       if (std::smatch m; std::regex_search(l, m, line))
-        out.insert(std::stoll(m[2]));
+        out[std::stoll(m[2])] = std::stoi(m[3]);
   }
   return out;
 }
@@ -87,6 +88,13 @@ TEST_CASE("a provider cheating on 10% of jobs is caught on the sampled share (p 
   CHECK(test::query_value(fmt::format("select count(*) from postings p join receipts r on r.job_id = p.job_id "
                                       "join jobs j on j.id = r.job_id where j.client_id = '{}' and r.verdict = 'mismatch'",
                                       w.client_id)) == "0");
+  // Bisection names the layer the cheat corrupted (the MLP's layers are each a trace layer).
+  for (auto id : disputed) {
+    const auto detail = test::query_value(
+        fmt::format("select detail from job_events where job_id = {} and state = 'DISPUTED'", id));
+    CHECK_MESSAGE(detail.find(fmt::format("first differing trace layer {} of", cheats.at(id))) != std::string::npos,
+                  "job ", id, ": ", detail);
+  }
   auto a = db::audit(test::test_db(), w.client_id).value();
   INFO(a.problem);
   CHECK(a.ok());

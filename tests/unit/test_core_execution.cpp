@@ -22,6 +22,7 @@
 #include "proto/commands.hpp"
 #include "proto/protocol.hpp"
 #include "verify/hash.hpp"
+#include "verify/merkle.hpp"
 #include "verify/receipt.hpp"
 #include "verify/signing.hpp"
 
@@ -128,7 +129,9 @@ proto::job_done done_for(const proto::job_order& o, const provider& p) {
   r.model_hash = o.model;
   r.input_hash = verify::sha256_hex(o.input.data);
   r.output_hash = verify::sha256_hex(d.output.data);
-  r.trace_root = verify::sha256_hex("trace " + std::to_string(o.job_id));
+  d.layer_hashes = {verify::sha256_hex("layer 0 of " + std::to_string(o.job_id)),
+                    verify::sha256_hex("layer 1 of " + std::to_string(o.job_id))};
+  r.trace_root = verify::merkle_root(d.layer_hashes);
   r.price = o.price;
   r.attempt = o.attempt;
   r.started_at_us = t0;
@@ -143,7 +146,7 @@ proto::job_order order_of(std::int64_t id, std::int32_t attempt, const proto::su
   return {id, attempt, r.model, price, r.input};
 }
 
-execution_result result_of(const proto::job_done& d) { return {d.classes, d.output, d.receipt}; }
+execution_result result_of(const proto::job_done& d) { return {d.classes, d.output, d.receipt, d.layer_hashes}; }
 
 // ---- effects ----
 
@@ -1097,9 +1100,13 @@ TEST_CASE("execution: a DONE whose receipt does not check is refused and the job
   auto d = done_for(order, p);
   const char* code = errc::bad_receipt;
   SUBCASE("a signature that does not verify") {
-    d.receipt.trace_root = verify::sha256_hex("another trace"); // signed before this change
+    d.receipt.finished_at_us += 1; // signed before this change
     code = errc::bad_signature;
   }
+  SUBCASE("layer hashes whose Merkle root is not the signed trace root") {
+    d.layer_hashes[1] = verify::sha256_hex("a layer the receipt does not commit");
+  }
+  SUBCASE("no layer hashes") { d.layer_hashes.clear(); }
   SUBCASE("a signature in another format") {
     d.receipt.signature[0] = d.receipt.signature[0] == 'a' ? 'b' : 'a';
     code = errc::bad_signature;

@@ -308,7 +308,7 @@ TEST_CASE("settlement recovery continues the chain from the snapshot with the ju
     sj.seq = static_cast<std::int32_t>(10 + id);
     sj.updated_us = t0;
     if (st != job_state::queued)
-      sj.result = execution_result{{0}, {}, judged(id).receipt};
+      sj.result = execution_result{{0}, {}, judged(id).receipt, {}};
     s.open_jobs.push_back(sj);
   }
   auto c = settlement_core::recover(cfg, s, t0 + 50 * ms);

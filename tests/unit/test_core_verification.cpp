@@ -42,6 +42,7 @@ executed_job executed(std::int64_t job_id, const std::string& tier, const verify
   e.receipt = signed_receipt(job_id, provider);
   e.receipt.input_hash = verify::sha256_hex(e.input.data); // what the execution core checked
   verify::sign_receipt(e.receipt, provider);
+  e.provider_layers = trace_layers(job_id); // revealed in its DONE
   REQUIRE(verify::verify_receipt(e.receipt));
   return e;
 }
@@ -372,6 +373,8 @@ TEST_CASE("a verifier VERDICT whose trace root differs from the receipt disputes
   CHECK(ts[0].detail.find("honest-v") != std::string::npos);
   CHECK(ts[0].detail.find(reply.verdict->trace_root.substr(0, 12)) != std::string::npos);
   CHECK(ts[0].detail.find(signed_receipt(4, provider).trace_root.substr(0, 12)) != std::string::npos);
+  // Bisection: layer 0 agrees, layer 1 (the one the dishonest trace changed) is named.
+  CHECK(ts[0].detail.find("first differing trace layer 1 of 2") != std::string::npos);
   CHECK(ts[0].detail.size() < 400);
   auto done = c.step(all_ok(e), t0 + 20);
   REQUIRE(done.to_settlement.size() == 1);
@@ -597,7 +600,7 @@ TEST_CASE("verification recovery samples the executed jobs again with the same d
     sj.state = job_state::executed;
     sj.attempt = 1;
     sj.seq = 3;
-    sj.result = execution_result{{0}, {}, job.receipt};
+    sj.result = execution_result{{0}, {}, job.receipt, {}};
     s.open_jobs.push_back(sj);
   }
   stored_job queued; // not executed: not this core's

@@ -332,11 +332,13 @@ TEST_CASE("every command survives a round trip through the wire") {
     check_tensor_equal(p->input, input);
   }
   SUBCASE("DONE") {
-    auto p = parse_done(wire(make_done({42, 2, {1, 9}, output, receipt})));
+    const std::vector<std::string> layers{verify::sha256_hex("l0"), verify::sha256_hex("l1")};
+    auto p = parse_done(wire(make_done({42, 2, {1, 9}, output, receipt, layers})));
     REQUIRE(p.ok());
     CHECK(p->job_id == 42);
     CHECK(p->attempt == 2);
     CHECK(p->classes == std::vector<std::int32_t>{1, 9});
+    CHECK(p->layer_hashes == layers);
     check_tensor_equal(p->output, output);
     check_receipt_equal(p->receipt, receipt);
   }
@@ -619,7 +621,7 @@ TEST_CASE("each parser names a missing or mistyped field with its error code") {
   check_fields(make_welcome({500, "k"}), checker(parse_welcome));
   check_fields(make_ready(4), checker(parse_ready));
   check_fields(make_job({3, 0, model_hash, 10, input}), checker(parse_job));
-  auto done_msg = make_done({3, 0, {1}, output, receipt});
+  auto done_msg = make_done({3, 0, {1}, output, receipt, {verify::sha256_hex("l0")}});
   check_fields(done_msg, checker(parse_done));
   check_fields(done_msg, checker(parse_done), {}, "receipt");
   check_fields(make_fail({3, 0, "bad_model", "x"}), checker(parse_fail));
@@ -695,7 +697,7 @@ TEST_CASE("commands without tensors refuse payload frames and commands with one 
   auto ack = make_ack({"r", 1});
   ack.tensors.push_back(i8_tensor({1}));
   CHECK(parse_ack(ack).err().code == errc::malformed_frame);
-  auto done = make_done({1, 0, {}, i8_tensor({1, 2}), signed_receipt(i8_tensor({1}), i8_tensor({1, 2}))});
+  auto done = make_done({1, 0, {}, i8_tensor({1, 2}), signed_receipt(i8_tensor({1}), i8_tensor({1, 2})), {}});
   done.tensors.clear();
   CHECK(parse_done(done).err().reason == "DONE carries 1 tensor (the output), got 0");
   auto job = make_job({1, 0, model_hash, 0, i8_tensor({1})});

@@ -1301,7 +1301,8 @@ private:
         r.model_hash = o.model;
         r.input_hash = verify::sha256_hex(o.input.data);
         r.output_hash = verify::sha256_hex(d.output.data);
-        r.trace_root = sim_trace_root(o.model, d.output);
+        d.layer_hashes = sim_layer_hashes(o.model, d.output);
+        r.trace_root = verify::merkle_root(d.layer_hashes);
         r.price = o.price;
         r.attempt = o.attempt;
         r.started_at_us = started;
