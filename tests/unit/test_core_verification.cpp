@@ -144,8 +144,9 @@ proto::verdict_reply verdict_for(const proto::verify_task& t, const verifier& by
   return r;
 }
 
-effects join(verification_core& c, const verifier& v, std::int32_t credit, time_us now) {
-  auto e = c.step(node_hello{v.identity, caps_of(v.key, v.name)}, now);
+effects join(verification_core& c, const verifier& v, std::int32_t credit, time_us now,
+             const std::optional<proto::capabilities>& caps = std::nullopt) {
+  auto e = c.step(node_hello{v.identity, caps ? *caps : caps_of(v.key, v.name)}, now);
   REQUIRE(count_cmd(e, proto::cmd::welcome, v.identity) == 1);
   auto r = c.step(node_ready{v.identity, credit}, now);
   r.records.insert(r.records.begin(), e.records.begin(), e.records.end());
@@ -719,8 +720,7 @@ TEST_CASE("a VERIFY goes only to a verifier that has the model") {
   verifier without{verify::generate_key_pair(), "w-id", "without"};
   auto caps = caps_of(without.key, without.name);
   caps.models = {verify::sha256_hex("another model")};
-  REQUIRE(count_cmd(c.step(node_hello{without.identity, caps}, t0), proto::cmd::welcome, without.identity) == 1);
-  c.step(node_ready{without.identity, 8}, t0);
+  join(c, without, 8, t0, caps);
   CHECK(verifies(c.step(executed(1, "full", provider), t0)).empty());
   CHECK(c.pending() == 1);
   verifier with{verify::generate_key_pair(), "m-id", "with"};
@@ -742,8 +742,7 @@ TEST_CASE("a verifier never judges a provider of the same operator, by key or by
   for (auto* v : {&run_by_op, &run_by_provider}) {
     auto caps = caps_of(v->key, v->name);
     caps.operator_key = v == &run_by_op ? op.public_key_hex : provider.public_key_hex;
-    REQUIRE(count_cmd(c.step(node_hello{v->identity, caps}, t0), proto::cmd::welcome, v->identity) == 1);
-    c.step(node_ready{v->identity, 8}, t0);
+    join(c, *v, 8, t0, caps);
   }
   CHECK(verifies(c.step(job, t0)).empty());
   CHECK(c.pending() == 1);
