@@ -28,6 +28,18 @@ struct reader::connection {
 reader::reader(std::string url) : url_(std::move(url)) {}
 reader::~reader() = default;
 
+namespace {
+
+// The job's row with its current attempt's receipt, or unknown_job.
+result<pqxx::row> job_row(pqxx::read_transaction& tx, std::int64_t job_id) {
+  auto rows = tx.exec_prepared("job", job_id);
+  if (rows.empty())
+    return make_error(errc::unknown_job, fmt::format("no job with id {}", job_id));
+  return rows[0];
+}
+
+} // namespace
+
 template <class T, class F>
 result<T> reader::read(F&& f, const char* ask_again) {
   try {
@@ -43,14 +55,14 @@ result<T> reader::read(F&& f, const char* ask_again) {
 
 result<proto::status_reply> reader::status(std::int64_t job_id) {
   return read<proto::status_reply>([&](pqxx::read_transaction& tx) -> result<proto::status_reply> {
-    auto job = tx.exec_prepared("job", job_id);
-    if (job.empty())
-      return make_error(errc::unknown_job, fmt::format("no job with id {}", job_id));
+    auto job = job_row(tx, job_id);
+    if (!job)
+      return job.err();
     proto::status_reply out;
     out.job_id = job_id;
-    out.state = job[0][0].c_str();
-    out.attempt = job[0][1].as<std::int32_t>();
-    if (auto r = result_of(job[0], job_id))
+    out.state = (*job)[0].c_str();
+    out.attempt = (*job)[1].as<std::int32_t>();
+    if (auto r = result_of(*job, job_id))
       out.result = proto::status_result{std::move(r->classes), std::move(r->receipt), std::move(r->output)};
     for (const auto& row : tx.exec_prepared("events", job_id))
       out.events.push_back({row[0].c_str(), row[1].c_str(), row[2].as<std::int64_t>()});
@@ -68,31 +80,34 @@ proto::message reader::answer(const core::job_lookup& q) {
 }
 
 result<proto::receipt_reply> reader::receipt(std::int64_t job_id) {
-  auto s = status(job_id);
-  if (!s)
-    return s.err();
-  if (!s->result)
-    return make_error(errc::unknown_job, fmt::format("job {} has no receipt yet ({})", job_id, s->state));
-  return proto::receipt_reply{job_id, std::move(s->result->receipt)};
+  return read<proto::receipt_reply>([&](pqxx::read_transaction& tx) -> result<proto::receipt_reply> {
+    auto job = job_row(tx, job_id);
+    if (!job)
+      return job.err();
+    auto r = result_of(*job, job_id);
+    if (!r)
+      return make_error(errc::unknown_job, fmt::format("job {} has no receipt yet ({})", job_id, (*job)[0].c_str()));
+    return proto::receipt_reply{job_id, std::move(r->receipt)};
+  }, "ask again shortly");
 }
 
 result<proto::inclusion_proof> reader::proof(std::int64_t job_id) {
   return read<proto::inclusion_proof>([&](pqxx::read_transaction& tx) -> result<proto::inclusion_proof> {
-    auto job = tx.exec_prepared("job", job_id);
-    if (job.empty())
-      return make_error(errc::unknown_job, fmt::format("no job with id {}", job_id));
-    const std::string state = job[0][0].c_str();
+    auto job = job_row(tx, job_id);
+    if (!job)
+      return job.err();
+    const std::string state = (*job)[0].c_str();
     if (state != "SETTLED")
       return make_error(errc::not_settled, fmt::format("job {} is {}, not in a block yet; ask again after it settles",
                                                        job_id, state));
     proto::inclusion_proof p;
     p.job_id = job_id;
-    auto r = result_of(job[0], job_id);
-    if (!r || job[0]["block_height"].is_null())
+    auto r = result_of(*job, job_id);
+    if (!r || (*job)["block_height"].is_null())
       return make_error(errc::not_settled, fmt::format("job {} has no settled receipt", job_id));
     p.receipt = std::move(r->receipt);
-    p.verdict = job[0]["verdict"].c_str();
-    const auto height = job[0]["block_height"].as<std::int64_t>();
+    p.verdict = (*job)["verdict"].c_str();
+    const auto height = (*job)["block_height"].as<std::int64_t>();
     auto block = tx.exec_prepared("block", height);
     if (block.empty())
       return make_error(errc::unavailable, fmt::format("block {} of job {} is not stored", height, job_id));

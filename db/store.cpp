@@ -92,9 +92,7 @@ public:
     attempt_.num(t ? t->attempt : 0);
     detail_.str(t ? std::string_view(t->detail).substr(0, max_detail_bytes) : "");
     assigned_.num(t ? t->at_us : 0);
-    ++size_;
   }
-  std::size_t size() const { return size_; }
   void append_to(params& p) const {
     append(p, id_, client_, request_, model_, input_hash_, input_, shape_, tier_, max_price_, deadline_, submitted_,
            key_, price_, attempt_, detail_, assigned_);
@@ -104,7 +102,6 @@ public:
 private:
   array_param id_, client_, request_, model_, input_hash_, input_, shape_, tier_, max_price_, deadline_, submitted_,
       key_, price_, attempt_, detail_, assigned_;
-  std::size_t size_ = 0;
 };
 
 // Rows for haca_transitions: job events, and the jobs rows they make newer.
