@@ -153,27 +153,16 @@ int run_submit(submit_cli o) {
 }
 
 int run_status(const std::string& connect, std::int64_t job_id, bool json) {
-  net::client conn{connect};
-  conn.send(proto::make_job_query({job_id}));
-  auto msg = conn.receive(std::chrono::seconds(10));
+  auto msg = ask_coordinator(connect, proto::make_job_query({job_id}));
   if (!msg) {
-    std::cerr << fmt::format("error: no answer from {} within 10 s (is the coordinator running?)\n", connect);
-    return 1;
-  }
-  if (!*msg) {
-    std::cerr << "error: " << msg->err().reason << "\n";
-    return 1;
-  }
-  if (msg->value().command == proto::cmd::error) {
-    auto e = proto::parse_error(msg->value());
-    std::cerr << fmt::format("error {}: {}\n", e ? e->code : "?", e ? e->reason : "?");
+    std::cerr << fmt::format("error {}: {}\n", msg.err().code, msg.err().reason);
     return 1;
   }
   if (json) {
-    std::cout << msg->value().header.dump(2) << "\n";
+    std::cout << msg->header.dump(2) << "\n";
     return 0;
   }
-  auto s = proto::parse_status_reply(msg->value());
+  auto s = proto::parse_status_reply(msg.value());
   if (!s) {
     std::cerr << "error: " << s.err().reason << "\n";
     return 1;
@@ -195,6 +184,24 @@ int run_status(const std::string& connect, std::int64_t job_id, bool json) {
 }
 
 } // namespace
+
+result<proto::message> ask_coordinator(const std::string& connect, const proto::message& request) {
+  net::client conn{connect};
+  conn.send(request);
+  auto msg = conn.receive(std::chrono::seconds(10));
+  if (!msg)
+    return make_error(errc::unavailable,
+                      fmt::format("no answer from {} within 10 s (is the coordinator running?)", connect));
+  if (!*msg)
+    return msg->err();
+  if (msg->value().command == proto::cmd::error) {
+    auto e = proto::parse_error(msg->value());
+    if (!e)
+      return e.err();
+    return error{e->code, e->reason};
+  }
+  return std::move(msg->value());
+}
 
 void add_client_commands(CLI::App& app) {
   auto o = std::make_shared<submit_cli>();

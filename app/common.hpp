@@ -9,6 +9,7 @@
 #include <caf/actor_system_config.hpp>
 
 #include "kernels/model.hpp"
+#include "proto/message.hpp"
 
 namespace haca::app {
 
@@ -38,7 +39,10 @@ void add_client_commands(CLI::App& app);     // submit, status
 void add_model_command(CLI::App& app);
 void add_demo_command(CLI::App& app);
 void add_audit_command(CLI::App& app);
-void add_proof_commands(CLI::App& app); // prove-inclusion, verify-receipt, verify-inclusion
+void add_proof_commands(CLI::App& app);
+// One request to the coordinator's client port and its reply, waiting 10 s at most: the reply,
+// or an error (no answer, a reply that does not decode, or the coordinator's ERROR).
+result<proto::message> ask_coordinator(const std::string& connect, const proto::message& request); // prove-inclusion, verify-receipt, verify-inclusion
 void add_train_commands(CLI::App& app);     // train, eval (Fashion-MNIST models)
 
 } // namespace haca::app

@@ -9,7 +9,6 @@
 #include <nlohmann/json.hpp>
 
 #include "app/common.hpp"
-#include "net/client.hpp"
 #include "proto/commands.hpp"
 #include "verify/hash.hpp"
 
@@ -36,19 +35,12 @@ result<nlohmann::json> read_json(const std::string& path) {
 }
 
 int run_prove_inclusion(const std::string& connect, std::int64_t job_id, const std::string& out_path) {
-  net::client conn{connect};
-  conn.send(proto::make_job_query({job_id, std::string(proto::cmd::proof)}));
-  auto msg = conn.receive(std::chrono::seconds(10));
+  auto msg = ask_coordinator(connect, proto::make_job_query({job_id, std::string(proto::cmd::proof)}));
   if (!msg) {
-    std::cerr << fmt::format("error: no answer from {} within 10 s (is the coordinator running?)\n", connect);
+    std::cerr << fmt::format("error {}: {}\n", msg.err().code, msg.err().reason);
     return 2;
   }
-  if (!*msg || msg->value().command == proto::cmd::error) {
-    auto e = *msg ? proto::parse_error(msg->value()) : result<proto::error_reply>{msg->err()};
-    std::cerr << fmt::format("error {}: {}\n", e ? e->code : "?", e ? e->reason : msg->err().reason);
-    return 2;
-  }
-  auto proof = proto::parse_proof_reply(msg->value());
+  auto proof = proto::parse_proof_reply(msg.value());
   if (!proof) {
     std::cerr << "error: the coordinator's PROOF does not parse: " << proof.err().reason << "\n";
     return 2;
