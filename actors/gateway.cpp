@@ -63,8 +63,8 @@ struct gateway_loop {
 
   // Reads one message from a ROUTER, decodes it and hands it on (or answers ERROR).
   void read(zmq::socket_t& router, core::port port) {
-    std::string peer_key; // the node port's ZAP User-Id: the peer's CURVE key
-    if (!net::recv_frames(router, frames, port == core::port::node ? &peer_key : nullptr) || frames.empty())
+    std::string peer_key; // the ZAP User-Id: the peer's CURVE key (a client's account)
+    if (!net::recv_frames(router, frames, &peer_key) || frames.empty())
       return;
     ++stats->received;
     std::string identity = std::move(frames.front());
@@ -167,11 +167,10 @@ result<std::shared_ptr<gateway_sockets>> bind_gateway(const std::string& client_
   // the gateway is not reading a port (backpressure) a flooding peer waits in TCP, not in
   // this process's memory.
   auto make_router = [&](const std::string& endpoint, int sndhwm, int rcvhwm,
-                         bool curve) -> std::unique_ptr<zmq::socket_t> {
+                         const char* zap_domain) -> std::unique_ptr<zmq::socket_t> {
     auto r = std::make_unique<zmq::socket_t>(net::context(), zmq::socket_type::router);
     net::tune_socket(*r, limits);
-    if (curve)
-      net::make_curve_server(*r, key);
+    net::make_curve_server(*r, key, zap_domain);
     r->set(zmq::sockopt::sndhwm, sndhwm);
     r->set(zmq::sockopt::rcvhwm, rcvhwm);
     r->set(zmq::sockopt::router_mandatory, 1); // a send to a vanished peer is an error we count
@@ -179,12 +178,12 @@ result<std::shared_ptr<gateway_sockets>> bind_gateway(const std::string& client_
     return r;
   };
   try {
-    s->clients = make_router(client_endpoint, 10000, 1000, false);
+    s->clients = make_router(client_endpoint, 10000, 1000, net::client_domain);
   } catch (const zmq::error_t& e) {
     return make_error(errc::io_error, "cannot listen for clients on " + client_endpoint + ": " + e.what());
   }
   try {
-    s->nodes = make_router(node_endpoint, 50000, 10000, true);
+    s->nodes = make_router(node_endpoint, 50000, 10000, net::node_domain);
   } catch (const zmq::error_t& e) {
     return make_error(errc::io_error, "cannot listen for nodes on " + node_endpoint + ": " + e.what());
   }

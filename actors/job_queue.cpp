@@ -41,16 +41,22 @@ std::optional<core::execution_event> decode(self_ptr self, const inbound& in) {
       auto s = proto::parse_submit(m);
       if (!s)
         return refuse(s.err());
-      return core::client_submit{in.identity, std::move(s.value())};
+      return core::client_submit{in.identity, in.peer_key, std::move(s.value())};
+    }
+    if (m.command == proto::cmd::deposit) {
+      auto d = proto::parse_deposit(m);
+      if (!d)
+        return refuse(d.err());
+      return core::client_deposit{in.identity, in.peer_key, std::move(d.value())};
     }
     if (m.command == proto::cmd::status || m.command == proto::cmd::receipt || m.command == proto::cmd::proof) {
       auto q = proto::parse_job_query(m);
       if (!q)
         return refuse(q.err());
-      return core::client_query{in.identity, q->job_id, q->command};
+      return core::client_query{in.identity, in.peer_key, q->job_id, q->command};
     }
     return refuse(make_error(errc::unknown_command,
-                             fmt::format("{} is not a client command (SUBMIT, STATUS, RECEIPT, PROOF)", m.command)));
+                             fmt::format("{} is not a client command (SUBMIT, STATUS, RECEIPT, PROOF, DEPOSIT)", m.command)));
   }
   if (auto session = decode_session_command<core::execution_event>(in)) {
     if (!*session)

@@ -32,7 +32,7 @@ struct inbound {
   core::port from = core::port::client;
   std::string identity;
   proto::message msg;
-  std::string peer_key; // node port: the connection's CURVE public key (hex), from ZAP
+  std::string peer_key; // the connection's CURVE public key (hex), from ZAP: a node's key, a client's account
 };
 
 using records = std::vector<core::record>;

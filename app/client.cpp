@@ -18,7 +18,7 @@ namespace haca::app {
 namespace {
 
 struct submit_cli {
-  std::string connect = "tcp://127.0.0.1:7700";
+  client_login login;
   std::string model;
   std::string input;
   int input_dim = 0;
@@ -27,7 +27,6 @@ struct submit_cli {
   std::string labels;       // gzip'd IDX labels, to count correct predictions
   std::size_t count = 0;    // images to send (0 = all)
   std::uint64_t seed = 1;
-  std::string client_id = "cli";
   std::string request_prefix;
   std::string tier = "sampled";
   std::int64_t max_price = 100;
@@ -55,9 +54,15 @@ int resolve_model(submit_cli& o) {
 int run_submit(submit_cli o) {
   if (int rc = resolve_model(o))
     return rc;
+  auto credentials = load_credentials(o.login);
+  if (!credentials) {
+    std::cerr << fmt::format("error: {}\n", credentials.err().reason);
+    return 2;
+  }
   workload_options w;
-  w.endpoint = o.connect;
-  w.client_id = o.client_id;
+  w.endpoint = o.login.connect;
+  w.credentials = credentials.value();
+  std::cerr << fmt::format("account {} (the CURVE key of {})\n", w.credentials.account(), o.login.key);
   w.request_prefix = o.request_prefix.empty() ? fmt::format("cli-{}-", std::chrono::system_clock::now().time_since_epoch().count())
                                               : o.request_prefix;
   w.model = o.model;
@@ -152,8 +157,8 @@ int run_submit(submit_cli o) {
   return rep.errors == 0 && rep.invalid_receipts == 0 && rep.duplicate_results == 0 && !rep.timed_out ? 0 : 1;
 }
 
-int run_status(const std::string& connect, std::int64_t job_id, bool json) {
-  auto msg = ask_coordinator(connect, proto::make_job_query({job_id}));
+int run_status(const client_login& login, std::int64_t job_id, bool json) {
+  auto msg = ask_coordinator(login, proto::make_job_query({job_id}));
   if (!msg) {
     std::cerr << fmt::format("error {}: {}\n", msg.err().code, msg.err().reason);
     return 1;
@@ -183,15 +188,76 @@ int run_status(const std::string& connect, std::int64_t job_id, bool json) {
   return 0;
 }
 
+// DEPOSIT over the client port, as the admin key: the coordinator obeys it from that key alone.
+int run_deposit(const client_login& login, const std::string& account, std::int64_t amount, std::string request_id) {
+  if (request_id.empty())
+    request_id = fmt::format("deposit-{}", std::chrono::system_clock::now().time_since_epoch().count());
+  auto msg = ask_coordinator(login, proto::make_deposit({request_id, account, amount}));
+  if (!msg) {
+    std::cerr << fmt::format("error {}: {}\n", msg.err().code, msg.err().reason);
+    return 1;
+  }
+  auto d = proto::parse_deposited(msg.value());
+  if (!d) {
+    std::cerr << fmt::format("error: unexpected reply {}: {}\n", msg->command, d.err().reason);
+    return 1;
+  }
+  std::cout << fmt::format("{} {} micro-units to {} (request {}); balance {}\n", d->repeated ? "already deposited" : "deposited",
+                           d->amount, d->account, d->request_id, d->balance);
+  return 0;
+}
+
 } // namespace
 
-result<proto::message> ask_coordinator(const std::string& connect, const proto::message& request) {
-  net::client conn{connect};
+void add_client_login_options(CLI::App& cmd, client_login& login) {
+  cmd.add_option("--connect", login.connect, "the coordinator's client endpoint")->capture_default_str();
+  cmd.add_option("--key", login.key, "this client's Ed25519 key file (created if absent): its CURVE key is the account")
+      ->capture_default_str();
+  cmd.add_option("--coordinator-key", login.coordinator_key,
+                 "the coordinator's public key (hex) or a file holding it (it writes <its --key>.pub)")
+      ->capture_default_str();
+}
+
+result<std::string> read_public_key(const std::string& hex_or_file, const std::string& flag) {
+  if (verify::is_hash_hex(hex_or_file))
+    return hex_or_file;
+  std::string key;
+  std::ifstream in(hex_or_file);
+  std::getline(in, key);
+  if (!in || !verify::is_hash_hex(key))
+    return make_error(errc::bad_input, fmt::format("{} {}: neither a public key (64 lowercase hex characters) nor a "
+                                                   "file holding one (the coordinator writes its own to <its --key>.pub "
+                                                   "and logs it at start)",
+                                                   flag, hex_or_file));
+  return key;
+}
+
+result<net::client_credentials> load_credentials(const client_login& login) {
+  auto coordinator_key = read_public_key(login.coordinator_key, "--coordinator-key");
+  if (!coordinator_key)
+    return coordinator_key.err();
+  auto key = verify::load_or_create_key(login.key);
+  if (!key)
+    return error{key.err().code, "--key " + login.key + ": " + key.err().reason};
+  return net::client_credentials{key.value(), coordinator_key.value()};
+}
+
+result<proto::message> ask_coordinator(const client_login& login, const proto::message& request) {
+  auto credentials = load_credentials(login);
+  if (!credentials)
+    return credentials.err();
+  return ask_coordinator(login.connect, credentials.value(), request);
+}
+
+result<proto::message> ask_coordinator(const std::string& endpoint, const net::client_credentials& credentials,
+                                       const proto::message& request) {
+  net::client conn{endpoint, credentials};
   conn.send(request);
   auto msg = conn.receive(std::chrono::seconds(10));
   if (!msg)
     return make_error(errc::unavailable,
-                      fmt::format("no answer from {} within 10 s (is the coordinator running?)", connect));
+                      fmt::format("no answer from {} within 10 s (is the coordinator running, and is {} its key?)",
+                                  endpoint, credentials.coordinator_key.substr(0, 12)));
   if (!*msg)
     return msg->err();
   if (msg->value().command == proto::cmd::error) {
@@ -206,7 +272,7 @@ result<proto::message> ask_coordinator(const std::string& connect, const proto::
 void add_client_commands(CLI::App& app) {
   auto o = std::make_shared<submit_cli>();
   auto* sub = app.add_subcommand("submit", "Submit inference jobs and print results with their signed receipts");
-  sub->add_option("--connect", o->connect, "the coordinator's client endpoint")->capture_default_str();
+  add_client_login_options(*sub, o->login);
   sub->add_option("--model", o->model, "model hash, or a model file (then its hash and input size are used)")
       ->required();
   sub->add_option("--input", o->input, "raw int8 input file: rows x input-dim bytes, one job");
@@ -218,7 +284,6 @@ void add_client_commands(CLI::App& app) {
   sub->add_option("--labels", o->labels, "gzip'd IDX label file matching --images: report how many predictions match");
   sub->add_option("--count", o->count, "with --images: the first N images only (0 = all)")->capture_default_str();
   sub->add_option("--seed", o->seed, "seed for --random")->capture_default_str();
-  sub->add_option("--client-id", o->client_id, "the account that pays")->capture_default_str();
   sub->add_option("--request-prefix", o->request_prefix, "request ids are <prefix><n> (default: unique per run)");
   sub->add_option("--tier", o->tier, "verification tier")->check(CLI::IsMember({"none", "sampled", "full"}))
       ->capture_default_str();
@@ -232,15 +297,32 @@ void add_client_commands(CLI::App& app) {
       throw CLI::RuntimeError(rc);
   });
 
-  auto connect = std::make_shared<std::string>("tcp://127.0.0.1:7700");
+  auto login = std::make_shared<client_login>();
   auto job_id = std::make_shared<std::int64_t>(0);
   auto json = std::make_shared<bool>(false);
-  auto* st = app.add_subcommand("status", "Show a job's state and every transition it went through");
+  auto* st = app.add_subcommand("status", "Show a job's state and every transition it went through (your own jobs only)");
   st->add_option("job", *job_id, "job id (from ACK or 'haca submit')")->required();
-  st->add_option("--connect", *connect, "the coordinator's client endpoint")->capture_default_str();
+  add_client_login_options(*st, *login);
   st->add_flag("--json", *json, "print the raw STATUS header");
   st->callback([=] {
-    if (int rc = run_status(*connect, *job_id, *json))
+    if (int rc = run_status(*login, *job_id, *json))
+      throw CLI::RuntimeError(rc);
+  });
+
+  auto admin = std::make_shared<client_login>();
+  admin->key = "haca-keys/coordinator.key";
+  auto account = std::make_shared<std::string>();
+  auto amount = std::make_shared<std::int64_t>(0);
+  auto request_id = std::make_shared<std::string>();
+  auto* dep = app.add_subcommand("deposit", "Credit a client account (needs the coordinator's admin key)");
+  dep->add_option("--account", *account, "the client account: its CURVE public key, 64 hex characters ('haca submit' "
+                                         "prints it)")
+      ->required();
+  dep->add_option("--amount", *amount, "micro-units")->required()->check(CLI::Range(std::int64_t{1}, proto::max_deposit));
+  dep->add_option("--request-id", *request_id, "makes a resend safe: the same id is credited once (default: unique)");
+  add_client_login_options(*dep, *admin);
+  dep->callback([=] {
+    if (int rc = run_deposit(*admin, *account, *amount, *request_id))
       throw CLI::RuntimeError(rc);
   });
 }

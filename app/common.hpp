@@ -9,6 +9,7 @@
 #include <caf/actor_system_config.hpp>
 
 #include "kernels/model.hpp"
+#include "net/client.hpp"
 #include "proto/message.hpp"
 
 namespace haca::app {
@@ -40,9 +41,24 @@ void add_model_command(CLI::App& app);
 void add_demo_command(CLI::App& app);
 void add_audit_command(CLI::App& app);
 void add_proof_commands(CLI::App& app);
+// A public key (64 lowercase hex characters) given as itself or as a file holding it, like the
+// <key>.pub the coordinator writes. `flag` names the option in the error.
+result<std::string> read_public_key(const std::string& hex_or_file, const std::string& flag);
+
+// How a client command reaches the coordinator: the client port, the client's key file (its
+// CURVE key is the account; created if absent) and the coordinator's public key.
+struct client_login {
+  std::string connect = "tcp://127.0.0.1:7700";
+  std::string key = "haca-keys/client.key";
+  std::string coordinator_key = "haca-keys/coordinator.key.pub";
+};
+void add_client_login_options(CLI::App& cmd, client_login& login);
+result<net::client_credentials> load_credentials(const client_login& login);
 // One request to the coordinator's client port and its reply, waiting 10 s at most: the reply,
-// or an error (no answer, a reply that does not decode, or the coordinator's ERROR).
-result<proto::message> ask_coordinator(const std::string& connect, const proto::message& request); // prove-inclusion, verify-receipt, verify-inclusion
+// or an error (bad keys, no answer, a reply that does not decode, or the coordinator's ERROR).
+result<proto::message> ask_coordinator(const client_login& login, const proto::message& request);
+result<proto::message> ask_coordinator(const std::string& endpoint, const net::client_credentials& credentials,
+                                       const proto::message& request);
 void add_train_commands(CLI::App& app);     // train, eval (Fashion-MNIST models)
 
 } // namespace haca::app

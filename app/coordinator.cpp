@@ -25,7 +25,8 @@ struct coordinator_options {
   std::string node_allow;
   int min_reputation = 0; // file of node keys (hex, one per line) admitted on the node port; "" = any
   double sample_rate = 0.1;
-  std::int64_t faucet = 0;
+  std::int64_t demo_faucet = 0;
+  std::string admin_key; // whose DEPOSITs are obeyed: hex or a file holding it; "" = the coordinator's own key
   int fee_bps = 500;
   std::size_t batch_size = 256;
   int batch_ms = 200;
@@ -58,6 +59,15 @@ int run_coordinator(const coordinator_options& o) {
     spdlog::error("cannot write the coordinator's public key to {}", pub_path);
     return 2;
   }
+  std::string admin_key = key->public_key_hex;
+  if (!o.admin_key.empty()) {
+    auto k = read_public_key(o.admin_key, "--admin-key");
+    if (!k) {
+      spdlog::error("{}", k.err().reason);
+      return 2;
+    }
+    admin_key = k.value();
+  }
   std::set<std::string> node_allow;
   if (!o.node_allow.empty()) {
     std::ifstream in(o.node_allow);
@@ -88,7 +98,8 @@ int run_coordinator(const coordinator_options& o) {
   core::execution_config ex;
   for (const auto& [hash, m] : models.value())
     ex.models[hash] = {m.input_dim(), m.output_size()};
-  ex.faucet = o.faucet;
+  ex.faucet = o.demo_faucet;
+  ex.admin_account = verify::curve_public_hex(admin_key);
   ex.heartbeat_ms = o.heartbeat_ms;
   ex.max_attempts = o.max_attempts;
   ex.max_waiting = o.max_queue;
@@ -155,12 +166,18 @@ int run_coordinator(const coordinator_options& o) {
   });
   signals.detach();
 
-  spdlog::info("coordinator: clients on {}:{}, nodes on {}:{} (CurveZMQ, {}), {} models", o.bind, o.client_port,
+  spdlog::info("coordinator: clients on {}:{}, nodes on {}:{} (both CurveZMQ; nodes: {}), {} models", o.bind, o.client_port,
                o.bind, o.node_port,
                node_allow.empty() ? std::string("any node key") : fmt::format("{} allowed node keys", node_allow.size()),
                ex.models.size());
-  spdlog::info("coordinator: public key {} (written to {}; nodes pass it as --coordinator-key)", key->public_key_hex,
-               pub_path);
+  spdlog::info("coordinator: public key {} (written to {}; clients and nodes pass it as --coordinator-key)",
+               key->public_key_hex, pub_path);
+  spdlog::info("coordinator: DEPOSITs are obeyed from {} only ({})", admin_key.substr(0, 12),
+               o.admin_key.empty() ? "the coordinator's own key" : "--admin-key");
+  if (o.demo_faucet > 0)
+    spdlog::warn("coordinator: demo faucet on: every new account gets {} micro-units from the mint (--demo-faucet; "
+                 "never in production)",
+                 o.demo_faucet);
   bool stopping = false;
   self->receive_while([&] { return !stopping; })(
       [&](caf::down_msg& dm) {
@@ -204,7 +221,7 @@ void add_coordinator_command(CLI::App& app) {
                                                 "verification sampling, settlement into Postgres");
   cmd->add_option("--db", o->db, "PostgreSQL connection URL")->capture_default_str();
   cmd->add_option("--bind", o->bind, "address to listen on")->capture_default_str();
-  cmd->add_option("--client-port", o->client_port, "TCP port for clients (SUBMIT, STATUS)")->capture_default_str();
+  cmd->add_option("--client-port", o->client_port, "TCP port for clients (SUBMIT, STATUS, RECEIPT, PROOF, DEPOSIT; CurveZMQ)")->capture_default_str();
   cmd->add_option("--node-port", o->node_port, "TCP port for providers and verifiers")->capture_default_str();
   cmd->add_option("--models", o->models, "directory of *.safetensors models clients may use")->capture_default_str();
   cmd->add_option("--min-reputation", o->min_reputation,
@@ -216,14 +233,19 @@ void add_coordinator_command(CLI::App& app) {
                   "file of node public keys (hex, one per line) allowed on the node port; without it any key may "
                   "connect");
   cmd->add_option("--key", o->key,
-                  "Ed25519 key file that signs settlement blocks and is the node port's CurveZMQ key (created if "
+                  "Ed25519 key file that signs settlement blocks and is both ports' CurveZMQ key (created if "
                   "absent; its public key is written to <file>.pub)")
       ->capture_default_str();
   cmd->add_option("--sample-rate", o->sample_rate, "share of 'sampled' jobs re-executed by a verifier (0..1)")
       ->check(CLI::Range(0.0, 1.0))
       ->capture_default_str();
-  cmd->add_option("--faucet", o->faucet, "micro-units granted to a client id the first time it is seen (0 = none)")
+  cmd->add_option("--demo-faucet", o->demo_faucet,
+                  "demo and test switch: micro-units minted for an account the first time it submits (0 = none; "
+                  "real accounts are funded by DEPOSIT)")
       ->capture_default_str();
+  cmd->add_option("--admin-key", o->admin_key,
+                  "public key (hex, or a file holding it) whose DEPOSITs are obeyed (default: the coordinator's own "
+                  "--key)");
   cmd->add_option("--fee-bps", o->fee_bps, "protocol fee in basis points of each job's price")
       ->check(CLI::Range(0, 10000))
       ->capture_default_str();

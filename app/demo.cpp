@@ -82,21 +82,22 @@ int run_demo(const demo_options& o) {
   auto key = [&](const std::string& name) { return (fs::path(o.work_dir) / "keys" / (name + ".key")).string(); };
   auto node_endpoint = fmt::format("tcp://127.0.0.1:{}", o.node_port);
   std::vector<child_process> children;
+  verify::key_pair coordinator_key; // also the admin key: it makes the demo account's deposit
   auto stop_all = [&] {
     for (auto it = children.rbegin(); it != children.rend(); ++it) // nodes first, then the coordinator
       stop_process(*it);
   };
   try {
     // Made here so the nodes know the coordinator's public key (their CurveZMQ server key).
-    auto coordinator_key = verify::load_or_create_key(key("coordinator"));
-    if (!coordinator_key)
-      throw std::runtime_error("coordinator key: " + coordinator_key.err().reason);
-    const auto server_key = coordinator_key->public_key_hex;
+    auto loaded = verify::load_or_create_key(key("coordinator"));
+    if (!loaded)
+      throw std::runtime_error("coordinator key: " + loaded.err().reason);
+    coordinator_key = loaded.value();
+    const auto& server_key = coordinator_key.public_key_hex;
     children.push_back(start_process("coordinator", exe,
                                      {"coordinator", "--db", o.db, "--models", models_dir, "--client-port",
                                       std::to_string(o.client_port), "--node-port", std::to_string(o.node_port),
-                                      "--sample-rate", std::to_string(o.sample_rate), "--faucet", "1000000000000",
-                                      "--key", key("coordinator")},
+                                      "--sample-rate", std::to_string(o.sample_rate), "--key", key("coordinator")},
                                      log("coordinator")));
     for (int i = 1; i <= o.providers; ++i) {
       auto name = fmt::format("provider-{}", i);
@@ -131,7 +132,21 @@ int run_demo(const demo_options& o) {
 
   workload_options w;
   w.endpoint = fmt::format("tcp://127.0.0.1:{}", o.client_port);
-  w.client_id = fmt::format("demo-{}", std::chrono::system_clock::now().time_since_epoch().count() / 1000);
+  // A client account of this run (a fresh key), funded as a real one is: a DEPOSIT signed, in
+  // effect, by the coordinator's admin key (here its own key, the default).
+  w.credentials = {verify::generate_key_pair(), coordinator_key.public_key_hex};
+  const auto account = w.credentials.account();
+  const std::int64_t funds = 100 * static_cast<std::int64_t>(o.jobs) + 1000;
+  auto deposit = ask_coordinator(w.endpoint, {coordinator_key, coordinator_key.public_key_hex},
+                                 proto::make_deposit({"demo-" + account.substr(0, 16), account, funds}));
+  if (!deposit) {
+    std::cerr << fmt::format("error: the deposit to the demo account failed: {} {}\n", deposit.err().code,
+                             deposit.err().reason);
+    stop_all();
+    return 1;
+  }
+  std::cerr << fmt::format("client account {}.. funded with {} micro-units (DEPOSIT by the admin key)\n",
+                           account.substr(0, 16), funds);
   w.model = model->hash;
   w.tier = "sampled";
   w.max_price = 100;
@@ -157,7 +172,7 @@ int run_demo(const demo_options& o) {
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(o.settle_timeout_s);
   std::int64_t final_jobs = 0;
   while (!stop_requested() && std::chrono::steady_clock::now() < deadline) {
-    auto n = db::count_final(o.db, w.client_id);
+    auto n = db::count_final(o.db, account);
     if (!n) {
       std::cerr << "\nerror: " << n.err().reason << "\n";
       break;
@@ -168,7 +183,7 @@ int run_demo(const demo_options& o) {
       break;
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
-  auto a = db::audit(o.db, w.client_id);
+  auto a = db::audit(o.db, account);
   stop_all();
   if (!a) {
     std::cerr << "error: " << a.err().reason << "\n";
@@ -200,7 +215,7 @@ int run_demo(const demo_options& o) {
       "  blocks:             {} in the chain (hashes, signatures, batch roots checked: {})\n"
       "  receipts checked:   {} ({})\n"
       "  ledger balanced:    {}\n",
-      w.client_id, o.jobs, rep.results, rep.errors, rep.invalid_receipts, rep.duplicate_results,
+      account.substr(0, 16) + "..", o.jobs, rep.results, rep.errors, rep.invalid_receipts, rep.duplicate_results,
       rep.seconds > 0 ? static_cast<double>(rep.results) / rep.seconds : 0.0, percentile_ms(lat, 0.5),
       percentile_ms(lat, 0.99), predictions, a->verified, a->unsampled, a->disputed, a->settled, a->blocks,
       a->chain_valid ? "ok" : "BROKEN", a->receipts_checked, a->receipts_valid ? "all signatures valid" : "INVALID",

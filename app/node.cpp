@@ -54,16 +54,10 @@ int run_node(const node_cli& o) {
     spdlog::error("{}", st.err().reason);
     return 2;
   }
-  std::string coordinator_key = o.coordinator_key;
-  if (!verify::is_hash_hex(coordinator_key)) { // a file that holds it (the coordinator writes <key>.pub)
-    std::ifstream in(coordinator_key);
-    std::getline(in, coordinator_key);
-    if (!in || !verify::is_hash_hex(coordinator_key)) {
-      spdlog::error("--coordinator-key {}: neither a public key (64 lowercase hex characters) nor a file holding one "
-                    "(the coordinator writes it to <its --key>.pub and logs it at start)",
-                    o.coordinator_key);
-      return 2;
-    }
+  auto coordinator_key = read_public_key(o.coordinator_key, "--coordinator-key");
+  if (!coordinator_key) {
+    spdlog::error("{}", coordinator_key.err().reason);
+    return 2;
   }
   if (!o.operator_key.empty() && !verify::is_hash_hex(o.operator_key)) {
     spdlog::error("--operator-key must be a public key, 64 lowercase hex characters");
@@ -91,7 +85,7 @@ int run_node(const node_cli& o) {
   net::node_options opts;
   opts.endpoint = o.connect;
   opts.key = key.value();
-  opts.coordinator_key = coordinator_key;
+  opts.coordinator_key = coordinator_key.value();
   opts.credit = o.credit;
   opts.caps.role = o.role;
   opts.caps.name = o.name;

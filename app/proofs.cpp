@@ -34,8 +34,8 @@ result<nlohmann::json> read_json(const std::string& path) {
   return j;
 }
 
-int run_prove_inclusion(const std::string& connect, std::int64_t job_id, const std::string& out_path) {
-  auto msg = ask_coordinator(connect, proto::make_job_query({job_id, std::string(proto::cmd::proof)}));
+int run_prove_inclusion(const client_login& login, std::int64_t job_id, const std::string& out_path) {
+  auto msg = ask_coordinator(login, proto::make_job_query({job_id, std::string(proto::cmd::proof)}));
   if (!msg) {
     std::cerr << fmt::format("error {}: {}\n", msg.err().code, msg.err().reason);
     return 2;
@@ -132,16 +132,16 @@ int run_verify_inclusion(const std::string& path, const std::string& coordinator
 } // namespace
 
 void add_proof_commands(CLI::App& app) {
-  auto connect = std::make_shared<std::string>("tcp://127.0.0.1:7700");
+  auto login = std::make_shared<client_login>();
   auto job_id = std::make_shared<std::int64_t>(0);
   auto out = std::make_shared<std::string>();
   auto* prove = app.add_subcommand("prove-inclusion",
                                    "Fetch a settled job's PROOF (receipt, Merkle path, signed block header) into a file");
   prove->add_option("job", *job_id, "job id")->required();
-  prove->add_option("--connect", *connect, "the coordinator's client endpoint")->capture_default_str();
+  add_client_login_options(*prove, *login);
   prove->add_option("--out", *out, "file to write (default: standard output)");
   prove->callback([=] {
-    if (int rc = run_prove_inclusion(*connect, *job_id, *out))
+    if (int rc = run_prove_inclusion(*login, *job_id, *out))
       throw CLI::RuntimeError(rc);
   });
 

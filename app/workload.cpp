@@ -58,7 +58,7 @@ bool retryable(const std::string& code) { return code == errc::queue_full || cod
 
 workload_report run_workload(const workload_options& o) {
   using clock = std::chrono::steady_clock;
-  auto conn = std::make_unique<net::client>(o.endpoint);
+  auto conn = std::make_unique<net::client>(o.endpoint, o.credentials);
   workload_report rep;
   rep.jobs.resize(o.inputs.size());
   std::map<std::string, std::size_t> by_request;
@@ -71,7 +71,7 @@ workload_report run_workload(const workload_options& o) {
 
   auto submit = [&](std::size_t i) {
     const auto& job = rep.jobs[i];
-    conn->send(proto::make_submit({o.client_id, job.request_id, o.model, o.tier, o.max_price, o.deadline_ms,
+    conn->send(proto::make_submit({"", job.request_id, o.model, o.tier, o.max_price, o.deadline_ms,
                                    o.inputs[i]}));
   };
   auto settle = [&](job_outcome&) {
@@ -110,7 +110,7 @@ workload_report run_workload(const workload_options& o) {
     if (unanswered > 0 && now - last_heard > std::chrono::milliseconds(o.resend_after_ms)) {
       spdlog::warn("client: no answer for {} ms; reconnecting and resending {} unanswered requests", o.resend_after_ms,
                    unanswered);
-      conn = std::make_unique<net::client>(o.endpoint);
+      conn = std::make_unique<net::client>(o.endpoint, o.credentials);
       ++rep.reconnects;
       for (std::size_t i = 0; i < next; ++i)
         if (!rep.jobs[i].done && rep.jobs[i].error_code.empty()) {

@@ -9,13 +9,14 @@
 #include <string>
 #include <vector>
 
+#include "net/client.hpp"
 #include "proto/commands.hpp"
 
 namespace haca::app {
 
 struct workload_options {
   std::string endpoint = "tcp://127.0.0.1:7700";
-  std::string client_id = "demo";
+  net::client_credentials credentials; // the client's key is the account that pays
   std::string request_prefix = "r";
   std::string model;
   std::string tier = "sampled";

@@ -51,6 +51,7 @@
 #include "app/process.hpp"
 #include "app/workload.hpp"
 #include "kernels/model.hpp"
+#include "net/curve.hpp"
 #include "net/zmq_io.hpp"
 #include "proto/commands.hpp"
 #include "verify/hash.hpp"
@@ -570,7 +571,7 @@ int main(int argc, char** argv) {
     auto model = kernels::load_model_file(models_dir + "/tiny.safetensors");
     if (!model) throw std::runtime_error("haca model gen: " + model.err().reason + "\n" + app::tail_file(log("model-gen")));
 
-    const std::string client_id = "bench-cp-" + run_tag;
+    const std::string client_id; // left out of the SUBMITs: haca's account is the connection's CURVE key
     const std::int64_t max_price = 100; // providers ask 10
     auto w1_submits = make_submits(client_id, "w1-", o.jobs_w1, model->hash, max_price, 1);
     auto wn_submits = make_submits(client_id, "wn-", o.jobs, model->hash, max_price, 2);
@@ -604,7 +605,7 @@ int main(int argc, char** argv) {
     net.children.push_back(app::start_process(
         "coordinator", haca_bin,
         {"coordinator", "--db", o.db, "--models", models_dir, "--client-port", std::to_string(client_port),
-         "--node-port", std::to_string(node_port), "--faucet", "1000000000000", "--key", net.dir + "/keys/coordinator.key"},
+         "--node-port", std::to_string(node_port), "--demo-faucet", "1000000000000", "--key", net.dir + "/keys/coordinator.key"},
         log("coordinator")));
     for (int i = 1; i <= 2; ++i) {
       auto name = tag + "-p" + std::to_string(i);
@@ -625,6 +626,8 @@ int main(int argc, char** argv) {
     zmq::socket_t s{ctx, zmq::socket_type::dealer};
     net::tune_socket(s);
     s.set(zmq::sockopt::linger, 0);
+    // The client port speaks CurveZMQ (the echo baseline stays plaintext: haca pays for its encryption).
+    if (!net::make_curve_client(s, verify::generate_key_pair(), server_key)) throw std::runtime_error("bad coordinator key");
     s.connect("tcp://127.0.0.1:" + std::to_string(client_port));
     auto alive = [&] { net.check_alive(); };
     std::string haca_result_frames; // of the first RESULT
@@ -643,7 +646,7 @@ int main(int argc, char** argv) {
       }
     };
     // A probe, then a warm-up (neither counted): the first job also makes the client's account
-    // (faucet).
+    // (--demo-faucet).
     auto probe = run_haca(probe_submits, "probe-", 1, "haca probe job");
     if (probe.results != 1) throw std::runtime_error("haca: the probe job failed: " + probe.first_error);
     if (!registered) std::this_thread::sleep_for(std::chrono::seconds(2)); // let the second provider join

@@ -8,14 +8,23 @@
 
 namespace haca::core {
 
+// Every client message carries the account its connection proved (the ZAP User-Id: the
+// client's CURVE public key, hex); a message for another account is `forbidden`.
 struct client_submit {
   std::string identity;
+  std::string account;
   proto::submit_request req;
 };
-struct client_query { // STATUS, RECEIPT or PROOF
+struct client_query { // STATUS, RECEIPT or PROOF: answered only to the job's own client
   std::string identity;
+  std::string account;
   std::int64_t job_id = 0;
   std::string command = "STATUS";
+};
+struct client_deposit { // DEPOSIT: only from the admin account
+  std::string identity;
+  std::string account;
+  proto::deposit_request req;
 };
 struct node_hello {
   std::string identity;

@@ -75,6 +75,8 @@ execution_core execution_core::recover(execution_config cfg, const snapshot& s, 
   c.verdicts_ = s.provider_verdicts;
   c.next_job_id_ = s.next_job_id;
   c.funded_ = s.funded;
+  for (const auto& [ref, d] : s.deposits)
+    c.deposits_[ref] = {d.first, d.second, ref.substr(ref.find(':') + 1), true, {}};
   for (const auto& [client, balance] : s.client_balances)
     c.escrow_.credit(client, balance);
   c.last_beat_ = now;
@@ -163,9 +165,18 @@ void execution_core::on(const client_submit& e, time_us now, effects& out) {
   auto refuse = [&](const char* code, std::string reason) {
     out.messages.push_back(to_client(e.identity, proto::make_error(make_error(code, std::move(reason)), r.request_id)));
   };
+  // The account is the key the connection proved; a SUBMIT may name it, never another one.
+  const std::string& client = e.account;
+  if (client.empty() || (!r.client_id.empty() && r.client_id != client)) {
+    refuse(errc::forbidden, client.empty() ? "this connection proved no key (CurveZMQ), so it has no account"
+                                           : fmt::format("client_id '{}' is not this connection's account {} (the "
+                                                         "CURVE public key it connected with)",
+                                                         r.client_id, client));
+    return;
+  }
   // A request id this core still holds: the same job, whatever the new SUBMIT says. Its
   // reply identity moves to the sender (a client that reconnected has a new one).
-  if (auto known = by_request_.find({r.client_id, r.request_id}); known != by_request_.end()) {
+  if (auto known = by_request_.find({client, r.request_id}); known != by_request_.end()) {
     auto& j = jobs_.at(known->second);
     j.reply_to = e.identity;
     if (j.inserted)
@@ -197,10 +208,10 @@ void execution_core::on(const client_submit& e, time_us now, effects& out) {
     if (lookups_in_flight_ >= cfg_.max_lookups)
       return refuse(code, std::move(reason));
     ++lookups_in_flight_;
-    ++lookups_[{r.client_id, r.request_id}].in_flight;
-    out.request_lookups.push_back({e.identity, r.client_id, r.request_id, make_error(code, std::move(reason))});
+    ++lookups_[{client, r.request_id}].in_flight;
+    out.request_lookups.push_back({e.identity, client, r.request_id, make_error(code, std::move(reason))});
   };
-  const auto waiting_of_client = client_waiting_.find(r.client_id);
+  const auto waiting_of_client = client_waiting_.find(client);
   const std::size_t client_waiting = waiting_of_client == client_waiting_.end() ? 0 : waiting_of_client->second;
   if (waiting_ >= cfg_.max_waiting || client_waiting >= cfg_.max_client_waiting || jobs_.size() >= cfg_.max_open) {
     refuse(errc::queue_full, fmt::format("{} jobs are waiting ({} of this client); the limits are {} and {} per "
@@ -210,26 +221,26 @@ void execution_core::on(const client_submit& e, time_us now, effects& out) {
   }
   // The faucet funds a client id it never funded, but only with a job it can pay for: a
   // refused SUBMIT changes nothing.
-  const bool grant = cfg_.faucet > 0 && !funded_.count(r.client_id);
-  const micros available = escrow_.available(r.client_id) + (grant ? cfg_.faucet : 0);
+  const bool grant = cfg_.faucet > 0 && !funded_.count(client);
+  const micros available = escrow_.available(client) + (grant ? cfg_.faucet : 0);
   if (available < r.max_price) {
     refuse_unless_stored(errc::insufficient_funds,
            fmt::format("client '{}' has {} micro-units available, the job's max_price is {} (fund the account or "
                        "lower max_price)",
-                       r.client_id, available, r.max_price));
+                       client, available, r.max_price));
     return;
   }
   if (grant) {
-    funded_.insert(r.client_id);
-    escrow_.credit(r.client_id, cfg_.faucet);
-    out.records.push_back(funding{r.client_id, cfg_.faucet, "faucet:" + r.client_id, now});
+    funded_.insert(client);
+    escrow_.credit(client, cfg_.faucet);
+    out.records.push_back(funding{client, cfg_.faucet, "faucet:" + client, now});
   }
-  escrow_.hold(r.client_id, r.max_price);
+  escrow_.hold(client, r.max_price);
 
   job_entry j;
   auto& spec = j.spec;
   spec.id = next_job_id_++;
-  spec.client_id = r.client_id;
+  spec.client_id = client;
   spec.request_id = r.request_id;
   spec.model = r.model;
   spec.tier = r.tier;
@@ -244,20 +255,57 @@ void execution_core::on(const client_submit& e, time_us now, effects& out) {
   const auto id = spec.id;
   out.records.push_back(job_insert{spec});
   ++waiting_;
-  ++client_waiting_[r.client_id];
-  by_request_[{r.client_id, r.request_id}] = id;
-  if (auto l = lookups_.find({r.client_id, r.request_id}); l != lookups_.end())
+  ++client_waiting_[client];
+  by_request_[{client, r.request_id}] = id;
+  if (auto l = lookups_.find({client, r.request_id}); l != lookups_.end())
     l->second.stale = true;
   deadlines_.insert({spec.deadline_us, id});
-  queue_.push(r.client_id, id);
+  queue_.push(client, id);
   jobs_.emplace(id, std::move(j));
   dispatch(now, out);
 }
 
 void execution_core::on(const client_query& e, time_us, effects& out) {
   // Answered from Postgres by a reader (what is committed is what may be told), never
-  // through the write queue.
-  out.lookups.push_back({e.identity, e.job_id, e.command});
+  // through the write queue; the reader answers only the job's own account.
+  out.lookups.push_back({e.identity, e.account, e.job_id, e.command});
+}
+
+void execution_core::on(const client_deposit& e, time_us now, effects& out) {
+  const auto& d = e.req;
+  if (cfg_.admin_account.empty() || e.account != cfg_.admin_account) {
+    out.messages.push_back(to_client(
+        e.identity, proto::make_error(make_error(errc::forbidden, "DEPOSIT needs the coordinator's admin key"),
+                                      d.request_id)));
+    return;
+  }
+  const auto ref = "deposit:" + d.request_id;
+  auto [it, fresh] = deposits_.try_emplace(ref);
+  auto& dep = it->second;
+  if (!fresh) {
+    // The same request id again (a resend after a lost reply): nothing new is credited.
+    if (dep.account != d.account || dep.amount != d.amount) {
+      out.messages.push_back(to_client(
+          e.identity, proto::make_error(make_error(errc::duplicate_request,
+                                                   fmt::format("deposit '{}' was made for {} micro-units to {}; use a "
+                                                               "new request id",
+                                                               d.request_id, dep.amount, dep.account)),
+                                        d.request_id)));
+      return;
+    }
+    if (dep.stored)
+      out.messages.push_back(to_client(e.identity, proto::make_deposited({d.request_id, d.account, d.amount,
+                                                                          escrow_.balance(d.account), true})));
+    else
+      dep.waiting.push_back(e.identity); // answered when its record commits
+    return;
+  }
+  // Credited when stored: money nobody may spend before Postgres holds it.
+  dep.account = d.account;
+  dep.amount = d.amount;
+  dep.request_id = d.request_id;
+  dep.waiting.push_back(e.identity);
+  out.records.push_back(funding{d.account, d.amount, ref, now});
 }
 
 void execution_core::on(const request_found& e, time_us, effects& out) {
@@ -707,6 +755,26 @@ void execution_core::on_commit(const record& rec, const outcome& o, effects& out
     }
   }
   if (const auto* f = std::get_if<funding>(&rec)) {
+    if (auto d = deposits_.find(f->ref); d != deposits_.end()) {
+      auto& dep = d->second;
+      const bool stored = o.what != outcome::kind::rejected;
+      if (stored) {
+        dep.stored = true;
+        escrow_.credit(dep.account, dep.amount);
+      }
+      for (const auto& identity : dep.waiting)
+        out.messages.push_back(to_client(
+            identity, stored ? proto::make_deposited({dep.request_id, dep.account, dep.amount,
+                                                      escrow_.balance(dep.account), false})
+                             : proto::make_error(make_error(errc::internal, "the deposit was not stored: " + o.reason),
+                                                 dep.request_id)));
+      dep.waiting.clear();
+      if (!stored) {
+        out.errors.push_back(fmt::format("deposit '{}' was not stored: {}", dep.request_id, o.reason));
+        deposits_.erase(d);
+      }
+      return;
+    }
     if (o.what != outcome::kind::ok) {
       // The grant is not stored, so it must not be spent: take it back.
       escrow_.credit(f->client_id, -f->amount);

@@ -31,7 +31,8 @@ struct execution_config {
   std::size_t max_client_waiting = 20000; // the same, per client
   std::size_t max_open = 400000;      // jobs in memory (not yet settled): bounds memory
   int max_attempts = 3;
-  micros faucet = 0;                  // granted to a client id never funded; 0 = none
+  micros faucet = 0;                  // demo switch: granted to an account never funded; 0 = none
+  std::string admin_account;          // the CURVE key (hex) whose DEPOSITs are obeyed; "" = none
   std::int64_t default_deadline_ms = 600000;
   int heartbeat_ms = 500;             // a node silent for 3 intervals is lost
   std::int64_t assign_timeout_ms = 30000; // an assigned job without DONE/FAIL is re-queued
@@ -41,7 +42,7 @@ struct execution_config {
   std::string coordinator_key;        // sent in WELCOME
 };
 
-using execution_event = std::variant<client_submit, client_query, request_found, node_hello, node_ready,
+using execution_event = std::variant<client_submit, client_query, client_deposit, request_found, node_hello, node_ready,
                                      node_heartbeat, node_done, node_fail, node_gone, committed, jobs_settled, tick, drain>;
 
 class execution_core {
@@ -101,6 +102,7 @@ private:
 
   void on(const client_submit& e, time_us now, effects& out);
   void on(const client_query& e, time_us now, effects& out);
+  void on(const client_deposit& e, time_us now, effects& out);
   void on(const request_found& e, time_us now, effects& out);
   void on(const node_hello& e, time_us now, effects& out);
   void on(const node_ready& e, time_us now, effects& out);
@@ -137,6 +139,14 @@ private:
   scheduler::fair_queue queue_{SIZE_MAX};
   market::escrow_book escrow_;
   std::set<std::string> funded_;
+  struct deposit_entry {
+    std::string account;
+    micros amount = 0;
+    std::string request_id;
+    bool stored = false;               // its funding record committed (and was credited)
+    std::vector<std::string> waiting;  // identities owed a DEPOSITED once it commits
+  };
+  std::map<std::string, deposit_entry> deposits_;                 // by ref "deposit:<request_id>", all ever made
   std::map<std::string, session> sessions_;                        // by provider key
   std::map<std::string, std::string> key_of_;                      // identity -> provider key
   // Jobs found ASSIGNED at recovery, by provider key: no session holds them, yet losing that

@@ -81,11 +81,12 @@ struct node_seen {
   time_us at_us = 0;
 };
 
-// Money into a client account from the mint (the faucet), once per ref.
+// Money into a client account from the mint, once per ref: a DEPOSIT by the admin key, or the
+// demo faucet's grant. The ref's prefix ("deposit" or "faucet") is the postings' memo.
 struct funding {
   std::string client_id;
   micros amount = 0;
-  std::string ref;               // "faucet:<client_id>"
+  std::string ref;               // "deposit:<request_id>" or "faucet:<client_id>"
   time_us at_us = 0;
 };
 
@@ -172,6 +173,7 @@ struct settled_job {
 // A STATUS for a job no longer in memory: answered from Postgres by a reader, not a core.
 struct job_lookup { // a client_query for the reader
   std::string identity;
+  std::string account;           // the asker: a job of another account is `forbidden`
   std::int64_t job_id = 0;
   std::string command = "STATUS";
 };
@@ -221,6 +223,7 @@ struct snapshot {
   std::vector<stored_job> open_jobs;            // every job not in a final state
   std::map<std::string, micros> client_balances; // client id -> balance (accounts client:<id>)
   std::set<std::string> funded;                 // clients whose faucet grant is stored
+  std::map<std::string, std::pair<std::string, micros>> deposits; // stored deposits: ref -> (account, amount)
   std::int64_t next_job_id = 1;
   std::int64_t next_height = 0;
   std::string prev_hash = std::string(64, '0');

@@ -11,7 +11,7 @@ namespace haca::db {
 
 struct reader::connection {
   explicit connection(const std::string& url) : db(url) {
-    db.prepare("job", std::string("select j.state, j.attempt, r.block_height, r.verdict, ") + result_columns +
+    db.prepare("job", std::string("select j.state, j.attempt, r.block_height, r.verdict, j.client_id, ") + result_columns +
                           " from jobs j left join receipts r on r.job_id = j.id and r.attempt = j.attempt "
                           "where j.id = $1");
     db.prepare("events", "select state, detail, (extract(epoch from at) * 1000000)::bigint from job_events "
@@ -30,11 +30,14 @@ reader::~reader() = default;
 
 namespace {
 
-// The job's row with its current attempt's receipt, or unknown_job.
-result<pqxx::row> job_row(pqxx::read_transaction& tx, std::int64_t job_id) {
+// The job's row with its current attempt's receipt: unknown_job when there is none, forbidden
+// when it is another account's.
+result<pqxx::row> job_row(pqxx::read_transaction& tx, std::int64_t job_id, const std::string& account) {
   auto rows = tx.exec_prepared("job", job_id);
   if (rows.empty())
     return make_error(errc::unknown_job, fmt::format("no job with id {}", job_id));
+  if (rows[0]["client_id"].c_str() != account)
+    return make_error(errc::forbidden, fmt::format("job {} is not this account's: only its own client may ask", job_id));
   return rows[0];
 }
 
@@ -53,9 +56,9 @@ result<T> reader::read(F&& f, const char* ask_again) {
   }
 }
 
-result<proto::status_reply> reader::status(std::int64_t job_id) {
+result<proto::status_reply> reader::status(std::int64_t job_id, const std::string& account) {
   return read<proto::status_reply>([&](pqxx::read_transaction& tx) -> result<proto::status_reply> {
-    auto job = job_row(tx, job_id);
+    auto job = job_row(tx, job_id, account);
     if (!job)
       return job.err();
     proto::status_reply out;
@@ -73,15 +76,15 @@ result<proto::status_reply> reader::status(std::int64_t job_id) {
 proto::message reader::answer(const core::job_lookup& q) {
   auto reply = [&](auto r, auto make) { return r ? make(r.value()) : proto::make_error(r.err(), "", q.job_id); };
   if (q.command == proto::cmd::receipt)
-    return reply(receipt(q.job_id), proto::make_receipt_reply);
+    return reply(receipt(q.job_id, q.account), proto::make_receipt_reply);
   if (q.command == proto::cmd::proof)
-    return reply(proof(q.job_id), proto::make_proof_reply);
-  return reply(status(q.job_id), proto::make_status_reply);
+    return reply(proof(q.job_id, q.account), proto::make_proof_reply);
+  return reply(status(q.job_id, q.account), proto::make_status_reply);
 }
 
-result<proto::receipt_reply> reader::receipt(std::int64_t job_id) {
+result<proto::receipt_reply> reader::receipt(std::int64_t job_id, const std::string& account) {
   return read<proto::receipt_reply>([&](pqxx::read_transaction& tx) -> result<proto::receipt_reply> {
-    auto job = job_row(tx, job_id);
+    auto job = job_row(tx, job_id, account);
     if (!job)
       return job.err();
     auto r = result_of(*job, job_id);
@@ -91,9 +94,9 @@ result<proto::receipt_reply> reader::receipt(std::int64_t job_id) {
   }, "ask again shortly");
 }
 
-result<proto::inclusion_proof> reader::proof(std::int64_t job_id) {
+result<proto::inclusion_proof> reader::proof(std::int64_t job_id, const std::string& account) {
   return read<proto::inclusion_proof>([&](pqxx::read_transaction& tx) -> result<proto::inclusion_proof> {
-    auto job = job_row(tx, job_id);
+    auto job = job_row(tx, job_id, account);
     if (!job)
       return job.err();
     const std::string state = (*job)[0].c_str();

@@ -15,11 +15,12 @@ public:
   explicit reader(std::string url);
   ~reader();
   // The reply to a STATUS, RECEIPT or PROOF: that command's, or ERROR (unknown_job: no such job
-  // or no receipt yet; not_settled: no block yet; unavailable: Postgres cannot be read).
+  // or no receipt yet; forbidden: another account's job; not_settled: no block yet;
+  // unavailable: Postgres cannot be read).
   proto::message answer(const core::job_lookup& q);
-  result<proto::status_reply> status(std::int64_t job_id);
-  result<proto::receipt_reply> receipt(std::int64_t job_id);
-  result<proto::inclusion_proof> proof(std::int64_t job_id);
+  result<proto::status_reply> status(std::int64_t job_id, const std::string& account);
+  result<proto::receipt_reply> receipt(std::int64_t job_id, const std::string& account);
+  result<proto::inclusion_proof> proof(std::int64_t job_id, const std::string& account);
   // The job that holds a client's request id, with its receipt and output when it has them.
   result<std::optional<core::existing_job>> find_request(const std::string& client_id, const std::string& request_id);
 

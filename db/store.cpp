@@ -234,11 +234,12 @@ private:
   void fund(const core::funding& f) {
     const auto account = market::client_account(f.client_id);
     tx_.exec_prepared("open_accounts", array_param{}.str(account).str(market::mint_account).done());
-    if (tx_.exec_prepared("claim_ref", account, f.amount, "faucet", f.ref).empty())
-      return; // granted before: a retried commit
+    const auto memo = f.ref.substr(0, f.ref.find(':')); // "deposit" or "faucet"
+    if (tx_.exec_prepared("claim_ref", account, f.amount, memo, f.ref).empty())
+      return; // made before: a retried commit
     tx_.exec_prepared("insert_postings", array_param{}.null().done(), array_param{}.null().done(),
                       array_param{}.str(market::mint_account).done(), array_param{}.num(-f.amount).done(),
-                      array_param{}.str("faucet").done(), array_param{}.str("mint:" + f.ref).done());
+                      array_param{}.str(memo).done(), array_param{}.str("mint:" + f.ref).done());
     tx_.exec_prepared("credit_accounts", array_param{}.str(account).str(market::mint_account).done(),
                       array_param{}.num(f.amount).num(-f.amount).done());
   }
@@ -502,6 +503,8 @@ result<core::snapshot> store::load_snapshot() {
       s.client_balances.emplace(row[0].c_str(), row[1].as<std::int64_t>());
     for (const auto& row : tx.exec("select substr(ref, 8) from postings where ref like 'faucet:%'"))
       s.funded.insert(row[0].c_str());
+    for (const auto& row : tx.exec("select ref, substr(account, 8), amount from postings where ref like 'deposit:%'"))
+      s.deposits[row[0].c_str()] = {row[1].c_str(), row[2].as<std::int64_t>()};
     for (const auto& row : tx.exec("select provider_key, count(*) filter (where verdict = 'verified'), "
                                    "count(*) filter (where verdict = 'mismatch') from receipts "
                                    "where verdict in ('verified', 'mismatch') group by provider_key"))

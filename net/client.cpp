@@ -1,12 +1,21 @@
 #include "net/client.hpp"
 
+#include <stdexcept>
+
+#include "net/curve.hpp"
 #include "net/zmq_io.hpp"
 
 namespace haca::net {
 
-client::client(const std::string& endpoint) : socket_(context(), zmq::socket_type::dealer) {
+std::string client_credentials::account() const { return verify::curve_public_hex(key.public_key_hex); }
+
+client::client(const std::string& endpoint, const client_credentials& credentials)
+    : socket_(context(), zmq::socket_type::dealer) {
   tune_socket(socket_);
   socket_.set(zmq::sockopt::linger, 0);
+  if (!make_curve_client(socket_, credentials.key, credentials.coordinator_key))
+    throw std::invalid_argument("the coordinator key '" + credentials.coordinator_key.substr(0, 80) +
+                                "' is not an Ed25519 public key");
   socket_.connect(endpoint);
 }
 

@@ -23,24 +23,24 @@ std::string public_z85(const std::string& ed25519_public_hex) {
 
 } // namespace
 
-void make_curve_server(zmq::socket_t& s, const verify::key_pair& coordinator_key) {
+void make_curve_server(zmq::socket_t& s, const verify::key_pair& coordinator_key, const char* zap_domain) {
   s.set(zmq::sockopt::curve_server, 1);
   s.set(zmq::sockopt::curve_secretkey, z85(verify::curve_secret(coordinator_key)));
-  s.set(zmq::sockopt::zap_domain, "haca-nodes");
+  s.set(zmq::sockopt::zap_domain, zap_domain);
 }
 
-bool make_curve_client(zmq::socket_t& s, const verify::key_pair& node_key, const std::string& coordinator_key_hex) {
+bool make_curve_client(zmq::socket_t& s, const verify::key_pair& own_key, const std::string& coordinator_key_hex) {
   const auto server = public_z85(coordinator_key_hex);
   if (server.empty())
     return false;
   s.set(zmq::sockopt::curve_serverkey, server);
-  s.set(zmq::sockopt::curve_publickey, public_z85(node_key.public_key_hex));
-  s.set(zmq::sockopt::curve_secretkey, z85(verify::curve_secret(node_key)));
+  s.set(zmq::sockopt::curve_publickey, public_z85(own_key.public_key_hex));
+  s.set(zmq::sockopt::curve_secretkey, z85(verify::curve_secret(own_key)));
   return true;
 }
 
-zap_handler::zap_handler(const std::set<std::string>& allowed_ed25519_hex) {
-  for (const auto& k : allowed_ed25519_hex)
+zap_handler::zap_handler(const std::set<std::string>& node_allow_ed25519_hex) {
+  for (const auto& k : node_allow_ed25519_hex)
     if (auto c = verify::curve_public_hex(k); !c.empty())
       allowed_curve_hex_.insert(c);
   zmq::socket_t rep{context(), zmq::socket_type::rep};
@@ -67,7 +67,7 @@ void zap_handler::run(zmq::socket_t s) {
     std::string code = "400", text = "not a CURVE handshake", user;
     if (req.size() >= 7 && req[0] == "1.0" && req[5] == "CURVE" && req[6].size() == 32) {
       user = verify::to_hex(req[6]);
-      if (allowed_curve_hex_.empty() || allowed_curve_hex_.count(user)) {
+      if (req[2] == client_domain || allowed_curve_hex_.empty() || allowed_curve_hex_.count(user)) {
         code = "200";
         text = "OK";
       } else {

@@ -1,8 +1,9 @@
 #pragma once
-// CurveZMQ on the node port. Every key is derived from an Ed25519 key (verify::curve_secret,
+// CurveZMQ on both ports. Every key is derived from an Ed25519 key (verify::curve_secret,
 // verify::curve_public_hex): the coordinator's CURVE server key from its block-signing key,
-// a node's CURVE key from the key its HELLO names. Traffic is encrypted, and a connection's
-// CURVE key proves which Ed25519 key its peer holds.
+// a node's CURVE key from the key its HELLO names, a client's from its key file. Traffic is
+// encrypted, and a connection's CURVE key proves which key its peer holds: a node's identity,
+// a client's account.
 #include <atomic>
 #include <set>
 #include <string>
@@ -14,17 +15,23 @@
 
 namespace haca::net {
 
-// The server side (the coordinator's node ROUTER), before bind. Needs a zap_handler running.
-void make_curve_server(zmq::socket_t& s, const verify::key_pair& coordinator_key);
-// The client side (a node's DEALER), before connect. False when the coordinator key is not a key.
-bool make_curve_client(zmq::socket_t& s, const verify::key_pair& node_key, const std::string& coordinator_key_hex);
+// ZAP domains: which admission rule a server socket's handshakes get.
+inline constexpr const char* node_domain = "haca-nodes";     // the allow-list, when there is one
+inline constexpr const char* client_domain = "haca-clients"; // any key: it is the account
 
-// The ZAP handler of the process's context: admits a CURVE peer whose Ed25519 key is in
-// `allowed` (hex), or any peer when `allowed` is empty, and names it by its CURVE key (hex) as
-// the messages' User-Id. Start it before the server socket binds; it stops with the object.
+// The server side (a coordinator ROUTER), before bind. Needs a zap_handler running.
+void make_curve_server(zmq::socket_t& s, const verify::key_pair& coordinator_key, const char* zap_domain);
+// The client side (a node's or client's DEALER), before connect. False when the coordinator
+// key is not a key.
+bool make_curve_client(zmq::socket_t& s, const verify::key_pair& own_key, const std::string& coordinator_key_hex);
+
+// The ZAP handler of the process's context. In node_domain it admits a CURVE peer whose
+// Ed25519 key is in `node_allow` (hex), or any peer when that is empty; in client_domain any
+// CURVE peer. It names each peer by its CURVE key (hex) as the messages' User-Id. Start it
+// before the server sockets bind; it stops with the object.
 class zap_handler {
 public:
-  explicit zap_handler(const std::set<std::string>& allowed_ed25519_hex);
+  explicit zap_handler(const std::set<std::string>& node_allow_ed25519_hex);
   ~zap_handler();
   zap_handler(const zap_handler&) = delete;
   zap_handler& operator=(const zap_handler&) = delete;

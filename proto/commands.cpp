@@ -13,6 +13,7 @@ namespace {
 using json = nlohmann::json;
 
 constexpr std::int64_t int64_max = std::numeric_limits<std::int64_t>::max();
+constexpr std::int64_t int64_min = std::numeric_limits<std::int64_t>::min();
 constexpr std::int64_t int32_max = std::numeric_limits<std::int32_t>::max();
 
 std::string type_of(const json& j) {
@@ -333,21 +334,20 @@ std::string request_id_of(const message& m) {
 // ---- client side ----
 
 message make_submit(const submit_request& s) {
-  return with(cmd::submit,
-              {{"client_id", s.client_id},
-               {"request_id", s.request_id},
-               {"model", s.model},
-               {"tier", s.tier},
-               {"max_price", s.max_price},
-               {"deadline_ms", s.deadline_ms}},
-              {s.input});
+  json h{{"request_id", s.request_id},
+         {"model", s.model},
+         {"tier", s.tier},
+         {"max_price", s.max_price},
+         {"deadline_ms", s.deadline_ms}};
+  if (!s.client_id.empty()) h["client_id"] = s.client_id;
+  return with(cmd::submit, std::move(h), {s.input});
 }
 
 result<submit_request> parse_submit(const message& m) {
   if (auto e = expect(m, cmd::submit, 1, " (the input)")) return *e;
   auto r = header_reader(m);
   submit_request s;
-  s.client_id = r.id("client_id");
+  if (m.header.contains("client_id")) s.client_id = r.id("client_id"); // optional, but never ""
   s.request_id = r.id("request_id");
   s.model = r.hash("model");
   s.tier = r.one_of("tier", {"none", "sampled", "full"}, std::string("sampled"));
@@ -432,6 +432,42 @@ result<job_query> parse_job_query(const message& m) {
   q.job_id = r.integer("job_id", 0, int64_max);
   if (r.err) return *r.err;
   return q;
+}
+
+message make_deposit(const deposit_request& d) {
+  return with(cmd::deposit, {{"request_id", d.request_id}, {"account", d.account}, {"amount", d.amount}});
+}
+
+result<deposit_request> parse_deposit(const message& m) {
+  if (auto e = expect(m, cmd::deposit, 0)) return *e;
+  auto r = header_reader(m);
+  deposit_request d;
+  d.request_id = r.id("request_id");
+  d.account = r.hash("account");
+  d.amount = r.integer("amount", 1, max_deposit);
+  if (r.err) return *r.err;
+  return d;
+}
+
+message make_deposited(const deposit_reply& d) {
+  return with(cmd::deposited, {{"request_id", d.request_id},
+                               {"account", d.account},
+                               {"amount", d.amount},
+                               {"balance", d.balance},
+                               {"repeated", d.repeated}});
+}
+
+result<deposit_reply> parse_deposited(const message& m) {
+  if (auto e = expect(m, cmd::deposited, 0)) return *e;
+  auto r = header_reader(m);
+  deposit_reply d;
+  d.request_id = r.id("request_id");
+  d.account = r.hash("account");
+  d.amount = r.integer("amount", 1, max_deposit);
+  d.balance = r.integer("balance", int64_min, int64_max);
+  d.repeated = r.boolean("repeated");
+  if (r.err) return *r.err;
+  return d;
 }
 
 message make_receipt_reply(const receipt_reply& r) {

@@ -42,7 +42,8 @@ std::string request_id_of(const message& m);
 
 // ---- client side ----
 struct submit_request {
-  std::string client_id;      // account that pays
+  std::string client_id;      // the account that pays: optional ("" = omitted); when given, it must be the
+                              // connection's account (its CURVE public key, hex), else `forbidden`
   std::string request_id;     // client's id, unique per client; a resend gets the same job's answers
   std::string model;          // model hash (64 hex)
   std::string tier = "sampled"; // none | sampled | full
@@ -85,6 +86,25 @@ struct job_query {
 };
 message make_job_query(const job_query& q);
 result<job_query> parse_job_query(const message& m);
+
+// DEPOSIT (admin key only): money into an account, once per request_id; answered DEPOSITED.
+struct deposit_request {
+  std::string request_id;     // makes it idempotent: the same id is never credited twice
+  std::string account;        // a client account: 64 hex characters
+  std::int64_t amount = 0;    // micro-units, 1 .. max_deposit
+};
+inline constexpr std::int64_t max_deposit = 1'000'000'000'000'000; // 10^15 micro-units per deposit
+message make_deposit(const deposit_request& d);
+result<deposit_request> parse_deposit(const message& m);
+struct deposit_reply {
+  std::string request_id;
+  std::string account;
+  std::int64_t amount = 0;
+  std::int64_t balance = 0;   // the account's balance after it (in the coordinator's memory)
+  bool repeated = false;      // this request id was deposited before: nothing new was credited
+};
+message make_deposited(const deposit_reply& d);
+result<deposit_reply> parse_deposited(const message& m);
 
 // RECEIPT reply: the stored receipt of the job's current attempt.
 struct receipt_reply {

@@ -17,6 +17,7 @@ inline constexpr const char* oversized = "oversized";                   // a fra
 // Jobs
 inline constexpr const char* unknown_model = "unknown_model";
 inline constexpr const char* bad_input = "bad_input";                   // a field's type, range or form (ids, text); a tensor's shape, dtype or byte count
+inline constexpr const char* forbidden = "forbidden";                   // names an account, or asks about a job, not the connection's own
 inline constexpr const char* insufficient_funds = "insufficient_funds";
 inline constexpr const char* queue_full = "queue_full";
 inline constexpr const char* duplicate_request = "duplicate_request";

@@ -16,7 +16,7 @@ namespace haca::proto {
 inline constexpr std::string_view protocol_tag = "HACA/1";
 
 namespace cmd {
-// client <-> coordinator (port 7700)
+// client <-> coordinator (port 7700, CurveZMQ: the client's CURVE key is its account)
 inline constexpr std::string_view submit = "SUBMIT";
 inline constexpr std::string_view ack = "ACK";
 inline constexpr std::string_view error = "ERROR";
@@ -24,6 +24,8 @@ inline constexpr std::string_view result = "RESULT";
 inline constexpr std::string_view status = "STATUS";
 inline constexpr std::string_view receipt = "RECEIPT";
 inline constexpr std::string_view proof = "PROOF";
+inline constexpr std::string_view deposit = "DEPOSIT";     // the admin key only
+inline constexpr std::string_view deposited = "DEPOSITED";
 // node <-> coordinator (port 7701)
 inline constexpr std::string_view hello = "HELLO";
 inline constexpr std::string_view welcome = "WELCOME";
@@ -37,8 +39,8 @@ inline constexpr std::string_view verdict = "VERDICT";
 inline constexpr std::string_view disconnect = "DISCONNECT";
 } // namespace cmd
 
-inline constexpr std::array<std::string_view, 17> all_commands{
-    cmd::submit, cmd::ack, cmd::error, cmd::result, cmd::status, cmd::receipt, cmd::proof, cmd::hello, cmd::welcome, cmd::ready,
+inline constexpr std::array<std::string_view, 19> all_commands{
+    cmd::submit, cmd::ack, cmd::error, cmd::result, cmd::status, cmd::receipt, cmd::proof, cmd::deposit, cmd::deposited, cmd::hello, cmd::welcome, cmd::ready,
     cmd::heartbeat, cmd::job, cmd::done, cmd::fail, cmd::verify, cmd::verdict, cmd::disconnect};
 
 inline constexpr int default_client_port = 7700;

@@ -73,6 +73,7 @@ std::string unique_id(const std::string& prefix) {
 }
 
 network::network(network_options o) : client_port_(app::free_port()), node_port_(app::free_port()) {
+  outer_db_ = current_db; // a network that outlives this one (a static one) is current again after it
   current_db = db_.url();
   while (node_port_ == client_port_)
     node_port_ = app::free_port();
@@ -92,7 +93,7 @@ network::network(network_options o) : client_port_(app::free_port()), node_port_
   coordinator_key_ = verify::load_or_create_key(dir_ + "/keys/coordinator.key").value().public_key_hex;
   std::vector<std::string> args{"coordinator", "--db", test_db(), "--models", models_dir_, "--client-port",
                                 std::to_string(client_port_), "--node-port", std::to_string(node_port_),
-                                "--sample-rate", std::to_string(o.sample_rate), "--faucet", "1000000000",
+                                "--sample-rate", std::to_string(o.sample_rate), "--demo-faucet", "1000000000",
                                 "--key", dir_ + "/keys/coordinator.key", "--heartbeat-ms", "500", "--batch-ms", "100"};
   args.insert(args.end(), o.coordinator_args.begin(), o.coordinator_args.end());
   coordinator_args_ = args;
@@ -134,8 +135,10 @@ void network::restart_coordinator() {
 network::~network() {
   for (auto it = children_.rbegin(); it != children_.rend(); ++it)
     app::stop_process(*it, 3000);
-  current_db.clear();
+  current_db = outer_db_;
 }
+
+net::client_credentials network::new_client() const { return {verify::generate_key_pair(), coordinator_key_}; }
 
 std::string network::client_endpoint() const { return fmt::format("tcp://127.0.0.1:{}", client_port_); }
 std::string network::node_endpoint() const { return fmt::format("tcp://127.0.0.1:{}", node_port_); }
@@ -162,23 +165,6 @@ std::optional<proto::message> round_trip(net::client& c, const proto::message& m
   if (!reply || !*reply)
     return std::nullopt;
   return reply->value();
-}
-
-std::optional<proto::message> round_trip_frames(const std::string& endpoint, const std::vector<std::string>& frames,
-                                                std::chrono::milliseconds timeout) {
-  zmq::socket_t s{net::context(), zmq::socket_type::dealer};
-  s.set(zmq::sockopt::linger, 0);
-  s.connect(endpoint);
-  net::send_frames(s, frames);
-  zmq::pollitem_t item{s.handle(), 0, ZMQ_POLLIN, 0};
-  if (net::poll(&item, 1, timeout) == 0)
-    return std::nullopt;
-  std::vector<std::string> reply;
-  net::recv_frames(s, reply);
-  auto m = proto::decode(reply);
-  if (!m)
-    return std::nullopt;
-  return m.value();
 }
 
 command_result run_command(const std::string& command) {

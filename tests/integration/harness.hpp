@@ -59,6 +59,10 @@ public:
   const std::string& dir() const { return dir_; }
   const std::string& models_dir() const { return models_dir_; }
   const std::string& coordinator_key() const { return coordinator_key_; } // hex Ed25519 public key
+  // A client of its own: a fresh key, whose CURVE key (credentials.account()) is its account.
+  // The coordinator runs with --demo-faucet 1000000000, so a new account is funded on its first job.
+  net::client_credentials new_client() const;
+  net::client connect_client(const net::client_credentials& who) const { return net::client{client_endpoint(), who}; }
   app::child_process& coordinator() { return children_.front(); }
   app::child_process& provider(int i) { return children_.at(1 + static_cast<std::size_t>(i)); }
   app::child_process& verifier(int i) { return children_.at(1 + static_cast<std::size_t>(providers_ + i)); }
@@ -75,7 +79,7 @@ public:
 private:
   scratch_database db_;
   int client_port_, node_port_;
-  std::string dir_, models_dir_, tag_, coordinator_key_;
+  std::string dir_, models_dir_, tag_, coordinator_key_, outer_db_;
   kernels::model model_;
   int providers_ = 0;
   std::vector<std::string> coordinator_args_, verifier_args_;
@@ -92,8 +96,6 @@ command_result run_command(const std::string& command);
 // Sends one message and waits for the next reply (nullopt on timeout).
 std::optional<proto::message> round_trip(net::client& c, const proto::message& m,
                                          std::chrono::milliseconds timeout = std::chrono::seconds(10));
-std::optional<proto::message> round_trip_frames(const std::string& endpoint, const std::vector<std::string>& frames,
-                                                std::chrono::milliseconds timeout = std::chrono::seconds(10));
 
 // A single-value query against the test database, as text ("" when no row).
 std::string query_value(const std::string& sql);

@@ -11,10 +11,12 @@ and checks every result independently of the coordinator:
   * the Ed25519 signature verifies against provider_key (PyNaCl),
   * classes[i] is the arg-max of output row i (the first index on ties).
 
+It connects with CurveZMQ (section 1): a fresh CURVE key pair of its own, whose public key
+(hex) is its account, and the coordinator's CURVE key derived from its Ed25519 public key.
 Then it asks STATUS for one job and prints a JSON summary on stdout. Exit status 0 when
 everything checked out, 1 on any mismatch or error, 2 on bad usage or missing modules.
 
-Usage: python_client.py ENDPOINT MODEL_HASH INPUT_DIM N [--client-id ID] [--tier T]
+Usage: python_client.py ENDPOINT MODEL_HASH INPUT_DIM N --coordinator-key HEX [--tier T]
                         [--max-price P] [--timeout S] [--seed S]
 """
 import argparse
@@ -27,6 +29,8 @@ import time
 
 try:
     import zmq
+    import zmq.utils.z85
+    from nacl.bindings import crypto_sign_ed25519_pk_to_curve25519
     from nacl.exceptions import BadSignatureError
     from nacl.signing import VerifyKey
 except ImportError as e:  # pragma: no cover - reported to the caller
@@ -101,14 +105,14 @@ def main():
     ap.add_argument("model")
     ap.add_argument("input_dim", type=int)
     ap.add_argument("n", type=int)
-    ap.add_argument("--client-id", default=f"py-{int(time.time() * 1e6)}")
+    ap.add_argument("--coordinator-key", required=True, help="the coordinator's Ed25519 public key, hex")
     ap.add_argument("--tier", default="sampled", choices=["none", "sampled", "full"])
     ap.add_argument("--max-price", type=int, default=100)
     ap.add_argument("--timeout", type=float, default=60.0, help="seconds without progress before giving up")
     ap.add_argument("--seed", type=int, default=1)
     a = ap.parse_args()
-    if not HEX64.match(a.model) or a.input_dim < 1 or a.n < 1:
-        ap.error("MODEL_HASH must be 64 lowercase hex, INPUT_DIM and N at least 1")
+    if not HEX64.match(a.model) or not HEX64.match(a.coordinator_key) or a.input_dim < 1 or a.n < 1:
+        ap.error("MODEL_HASH and --coordinator-key must be 64 lowercase hex, INPUT_DIM and N at least 1")
 
     rng = random.Random(a.seed)
     inputs = {f"py-{i}": bytes(rng.randrange(256) for _ in range(a.input_dim)) for i in range(a.n)}
@@ -117,10 +121,16 @@ def main():
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)  # DEALER, no empty delimiter frame (section 1)
     sock.setsockopt(zmq.LINGER, 0)
+    # Section 1: CurveZMQ. The server key is the X25519 form of the coordinator's Ed25519 key;
+    # our own public key is our account.
+    public, secret = zmq.curve_keypair()
+    server = zmq.utils.z85.encode(crypto_sign_ed25519_pk_to_curve25519(bytes.fromhex(a.coordinator_key)))
+    sock.curve_publickey, sock.curve_secretkey, sock.curve_serverkey = public, secret, server
+    account = zmq.utils.z85.decode(public).hex()
     sock.connect(a.endpoint)
 
     for rid, data in inputs.items():  # pipelined: all SUBMITs before any reply
-        header = {"client_id": a.client_id, "request_id": rid, "model": a.model, "tier": a.tier,
+        header = {"client_id": account, "request_id": rid, "model": a.model, "tier": a.tier,
                   "max_price": a.max_price, "deadline_ms": 0,
                   "tensors": [{"dtype": "i8", "shape": [1, a.input_dim]}]}
         sock.send_multipart([TAG, b"SUBMIT", json.dumps(header).encode(), data])
@@ -227,7 +237,7 @@ def main():
 
     summary = {
         "ok": not problems and not errors and len(results) == a.n,
-        "client_id": a.client_id,
+        "account": account,
         "jobs": a.n,
         "acked": len(acks),
         "results": len(results),

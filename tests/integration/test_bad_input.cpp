@@ -50,6 +50,8 @@ public:
     s_.set(zmq::sockopt::linger, 0);
     s_.connect(endpoint);
   }
+  // A client's connection: CurveZMQ with its key, which is its account.
+  peer(const std::string& endpoint, const net::client_credentials& who) : peer(endpoint, who.key, who.coordinator_key) {}
   // A node's connection: CurveZMQ with `key` to the coordinator whose public key is given.
   peer(const std::string& endpoint, const verify::key_pair& key, const std::string& coordinator_key)
       : s_(net::context(), zmq::socket_type::dealer) {
@@ -119,7 +121,7 @@ client_state state_of(const std::string& client) {
 // Lets anything the coordinator might have started (writes go through its store actor) land:
 // a STATUS round trip passes the job queue and the store after the refused message did.
 void settle_down(test::network& net) {
-  peer p{net.client_endpoint()};
+  peer p{net.client_endpoint(), net.new_client()};
   p.send(proto::make_job_query({0}));
   auto reply = p.receive(5s);
   REQUIRE(reply.has_value());
@@ -128,10 +130,11 @@ void settle_down(test::network& net) {
 
 // Sends `frames` as a fresh client and expects ERROR `code` with no change to `client`'s state.
 proto::error_reply refused_without_effect(const std::vector<std::string>& frames, const char* code,
-                                          const std::string& client) {
+                                          const net::client_credentials& who) {
   auto& net = client_net();
+  const auto client = who.account();
   auto before = state_of(client);
-  peer p{net.client_endpoint()};
+  peer p{net.client_endpoint(), who};
   p.send(frames);
   auto e = expect_error(p.receive(10s), code);
   CHECK(!p.receive(200ms).has_value()); // exactly one reply
@@ -146,18 +149,20 @@ proto::error_reply refused_without_effect(const std::vector<std::string>& frames
 
 TEST_CASE("a single frame is refused as malformed_frame and creates nothing") {
   auto& net = client_net();
-  auto client = test::unique_id("bad-1frame");
+  const auto who = net.new_client();
+  const auto client = who.account();
   auto frames = submit_frames(net, client, "r-1");
-  auto e = refused_without_effect({frames[2]}, errc::malformed_frame, client); // the header alone
+  auto e = refused_without_effect({frames[2]}, errc::malformed_frame, who); // the header alone
   CHECK(e.reason.find("got 1") != std::string::npos);
   CHECK(e.request_id.empty()); // an undecodable message has no request id
 }
 
 TEST_CASE("two frames are refused as malformed_frame and the same socket is still served afterwards") {
   auto& net = client_net();
-  auto client = test::unique_id("bad-2frames");
+  const auto who = net.new_client();
+  const auto client = who.account();
   auto before = state_of(client);
-  peer p{net.client_endpoint()};
+  peer p{net.client_endpoint(), who};
   p.send(std::vector<std::string>{"HACA/1", "SUBMIT"});
   auto e = expect_error(p.receive(10s), errc::malformed_frame);
   CHECK(e.reason.find("got 2") != std::string::npos);
@@ -183,38 +188,42 @@ TEST_CASE("two frames are refused as malformed_frame and the same socket is stil
 
 TEST_CASE("a wrong protocol tag HACA/2 is refused as unknown_version and creates nothing") {
   auto& net = client_net();
-  auto client = test::unique_id("bad-version");
+  const auto who = net.new_client();
+  const auto client = who.account();
   auto frames = submit_frames(net, client, "r-1");
   frames[0] = "HACA/2";
-  auto e = refused_without_effect(frames, errc::unknown_version, client);
+  auto e = refused_without_effect(frames, errc::unknown_version, who);
   CHECK(e.reason.find("HACA/2") != std::string::npos);
   CHECK(e.reason.find("HACA/1") != std::string::npos);
 }
 
 TEST_CASE("an unknown command FROB is refused as unknown_command and creates nothing") {
   auto& net = client_net();
-  auto client = test::unique_id("bad-command");
+  const auto who = net.new_client();
+  const auto client = who.account();
   auto frames = submit_frames(net, client, "r-1");
   frames[1] = "FROB";
-  auto e = refused_without_effect(frames, errc::unknown_command, client);
+  auto e = refused_without_effect(frames, errc::unknown_command, who);
   CHECK(e.reason.find("FROB") != std::string::npos);
 }
 
 TEST_CASE("a header that is not JSON is refused as malformed_frame and creates nothing") {
   auto& net = client_net();
-  auto client = test::unique_id("bad-json");
+  const auto who = net.new_client();
+  const auto client = who.account();
   auto frames = submit_frames(net, client, "r-1");
   frames[2] = frames[2].substr(0, frames[2].size() / 2); // cut in the middle
-  auto e = refused_without_effect(frames, errc::malformed_frame, client);
+  auto e = refused_without_effect(frames, errc::malformed_frame, who);
   CHECK(e.reason.find("JSON") != std::string::npos);
 }
 
 TEST_CASE("a header that is a JSON array is refused as malformed_frame and creates nothing") {
   auto& net = client_net();
-  auto client = test::unique_id("bad-array");
+  const auto who = net.new_client();
+  const auto client = who.account();
   auto frames = submit_frames(net, client, "r-1");
   frames[2] = "[" + frames[2] + "]";
-  auto e = refused_without_effect(frames, errc::malformed_frame, client);
+  auto e = refused_without_effect(frames, errc::malformed_frame, who);
   CHECK(e.reason.find("array") != std::string::npos);
 }
 
@@ -222,20 +231,22 @@ TEST_CASE("a header that is a JSON array is refused as malformed_frame and creat
 
 TEST_CASE("a SUBMIT without 'model' is refused as missing_field naming the field and creates nothing") {
   auto& net = client_net();
-  auto client = test::unique_id("bad-nomodel");
+  const auto who = net.new_client();
+  const auto client = who.account();
   auto m = proto::make_submit(submit_request(client, "r-1", net.model_hash(), net.input_dim()));
   m.header.erase("model");
-  auto e = refused_without_effect(proto::encode(m), errc::missing_field, client);
+  auto e = refused_without_effect(proto::encode(m), errc::missing_field, who);
   CHECK(e.reason.find("'model'") != std::string::npos);
   CHECK(e.request_id == "r-1");
 }
 
 TEST_CASE("a SUBMIT whose max_price is a string is refused as bad_input naming the field, with its request id") {
   auto& net = client_net();
-  auto client = test::unique_id("bad-type");
+  const auto who = net.new_client();
+  const auto client = who.account();
   auto m = proto::make_submit(submit_request(client, "r-1", net.model_hash(), net.input_dim()));
   m.header["max_price"] = "100";
-  auto e = refused_without_effect(proto::encode(m), errc::bad_input, client);
+  auto e = refused_without_effect(proto::encode(m), errc::bad_input, who);
   CHECK(e.reason == "SUBMIT field 'max_price' must be an integer, got string");
   CHECK(e.request_id == "r-1");
 }
@@ -244,10 +255,11 @@ TEST_CASE("a SUBMIT whose request_id is not a valid id is refused as bad_input a
   auto& net = client_net();
   for (const std::string& bad : {std::string("r 1"), std::string(129, 'r'), std::string("r\0" "1", 3), std::string()}) {
     CAPTURE(bad.size());
-    auto client = test::unique_id("bad-reqid");
+    const auto who = net.new_client();
+    const auto client = who.account();
     auto m = proto::make_submit(submit_request(client, "r-1", net.model_hash(), net.input_dim()));
     m.header["request_id"] = bad;
-    auto e = refused_without_effect(proto::encode(m), errc::bad_input, client);
+    auto e = refused_without_effect(proto::encode(m), errc::bad_input, who);
     CHECK(e.reason.find("SUBMIT field 'request_id' must be 1 to 128 printable ASCII characters") == 0);
     CHECK(e.request_id.empty());
   }
@@ -255,63 +267,69 @@ TEST_CASE("a SUBMIT whose request_id is not a valid id is refused as bad_input a
 
 TEST_CASE("a SUBMIT for an unknown model hash is refused as unknown_model and creates nothing") {
   auto& net = client_net();
-  auto client = test::unique_id("bad-model");
+  const auto who = net.new_client();
+  const auto client = who.account();
   auto unknown = verify::sha256_hex("no such model");
   auto frames = proto::encode(proto::make_submit(submit_request(client, "r-1", unknown, net.input_dim())));
-  auto e = refused_without_effect(frames, errc::unknown_model, client);
+  auto e = refused_without_effect(frames, errc::unknown_model, who);
   CHECK(e.reason.find(unknown.substr(0, 12)) != std::string::npos);
   CHECK(e.request_id == "r-1");
 }
 
 TEST_CASE("an input of the wrong shape [1,783] is refused as bad_input and creates nothing") {
   auto& net = client_net();
-  auto client = test::unique_id("bad-shape");
+  const auto who = net.new_client();
+  const auto client = who.account();
   auto s = submit_request(client, "r-1", net.model_hash(), net.input_dim());
   s.input = app::random_inputs(1, net.input_dim() - 1, 1)[0];
   REQUIRE(s.input.shape == std::vector<std::int64_t>{1, 783});
-  auto e = refused_without_effect(proto::encode(proto::make_submit(s)), errc::bad_input, client);
+  auto e = refused_without_effect(proto::encode(proto::make_submit(s)), errc::bad_input, who);
   CHECK(e.reason.find("783") != std::string::npos);
   CHECK(e.request_id == "r-1");
 }
 
 TEST_CASE("an input of dtype i32 is refused as bad_input and creates nothing") {
   auto& net = client_net();
-  auto client = test::unique_id("bad-dtype");
+  const auto who = net.new_client();
+  const auto client = who.account();
   auto s = submit_request(client, "r-1", net.model_hash(), net.input_dim());
   s.input.type = kernels::dtype::i32;
   s.input.data.assign(static_cast<std::size_t>(net.input_dim()) * 4, '\0'); // a well-formed i32 [1, 784]
-  auto e = refused_without_effect(proto::encode(proto::make_submit(s)), errc::bad_input, client);
+  auto e = refused_without_effect(proto::encode(proto::make_submit(s)), errc::bad_input, who);
   CHECK(e.reason.find("i32") != std::string::npos);
   CHECK(e.request_id == "r-1");
 }
 
 TEST_CASE("a tensor declared larger than the limit is refused as oversized from its header alone") {
   auto& net = client_net();
-  auto client = test::unique_id("bad-oversized");
+  const auto who = net.new_client();
+  const auto client = who.account();
   auto m = proto::make_submit(submit_request(client, "r-1", net.model_hash(), net.input_dim()));
   auto frames = proto::encode(m);
   auto header = nlohmann::json::parse(frames[2]);
   header["tensors"][0]["shape"] = {1, 10000000};
   frames[2] = header.dump();
   frames[3] = std::string(16, '\x01'); // a tiny frame: the size is checked before the payload
-  auto e = refused_without_effect(frames, errc::oversized, client);
+  auto e = refused_without_effect(frames, errc::oversized, who);
   CHECK(e.reason.find("10000000") != std::string::npos);
 }
 
 TEST_CASE("a payload frame whose byte count differs from its header is refused as bad_input") {
   auto& net = client_net();
-  auto client = test::unique_id("bad-bytes");
+  const auto who = net.new_client();
+  const auto client = who.account();
   auto frames = submit_frames(net, client, "r-1");
   frames[3].pop_back(); // 783 bytes, the header declares 1x784
-  auto e = refused_without_effect(frames, errc::bad_input, client);
+  auto e = refused_without_effect(frames, errc::bad_input, who);
   CHECK(e.reason.find("783") != std::string::npos);
   CHECK(e.reason.find("784") != std::string::npos);
 }
 
 TEST_CASE("a max_price above the client's funds is refused as insufficient_funds and holds nothing") {
   auto& net = client_net();
-  auto client = test::unique_id("bad-funds");
-  peer p{net.client_endpoint()};
+  const auto who = net.new_client();
+  const auto client = who.account();
+  peer p{net.client_endpoint(), who};
   p.send(proto::make_submit(submit_request(client, "r-1", net.model_hash(), net.input_dim(), 2000000000)));
   auto e = expect_error(p.receive(10s), errc::insufficient_funds);
   CHECK(e.request_id == "r-1");
@@ -331,8 +349,9 @@ TEST_CASE("a max_price above the client's funds is refused as insufficient_funds
 
 TEST_CASE("a request id sent twice runs once: the resend gets the same job's ACK and RESULT, and no second charge") {
   auto& net = client_net();
-  auto client = test::unique_id("bad-dup");
-  peer p{net.client_endpoint()};
+  const auto who = net.new_client();
+  const auto client = who.account();
+  peer p{net.client_endpoint(), who};
   auto m = proto::make_submit(submit_request(client, "r-1", net.model_hash(), net.input_dim()));
   p.send(m);
   auto ack = p.receive(10s);
@@ -523,9 +542,9 @@ void bad_then_good_done(const std::function<void(proto::job_done&, const verify:
   fake_provider fake{net, test::unique_id("fake")};
   REQUIRE(test::eventually([&] { return providers_with_key(fake.key().public_key_hex) == "1"; }, 10s));
 
-  auto client_id = test::unique_id("fake-client");
-  peer client{net.client_endpoint()};
-  client.send(proto::make_submit(submit_request(client_id, "r-1", net.model_hash(), net.input_dim())));
+  const auto who = net.new_client();
+  peer client{net.client_endpoint(), who};
+  client.send(proto::make_submit(submit_request(who.account(), "r-1", net.model_hash(), net.input_dim())));
   auto ack = await(client, fake, 10s);
   REQUIRE(ack.has_value());
   REQUIRE_MESSAGE(ack->command == "ACK", ack->header.dump());
@@ -639,6 +658,101 @@ TEST_CASE("the node port speaks only CurveZMQ: a plaintext or wrongly keyed node
     CHECK_FALSE(wrong.receive(2s).has_value());
     CHECK(providers_with_key(key.public_key_hex) == "0");
   }
+}
+
+// ---------------------------------------------------------------- accounts
+
+TEST_CASE("the client port speaks only CurveZMQ: a plaintext client gets nothing and creates nothing") {
+  auto& net = client_net();
+  const auto jobs_before = test::query_value("select count(*) from jobs");
+  peer plain{net.client_endpoint()};
+  plain.send(submit_frames(net, verify::sha256_hex("anyone"), "r-1"));
+  plain.send(proto::make_job_query({1}));
+  CHECK_FALSE(plain.receive(2s).has_value());
+  settle_down(net);
+  CHECK(test::query_value("select count(*) from jobs") == jobs_before);
+}
+
+TEST_CASE("a SUBMIT naming another account is forbidden and changes nothing for either") {
+  auto& net = client_net();
+  const auto victim = net.new_client(), thief = net.new_client();
+  auto before = state_of(victim.account());
+  auto e = refused_without_effect(submit_frames(net, victim.account(), "r-1"), errc::forbidden, thief);
+  CHECK(e.request_id == "r-1");
+  CHECK(e.reason.find(thief.account()) != std::string::npos);
+  CHECK(state_of(victim.account()) == before);
+}
+
+TEST_CASE("STATUS, RECEIPT and PROOF answer only the job's own client") {
+  auto& net = client_net();
+  const auto owner = net.new_client(), other = net.new_client();
+  peer p{net.client_endpoint(), owner};
+  p.send(submit_frames(net, owner.account(), "r-1"));
+  auto ack = p.receive(10s);
+  REQUIRE(ack.has_value());
+  REQUIRE_MESSAGE(ack->command == "ACK", ack->header.dump());
+  const auto job_id = proto::parse_ack(*ack)->job_id;
+  REQUIRE(p.receive(10s).has_value()); // its RESULT
+  REQUIRE(test::eventually([&] {
+    return test::query_value(fmt::format("select state from jobs where id = {}", job_id)) == "SETTLED";
+  }));
+  peer q{net.client_endpoint(), other};
+  for (auto command : {proto::cmd::status, proto::cmd::receipt, proto::cmd::proof}) {
+    CAPTURE(command);
+    q.send(proto::make_job_query({job_id, std::string(command)}));
+    auto e = expect_error(q.receive(10s), errc::forbidden);
+    CHECK(e.job_id == job_id);
+    p.send(proto::make_job_query({job_id, std::string(command)}));
+    auto mine = p.receive(10s);
+    REQUIRE(mine.has_value());
+    CHECK_MESSAGE(mine->command == command, mine->header.dump());
+  }
+}
+
+TEST_CASE("DEPOSIT: refused to any key but the admin's; the admin's is stored once per request id") {
+  auto& net = client_net();
+  const auto payee = net.new_client();
+  const auto account = payee.account();
+  const auto balance = [&] {
+    return test::query_value(fmt::format("select coalesce(max(balance)::text, 'none') from accounts where id = 'client:{}'",
+                                         account));
+  };
+  const auto request_id = test::unique_id("dep");
+  const auto postings = [&] {
+    return test::query_value(fmt::format("select count(*) from postings where ref = 'deposit:{}'", request_id));
+  };
+  auto deposit = proto::make_deposit({request_id, account, 5000});
+  peer stranger{net.client_endpoint(), net.new_client()};
+  stranger.send(deposit);
+  expect_error(stranger.receive(10s), errc::forbidden);
+  peer self{net.client_endpoint(), payee}; // not even to one's own account
+  self.send(deposit);
+  expect_error(self.receive(10s), errc::forbidden);
+  settle_down(net);
+  CHECK(balance() == "none");
+  CHECK(postings() == "0");
+
+  const auto admin_key = verify::load_or_create_key(net.dir() + "/keys/coordinator.key").value();
+  peer admin{net.client_endpoint(), net::client_credentials{admin_key, net.coordinator_key()}};
+  for (bool repeated : {false, true}) {
+    admin.send(deposit);
+    auto reply = admin.receive(10s);
+    REQUIRE(reply.has_value());
+    REQUIRE_MESSAGE(reply->command == "DEPOSITED", reply->header.dump());
+    auto d = proto::parse_deposited(*reply);
+    REQUIRE(d.ok());
+    CHECK(d->repeated == repeated);
+    CHECK(d->balance == 5000);
+    CHECK(balance() == "5000"); // stored before it was answered
+    CHECK(postings() == "1");
+  }
+  // The deposit is spendable: this network's demo faucet adds 1 000 000 000 at the first SUBMIT,
+  // so a max_price of that plus 5000 is covered only with the deposit counted.
+  peer p{net.client_endpoint(), payee};
+  p.send(proto::make_submit(submit_request(account, "r-1", net.model_hash(), net.input_dim(), 1000005000)));
+  auto ack = p.receive(10s);
+  REQUIRE(ack.has_value());
+  CHECK_MESSAGE(ack->command == "ACK", ack->header.dump());
 }
 
 TEST_CASE("a HELLO replayed on another node's connection is refused: HELLO is bound to the CurveZMQ key") {

@@ -56,7 +56,7 @@ TEST_CASE("a provider cheating on 10% of jobs is caught on the sampled share (p 
   test::network net(o);
   app::workload_options w;
   w.endpoint = net.client_endpoint();
-  w.client_id = test::unique_id("cheat");
+  w.credentials = net.new_client();
   w.model = net.model_hash();
   w.tier = "sampled";
   w.inputs = app::random_inputs(jobs, net.input_dim(), 11);
@@ -64,12 +64,12 @@ TEST_CASE("a provider cheating on 10% of jobs is caught on the sampled share (p 
   INFO(net.logs());
   REQUIRE(rep.results == jobs);
   CHECK(rep.invalid_receipts == 0); // a cheat's receipt is validly signed: only re-execution tells
-  REQUIRE(test::eventually([&] { return db::count_final(test::test_db(), w.client_id).value() == jobs; },
+  REQUIRE(test::eventually([&] { return db::count_final(test::test_db(), w.credentials.account()).value() == jobs; },
                            std::chrono::seconds(60)));
 
   const auto cheats = corrupted_jobs(net.dir() + "/logs");
-  const auto disputed = jobs_with_verdict(w.client_id, "mismatch");
-  const auto verified = jobs_with_verdict(w.client_id, "verified");
+  const auto disputed = jobs_with_verdict(w.credentials.account(), "mismatch");
+  const auto verified = jobs_with_verdict(w.credentials.account(), "verified");
   MESSAGE(fmt::format("{} jobs, {} cheats, {} sampled, {} disputed", jobs, cheats.size(),
                       disputed.size() + verified.size(), disputed.size()));
   // About r of the jobs were cheated (binomial, 5 sigma).
@@ -87,7 +87,7 @@ TEST_CASE("a provider cheating on 10% of jobs is caught on the sampled share (p 
   // A caught cheat is charged nothing; the ledger and the chain check.
   CHECK(test::query_value(fmt::format("select count(*) from postings p join receipts r on r.job_id = p.job_id "
                                       "join jobs j on j.id = r.job_id where j.client_id = '{}' and r.verdict = 'mismatch'",
-                                      w.client_id)) == "0");
+                                      w.credentials.account())) == "0");
   // Bisection names the layer the cheat corrupted (the MLP's layers are each a trace layer).
   for (auto id : disputed) {
     const auto detail = test::query_value(
@@ -95,7 +95,7 @@ TEST_CASE("a provider cheating on 10% of jobs is caught on the sampled share (p 
     CHECK_MESSAGE(detail.find(fmt::format("first differing trace layer {} of", cheats.at(id))) != std::string::npos,
                   "job ", id, ": ", detail);
   }
-  auto a = db::audit(test::test_db(), w.client_id).value();
+  auto a = db::audit(test::test_db(), w.credentials.account()).value();
   INFO(a.problem);
   CHECK(a.ok());
 }

@@ -13,7 +13,7 @@ TEST_CASE("jobs come back with valid receipts and end verified and settled in a 
   test::network net;
   app::workload_options w;
   w.endpoint = net.client_endpoint();
-  w.client_id = test::unique_id("e2e");
+  w.credentials = net.new_client();
   w.model = net.model_hash();
   w.tier = "sampled"; // the network samples at rate 1
   w.inputs = app::random_inputs(20, net.input_dim(), 7);
@@ -32,8 +32,8 @@ TEST_CASE("jobs come back with valid receipts and end verified and settled in a 
     CHECK(rep.jobs[i].receipt.trace_root == local.trace_root);
   }
 
-  REQUIRE(test::eventually([&] { return db::count_final(test::test_db(), w.client_id).value() == 20; }));
-  auto a = db::audit(test::test_db(), w.client_id).value();
+  REQUIRE(test::eventually([&] { return db::count_final(test::test_db(), w.credentials.account()).value() == 20; }));
+  auto a = db::audit(test::test_db(), w.credentials.account()).value();
   INFO(a.problem);
   CHECK(a.settled == 20);
   CHECK(a.verified == 20);
@@ -57,7 +57,7 @@ TEST_CASE("tier none skips verification and the job still settles, each step rec
   test::network net{o};
   app::workload_options w;
   w.endpoint = net.client_endpoint();
-  w.client_id = test::unique_id("none");
+  w.credentials = net.new_client();
   w.model = net.model_hash();
   w.tier = "none";
   w.inputs = app::random_inputs(6, net.input_dim(), 8);
@@ -65,8 +65,8 @@ TEST_CASE("tier none skips verification and the job still settles, each step rec
   auto rep = app::run_workload(w);
   INFO(net.logs());
   REQUIRE(rep.results == 6);
-  REQUIRE(test::eventually([&] { return db::count_final(test::test_db(), w.client_id).value() == 6; }));
-  auto a = db::audit(test::test_db(), w.client_id).value();
+  REQUIRE(test::eventually([&] { return db::count_final(test::test_db(), w.credentials.account()).value() == 6; }));
+  auto a = db::audit(test::test_db(), w.credentials.account()).value();
   INFO(a.problem);
   CHECK(a.unsampled == 6);
   CHECK(a.verified == 0);
@@ -76,7 +76,7 @@ TEST_CASE("tier none skips verification and the job still settles, each step rec
       "select string_agg(distinct t, ' | ') from (select (select string_agg(e.state || ':' || e.seq, ',' order by "
       "e.seq) from job_events e where e.job_id = j.id) || ' row ' || j.state || ':' || j.seq || ' priced ' || "
       "(j.price is not null and j.provider_key is not null) as t from jobs j where j.client_id = '{}') x",
-      w.client_id));
+      w.credentials.account()));
   CHECK(timelines == "SUBMITTED:0,QUEUED:1,ASSIGNED:2,EXECUTED:3,UNSAMPLED:4,SETTLED:5 row SETTLED:5 priced true");
   // Both ways were taken: assigned at admission (the ASSIGNED event at the QUEUED one's time),
   // and assigned later.
@@ -84,7 +84,7 @@ TEST_CASE("tier none skips verification and the job still settles, each step rec
       "select count(*) filter (where a.at = q.at) || ' at once, ' || count(*) filter (where a.at > q.at) || ' later' "
       "from jobs j join job_events q on q.job_id = j.id and q.state = 'QUEUED' join job_events a on a.job_id = j.id "
       "and a.state = 'ASSIGNED' where j.client_id = '{}'",
-      w.client_id));
+      w.credentials.account()));
   CHECK(ways != "0 at once, 6 later");
   CHECK(ways != "6 at once, 0 later");
 }
@@ -97,13 +97,14 @@ TEST_CASE("a job whose provider is killed while holding it completes on another 
 
   app::workload_options w;
   w.endpoint = net.client_endpoint();
-  w.client_id = client_id;
+  w.credentials = net.new_client();
+  const auto account = w.credentials.account();
   w.model = net.model_hash();
   w.inputs = app::random_inputs(1, net.input_dim(), 9);
   app::workload_report rep;
   std::thread client{[&] { rep = app::run_workload(w); }};
 
-  auto job_state = [&] { return test::query_value(fmt::format("select state from jobs where client_id = '{}'", client_id)); };
+  auto job_state = [&] { return test::query_value(fmt::format("select state from jobs where client_id = '{}'", account)); };
   REQUIRE(test::eventually([&] { return job_state() == "ASSIGNED"; }, std::chrono::seconds(10)));
   auto second = net.start_provider(client_id + "-rescuer");
   app::kill_hard(net.provider(0)); // kill -9 while it holds the job

@@ -33,11 +33,15 @@ TEST_CASE("Fashion-MNIST images sent with haca submit return the model's classes
   o.verifier_args = {"--backend", "reference"};
   test::network net{o};
   auto model = kernels::load_model_file(model_file).value();
-  auto client = test::unique_id("fmnist");
+  // The CLI's key file is the account: made here, so the test knows it.
+  const auto key_file = net.dir() + "/keys/fmnist-client.key";
+  const auto client = net::client_credentials{verify::load_or_create_key(key_file).value(), net.coordinator_key()}.account();
   const int count = 16;
 
-  auto cmd = fmt::format("{} submit --connect {} --model {} --images {} --count {} --client-id {} --tier full --json",
-                         HACA_BINARY, net.client_endpoint(), model_file, images_file, count, client);
+  auto cmd = fmt::format("{} submit --connect {} --key {} --coordinator-key {} --model {} --images {} --count {} "
+                         "--tier full --json",
+                         HACA_BINARY, net.client_endpoint(), key_file, net.coordinator_key(), model_file, images_file,
+                         count);
   std::unique_ptr<FILE, int (*)(FILE*)> pipe{::popen(cmd.c_str(), "r"), ::pclose};
   REQUIRE(pipe);
   std::vector<nlohmann::json> lines;

@@ -121,13 +121,14 @@ TEST_CASE("10,000 jobs survive coordinator SIGKILLs and SIGTERM, provider and ve
   o.verifiers = 1;
   o.sample_rate = 1.0;
   test::network net{o};
-  const auto client_id = test::unique_id("faults");
+  const auto who = net.new_client();
+  const auto client_id = who.account();
   const auto account = market::client_account(client_id);
   const double setup_s = seconds_since(t0);
 
   app::workload_options w;
   w.endpoint = net.client_endpoint();
-  w.client_id = client_id;
+  w.credentials = who;
   w.model = net.model_hash();
   w.tier = "full"; // every job re-executed by the verifier
   w.inputs = app::random_inputs(jobs, net.input_dim(), 2024);

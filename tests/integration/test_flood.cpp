@@ -7,9 +7,11 @@
 
 #include <doctest/doctest.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "app/workload.hpp"
 #include "harness.hpp"
+#include "net/curve.hpp"
 #include "net/zmq_io.hpp"
 
 using namespace haca;
@@ -43,14 +45,24 @@ TEST_CASE("sockets that flood SUBMITs and never read do not starve a polite clie
   std::atomic<bool> stop{false};
   std::atomic<long> flood_sent{0};
   std::vector<std::thread> flooders;
+  std::vector<net::client_credentials> flood_clients;
+  std::vector<std::string> flood_accounts;
+  for (int f = 0; f < 8; ++f) {
+    flood_clients.push_back(net.new_client());
+    flood_accounts.push_back("'" + flood_clients.back().account() + "'");
+  }
   for (int f = 0; f < 8; ++f)
     flooders.emplace_back([&, f] {
       zmq::socket_t s{net::context(), zmq::socket_type::dealer};
       s.set(zmq::sockopt::linger, 0);
       s.set(zmq::sockopt::sndhwm, 0); // never block here: the coordinator's side must cope
+      const auto& who = flood_clients[static_cast<std::size_t>(f)];
+      const bool curve = net::make_curve_client(s, who.key, who.coordinator_key);
+      CHECK(curve);
+      if (!curve)
+        return;
       s.connect(net.client_endpoint());
       proto::submit_request r;
-      r.client_id = fmt::format("flood-{}-{}", f, test::unique_id("c"));
       r.model = net.model_hash();
       r.tier = "none";
       r.max_price = 100;
@@ -67,7 +79,7 @@ TEST_CASE("sockets that flood SUBMITs and never read do not starve a polite clie
   std::this_thread::sleep_for(2s); // the flood is on
   app::workload_options w;
   w.endpoint = net.client_endpoint();
-  w.client_id = test::unique_id("polite");
+  w.credentials = net.new_client();
   w.request_prefix = "p";
   w.model = net.model_hash();
   w.tier = "none";
@@ -115,11 +127,12 @@ TEST_CASE("sockets that flood SUBMITs and never read do not starve a polite clie
   CHECK_MESSAGE(rss_peak < rss_before + 400, "coordinator RSS grew from ", rss_before, " to ", rss_peak, " MiB");
   // Only what the limits allow was stored: each flooder's jobs are capped at 300 waiting, and
   // what is stored is every job admitted (no more than were admitted runs).
-  auto stored = std::stol(test::query_value("select count(*) from jobs where client_id like 'flood-%'"));
+  auto stored = std::stol(test::query_value(
+      fmt::format("select count(*) from jobs where client_id in ({})", fmt::join(flood_accounts, ","))));
   MESSAGE("flood jobs stored: ", stored);
   CHECK(stored < flood_sent);
   // The coordinator still answers a new client promptly.
-  net::client late{net.client_endpoint()};
+  auto late = net.connect_client(net.new_client());
   auto reply = test::round_trip(late, proto::make_job_query({1}), 10s);
   CHECK(reply.has_value());
 }

@@ -101,7 +101,7 @@ private:
 
 } // namespace
 
-TEST_CASE("a capture of the node port during a run holds no plaintext protocol header or result") {
+TEST_CASE("captures of both ports during a run hold no plaintext protocol header, input or result") {
   test::network_options o;
   o.providers = 0; // the provider below connects through the relay
   o.verifiers = 0;
@@ -116,9 +116,11 @@ TEST_CASE("a capture of the node port during a run holds no plaintext protocol h
       net.dir() + "/logs/relayed.log");
   REQUIRE(test::eventually(
       [&] { return test::query_value(fmt::format("select count(*) from providers where name = '{}'", name)) == "1"; }));
+  const int client_port = std::stoi(net.client_endpoint().substr(net.client_endpoint().rfind(':') + 1));
+  recording_relay client_relay(client_port);
   app::workload_options w;
-  w.endpoint = net.client_endpoint();
-  w.client_id = test::unique_id("wire");
+  w.endpoint = fmt::format("tcp://127.0.0.1:{}", client_relay.port());
+  w.credentials = net.new_client();
   w.model = net.model_hash();
   w.tier = "none";
   w.inputs = app::random_inputs(20, net.input_dim(), 5);
@@ -136,5 +138,15 @@ TEST_CASE("a capture of the node port during a run holds no plaintext protocol h
   for (const std::string& plain : std::vector<std::string>{"HACA/1", "HEARTBEAT", "DONE", "JOB", "receipt", "trace_root",
                                                            "capabilities", "public_key", net.model_hash(),
                                                            rep.jobs[0].receipt.signature})
-    CHECK_MESSAGE(wire.find(plain) == std::string::npos, "plaintext on the wire: ", plain.substr(0, 24));
+    CHECK_MESSAGE(wire.find(plain) == std::string::npos, "plaintext on the node port: ", plain.substr(0, 24));
+
+  // The client port likewise: no command, header field, input bytes or receipt in the clear.
+  const auto client_wire = client_relay.captured();
+  MESSAGE(fmt::format("captured {} bytes of the client port", client_wire.size()));
+  CHECK(client_wire.size() > 20 * 700); // 20 SUBMITs with their inputs
+  CHECK(client_wire.find("CURVE") != std::string::npos);
+  for (const std::string& plain : std::vector<std::string>{"HACA/1", "SUBMIT", "RESULT", "request_id", "receipt",
+                                                           net.model_hash(), w.inputs[0].data.substr(0, 32),
+                                                           rep.jobs[0].receipt.signature})
+    CHECK_MESSAGE(client_wire.find(plain) == std::string::npos, "plaintext on the client port: ", plain.substr(0, 24));
 }

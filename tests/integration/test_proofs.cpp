@@ -37,19 +37,20 @@ TEST_CASE("a settled job's PROOF verifies offline against the coordinator key an
   test::network net;
   app::workload_options w;
   w.endpoint = net.client_endpoint();
-  w.client_id = test::unique_id("proof");
+  const auto key_file = net.dir() + "/keys/client.key"; // the job's owner, for prove-inclusion below
+  w.credentials = {verify::load_or_create_key(key_file).value(), net.coordinator_key()};
   w.model = net.model_hash();
   w.tier = "sampled"; // sampled at rate 1: verified
   w.inputs = app::random_inputs(5, net.input_dim(), 3);
   auto rep = app::run_workload(w);
   INFO(net.logs());
   REQUIRE(rep.results == 5);
-  REQUIRE(test::eventually([&] { return db::count_final(test::test_db(), w.client_id).value() == 5; }));
+  REQUIRE(test::eventually([&] { return db::count_final(test::test_db(), w.credentials.account()).value() == 5; }));
   const auto job = rep.jobs[2];
   const auto coordinator_key = verify::load_or_create_key(net.dir() + "/keys/coordinator.key").value().public_key_hex;
 
   // RECEIPT: the stored receipt, the one RESULT carried.
-  net::client c{net.client_endpoint()};
+  auto c = net.connect_client(w.credentials);
   auto r = test::round_trip(c, proto::make_job_query({job.job_id, "RECEIPT"}), 10s);
   REQUIRE(r.has_value());
   auto receipt = proto::parse_receipt_reply(*r);
@@ -62,7 +63,8 @@ TEST_CASE("a settled job's PROOF verifies offline against the coordinator key an
 
   // prove-inclusion writes the PROOF; verify-inclusion checks it offline.
   const auto file = net.dir() + "/proof.json";
-  auto prove = run_haca(fmt::format("prove-inclusion {} --connect {} --out {}", job.job_id, net.client_endpoint(), file));
+  auto prove = run_haca(fmt::format("prove-inclusion {} --connect {} --key {} --coordinator-key {} --out {}", job.job_id,
+                                    net.client_endpoint(), key_file, net.coordinator_key(), file));
   REQUIRE_MESSAGE(prove.exit_code == 0, prove.output);
   auto proof = nlohmann::json::parse(slurp(file));
   CHECK(proof["job_id"] == job.job_id);
@@ -122,9 +124,9 @@ TEST_CASE("PROOF of a job that is not in a block yet is refused with not_settled
   o.providers = 0; // nothing runs: the job stays QUEUED
   o.verifiers = 0;
   test::network net(o);
-  net::client c{net.client_endpoint()};
+  auto c = net.connect_client(net.new_client());
   auto ack = test::round_trip(
-      c, proto::make_submit({test::unique_id("ns"), "r1", net.model_hash(), "none", 100, 0,
+      c, proto::make_submit({"", "r1", net.model_hash(), "none", 100, 0,
                              app::random_inputs(1, net.input_dim(), 1)[0]}),
       10s);
   REQUIRE(ack.has_value());

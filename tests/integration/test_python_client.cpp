@@ -31,17 +31,18 @@ TEST_CASE("a Python client written from the protocol spec runs pipelined jobs an
          "): run deploy/setup.sh (it installs python3-zmq and python3-nacl)");
 
   test::network net;
-  auto client_id = test::unique_id("py");
   const int jobs = 20;
   auto script = std::string(HACA_SOURCE_DIR) + "/tests/integration/python_client.py";
-  auto r = test::run_command(fmt::format("{} {} {} {} {} {} --client-id {} --tier sampled --timeout 30 2>&1", python, script,
-                           net.client_endpoint(), net.model_hash(), net.input_dim(), jobs, client_id));
+  auto r = test::run_command(fmt::format("{} {} {} {} {} {} --coordinator-key {} --tier sampled --timeout 30 2>&1", python,
+                                         script, net.client_endpoint(), net.model_hash(), net.input_dim(), jobs,
+                                         net.coordinator_key()));
   INFO("python client output:\n", r.output);
   INFO(net.logs());
   REQUIRE(r.exit_code == 0);
 
   auto summary = nlohmann::json::parse(r.output);
   CHECK(summary["ok"] == true);
+  const std::string client_id = summary["account"]; // its CURVE public key
   CHECK(summary["results"] == jobs);
   CHECK(summary["acked"] == jobs);
   CHECK(summary["errors"].empty());

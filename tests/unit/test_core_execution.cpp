@@ -51,6 +51,7 @@ execution_config config() {
   c.default_deadline_ms = 600000;
   c.max_credit = 64;
   c.coordinator_key = verify::sha256_hex("coordinator");
+  c.admin_account = "admin";
   return c;
 }
 
@@ -288,7 +289,7 @@ struct harness {
   }
 
   effects submit(const proto::submit_request& r, const std::string& identity) {
-    return step(client_submit{identity, r});
+    return step(client_submit{identity, r.client_id, r});
   }
 
   // HELLO (its node_seen confirmed) and READY `credit`: what the READY produced.
@@ -965,6 +966,105 @@ TEST_CASE("execution: a faucet grant the store did not keep is taken back") {
   CHECK(h.core.balance("alice") == 0);
   // Not funded: the next SUBMIT asks for the grant again.
   CHECK(records_of<funding>(h.submit(request("alice", "r2", 1), "c1")).size() == 1);
+}
+
+// ======================================================================================
+// Accounts: the connection's key, deposits
+// ======================================================================================
+
+TEST_CASE("execution: a SUBMIT for another account, or from a connection with no key, is forbidden and changes nothing") {
+  harness h;
+  const auto r = request("alice", "r1");
+  for (const auto& account : {std::string("mallory"), std::string()}) {
+    auto e = h.step(client_submit{"c1", account, r});
+    auto errs = errors_to(e, "c1");
+    REQUIRE(errs.size() == 1);
+    CHECK(errs[0].code == std::string(errc::forbidden));
+    CHECK(errs[0].request_id == "r1");
+    CHECK(e.records.empty());
+    CHECK(e.request_lookups.empty());
+  }
+  CHECK(h.core.open_jobs() == 0);
+  CHECK(h.core.balance("alice") == 0);
+  CHECK(h.core.balance("mallory") == 0);
+  // A SUBMIT that leaves client_id out is the connection's own.
+  auto own = request("alice", "r2");
+  own.client_id.clear();
+  auto e = h.step(client_submit{"c1", "alice", own});
+  REQUIRE(records_of<job_insert>(e).size() == 1);
+  CHECK(records_of<job_insert>(e)[0].spec.client_id == "alice");
+}
+
+TEST_CASE("execution: only the admin account deposits; money counts once stored and once per request id") {
+  execution_config cfg = config();
+  cfg.faucet = 0;
+  harness h{cfg};
+  const auto alice = verify::sha256_hex("alice"); // an account id is a key, 64 hex characters
+  const proto::deposit_request d{"d1", alice, 5000};
+
+  auto refused = h.step(client_deposit{"m1", "mallory", d});
+  REQUIRE(errors_to(refused, "m1").size() == 1);
+  CHECK(errors_to(refused, "m1")[0].code == std::string(errc::forbidden));
+  CHECK(refused.records.empty());
+
+  auto e = h.step(client_deposit{"a1", "admin", d});
+  auto f = records_of<funding>(e);
+  REQUIRE(f.size() == 1);
+  CHECK(f[0].client_id == alice);
+  CHECK(f[0].amount == 5000);
+  CHECK(f[0].ref == "deposit:d1");
+  CHECK(count_cmd(e, proto::cmd::deposited) == 0); // persist before tell
+  CHECK(h.core.balance(alice) == 0);              // nor spendable before it is stored
+  // Resent before the commit: no second record; both are answered when it commits.
+  auto resent = h.step(client_deposit{"a2", "admin", d});
+  CHECK(resent.records.empty());
+  CHECK(resent.messages.empty());
+  auto done = h.step(all_ok(e));
+  CHECK(count_cmd(done, proto::cmd::deposited, "a1") == 1);
+  CHECK(count_cmd(done, proto::cmd::deposited, "a2") == 1);
+  CHECK(h.core.balance(alice) == 5000);
+
+  // Resent after it: answered `repeated`, nothing new.
+  auto again = h.step(client_deposit{"a3", "admin", d});
+  CHECK(again.records.empty());
+  REQUIRE(count_cmd(again, proto::cmd::deposited, "a3") == 1);
+  auto reply = proto::parse_deposited(again.messages[0].msg).value();
+  CHECK(reply.repeated);
+  CHECK(reply.balance == 5000);
+  // The same id for another amount is a mistake, said so.
+  auto other = h.step(client_deposit{"a4", "admin", proto::deposit_request{"d1", alice, 6000}});
+  REQUIRE(errors_to(other, "a4").size() == 1);
+  CHECK(errors_to(other, "a4")[0].code == std::string(errc::duplicate_request));
+  CHECK(h.core.balance(alice) == 5000);
+  // The deposit pays for jobs.
+  CHECK(records_of<job_insert>(h.submit(request(alice, "r1", 5000), "c1")).size() == 1);
+}
+
+TEST_CASE("execution: a deposit the store refused is not credited and is said so; a recovered one is not made twice") {
+  execution_config cfg = config();
+  cfg.faucet = 0;
+  harness h{cfg};
+  const auto alice = verify::sha256_hex("alice"); // an account id is a key, 64 hex characters
+  auto e = h.step(client_deposit{"a1", "admin", {"d1", alice, 5000}});
+  outcome bad;
+  bad.what = outcome::kind::rejected;
+  bad.reason = "disk full";
+  auto out = h.step(confirm_one(records_of<funding>(e)[0], bad));
+  REQUIRE(errors_to(out, "a1").size() == 1);
+  CHECK(errors_to(out, "a1")[0].code == std::string(errc::internal));
+  CHECK(h.core.balance(alice) == 0);
+  // Not made: the same request id may be tried again.
+  CHECK(records_of<funding>(h.step(client_deposit{"a1", "admin", {"d1", alice, 5000}})).size() == 1);
+
+  snapshot s;
+  s.client_balances[alice] = 5000;
+  s.deposits["deposit:d1"] = {alice, 5000};
+  harness r{execution_core::recover(cfg, s, t0), t0};
+  auto replay = r.step(client_deposit{"a9", "admin", {"d1", alice, 5000}});
+  CHECK(replay.records.empty());
+  REQUIRE(count_cmd(replay, proto::cmd::deposited, "a9") == 1);
+  CHECK(proto::parse_deposited(replay.messages[0].msg).value().repeated);
+  CHECK(r.core.balance(alice) == 5000);
 }
 
 // ======================================================================================
@@ -1867,11 +1967,12 @@ TEST_CASE("execution: a HELLO that claims the verifier role is refused on the pr
 TEST_CASE("execution: a STATUS is answered from Postgres through a look-up, never from memory") {
   harness h;
   const auto id = h.admit(request("alice", "r1"), "ca");
-  auto e = h.step(client_query{"cs", id});
+  auto e = h.step(client_query{"cs", "alice", id});
   CHECK(e.messages.empty());
   CHECK(e.records.empty());
   REQUIRE(e.lookups.size() == 1);
   CHECK(e.lookups[0].identity == "cs");
+  CHECK(e.lookups[0].account == "alice"); // the reader answers only the job's own account
   CHECK(e.lookups[0].job_id == id);
 }
 

@@ -607,7 +607,9 @@ TEST_CASE("each parser names a missing or mistyped field with its error code") {
   auto receipt = signed_receipt(input, output);
 
   check_fields(make_submit({"alice", "r1", model_hash, "full", 10, 5, input}), checker(parse_submit),
-               {"tier", "deadline_ms"});
+               {"client_id", "tier", "deadline_ms"});
+  check_fields(make_deposit({"d1", model_hash, 5}), checker(parse_deposit));
+  check_fields(make_deposited({"d1", model_hash, 5, -3, true}), checker(parse_deposited));
   check_fields(make_ack({"r1", 3}), checker(parse_ack));
   check_fields(make_error(error_reply{"queue_full", "full", "r1", 3}), checker(parse_error), {"request_id", "job_id"});
   auto result_msg = make_result({"r1", 3, {1}, output, receipt});
@@ -1060,3 +1062,18 @@ TEST_CASE("request_id_of returns the header's request id only when it is a valid
 }
 
 } // TEST_SUITE
+
+TEST_CASE("DEPOSIT: the account is a key and the amount is 1 to 10^15 micro-units") {
+  const auto account = verify::sha256_hex("alice");
+  CHECK(parse_deposit(make_deposit({"d1", account, 1})).ok());
+  CHECK(parse_deposit(make_deposit({"d1", account, max_deposit})).ok());
+  for (std::int64_t bad : {std::int64_t{0}, std::int64_t{-5}, max_deposit + 1}) {
+    CAPTURE(bad);
+    auto p = parse_deposit(make_deposit({"d1", account, bad}));
+    REQUIRE_FALSE(p.ok());
+    CHECK(p.err().code == errc::bad_input);
+  }
+  auto p = parse_deposit(make_deposit({"d1", "alice", 5}));
+  REQUIRE_FALSE(p.ok());
+  CHECK(p.err().reason == "DEPOSIT field 'account' must be 64 lowercase hex characters, got \"alice\"");
+}

@@ -1018,7 +1018,7 @@ private:
     ++r.sends;
     report_.resent += r.sends > 1;
     trace("client " + c.id + " -> SUBMIT " + r.req.request_id + (r.sends > 1 ? " (again)" : ""));
-    send_in(c.identity, core::client_submit{c.identity, r.req});
+    send_in(c.identity, core::client_submit{c.identity, r.req.client_id, r.req});
   }
 
   void client_pump(int i) {
@@ -1050,7 +1050,7 @@ private:
         if (c.reqs[k].job_id)
           ids.push_back(*c.reqs[k].job_id);
       if (!ids.empty() && !c.identity.empty())
-        send_in(c.identity, core::client_query{c.identity, pick(ids)});
+        send_in(c.identity, core::client_query{c.identity, c.id, pick(ids)});
     }
     client_pump(i);
     after(c.resend_us, [this, i] { client_timer(i); });
