@@ -672,62 +672,107 @@ prepared_model prepare(const model& m, const backend& be) {
   return pm;
 }
 
+namespace {
+
+// Checks that a prepared model can run, and derives its geometry.
+result<std::vector<geometry>> ready_to_run(const prepared_model& pm) {
+  if (pm.m == nullptr || pm.be == nullptr) return make_error(errc::internal, "run_model: the model was not prepared");
+  const model& m = *pm.m;
+  auto geo = derive(m);
+  if (!geo) return make_error(errc::bad_model, "model " + m.hash + ": " + geo.err().reason);
+  if (pm.packed.size() != m.layers.size())
+    return make_error(errc::internal, "model " + m.hash + " was prepared for different layers");
+  for (std::size_t i = 0; i < m.layers.size(); ++i)
+    if (has_weights(m.layers[i].kind) && !pm.packed[i])
+      return make_error(errc::internal, "model " + m.hash + " layer " + std::to_string(i) + " has no packed weights");
+  return geo;
+}
+
+// Checks an i8 [rows, width] activation with 1 <= rows <= max_rows; `what` names it.
+status check_activation(const tensor& t, std::int64_t width, int max_rows, const char* what) {
+  const bool shape_ok = t.shape.size() == 2 && t.shape[1] == width;
+  const bool rows_ok = shape_ok && t.shape[0] >= 1 && t.shape[0] <= max_rows;
+  if (t.type != dtype::i8 || !rows_ok) {
+    std::string reason = std::string(what) + ": expected i8 [rows, " + std::to_string(width) + "]";
+    if (t.type == dtype::i8 && shape_ok) reason += " with 1 <= rows <= " + std::to_string(max_rows);
+    reason += ", got " + std::string(dtype_name(t.type)) + " [" + shape_string(t.shape) + "]";
+    return make_error(errc::bad_input, reason);
+  }
+  const std::size_t want = static_cast<std::size_t>(t.shape[0]) * static_cast<std::size_t>(width);
+  if (t.data.size() != want)
+    return make_error(errc::bad_input, std::string(what) + " i8 [" + shape_string(t.shape) + "] needs " +
+                                           std::to_string(want) + " bytes, got " + std::to_string(t.data.size()));
+  return ok_status();
+}
+
+// Model layers [begin, end) on `act` (all rows at once), hashing each trace layer that ends
+// inside the span into `hashes`: the one loop every run, full or partial, goes through.
+std::string run_span(const prepared_model& pm, const std::vector<geometry>& geo, std::string act, int rows,
+                     std::size_t begin, std::size_t end, const std::optional<corruption>& corrupt,
+                     std::vector<std::string>& hashes) {
+  const model& m = *pm.m;
+  const backend& be = *pm.be;
+  for (std::size_t i = begin; i < end; ++i) {
+    const layer& L = m.layers[i];
+    const geometry& g = geo[i];
+    const auto* a = reinterpret_cast<const std::int8_t*>(act.data());
+    std::string out;
+    if (L.kind != layer_kind::flatten) {
+      out.assign(static_cast<std::size_t>(rows) * static_cast<std::size_t>(product(g.out_shape)), '\0');
+      auto* o = reinterpret_cast<std::int8_t*>(out.data());
+      switch (L.kind) {
+      case layer_kind::dense: be.dense(a, rows, pm.packed[i], g.n, g.k, L.bias.data(), L.rq, o); break;
+      case layer_kind::conv2d: be.conv2d(a, rows, pm.packed[i], L.bias.data(), g.conv, L.rq, o); break;
+      case layer_kind::maxpool: be.maxpool(a, rows, g.pool, o); break;
+      case layer_kind::flatten: break;
+      }
+    } else {
+      out = std::move(act); // NCHW flattened is the row layout already
+    }
+    if (corrupt && i == corrupt->layer % m.layers.size() && !out.empty()) {
+      auto& v = out[corrupt->value % out.size()];
+      v = static_cast<char>(static_cast<std::uint8_t>(v) + static_cast<std::uint8_t>(corrupt->delta ? corrupt->delta : 1));
+    }
+    if (ends_trace_layer(m, i)) hashes.push_back(layer_hash(out));
+    act = std::move(out);
+  }
+  return act;
+}
+
+// The model layers [begin, end) of each trace layer.
+std::vector<std::pair<std::size_t, std::size_t>> trace_spans(const model& m) {
+  std::vector<std::pair<std::size_t, std::size_t>> spans;
+  std::size_t begin = 0;
+  for (std::size_t i = 0; i < m.layers.size(); ++i)
+    if (ends_trace_layer(m, i)) {
+      spans.emplace_back(begin, i + 1);
+      begin = i + 1;
+    }
+  return spans;
+}
+
+std::int64_t width_before(const model& m, std::size_t layer) {
+  return layer == 0 ? product(m.input_shape) : product(m.layers[layer - 1].out_shape);
+}
+
+} // namespace
+
+std::size_t trace_layer_count(const model& m) { return trace_spans(m).size(); }
+
 result<inference> run_model(const prepared_model& pm, const tensor& input, int max_rows,
                             const std::optional<corruption>& corrupt) {
   try {
-    if (pm.m == nullptr || pm.be == nullptr) return make_error(errc::internal, "run_model: the model was not prepared");
+    auto geo = ready_to_run(pm);
+    if (!geo) return geo.err();
     const model& m = *pm.m;
-    const backend& be = *pm.be;
-    auto geo = derive(m);
-    if (!geo) return make_error(errc::bad_model, "model " + m.hash + ": " + geo.err().reason);
-    if (pm.packed.size() != m.layers.size())
-      return make_error(errc::internal, "model " + m.hash + " was prepared for different layers");
-    for (std::size_t i = 0; i < m.layers.size(); ++i)
-      if (has_weights(m.layers[i].kind) && !pm.packed[i])
-        return make_error(errc::internal, "model " + m.hash + " layer " + std::to_string(i) + " has no packed weights");
-
-    const int in_dim = static_cast<int>(product(m.input_shape));
-    const bool shape_ok = input.shape.size() == 2 && input.shape[1] == in_dim;
-    const bool rows_ok = shape_ok && input.shape[0] >= 1 && input.shape[0] <= max_rows;
-    if (input.type != dtype::i8 || !rows_ok) {
-      std::string reason = "expected i8 [rows, " + std::to_string(in_dim) + "]";
-      if (input.type == dtype::i8 && shape_ok) reason += " with 1 <= rows <= " + std::to_string(max_rows);
-      reason += ", got " + std::string(dtype_name(input.type)) + " [" + shape_string(input.shape) + "]";
-      return make_error(errc::bad_input, reason);
+    if (auto st = check_activation(input, product(m.input_shape), max_rows, "input"); !st) {
+      auto e = st.err();
+      e.reason = e.reason.substr(std::string("input: ").size()); // the input is what everyone means
+      return e;
     }
     const int rows = static_cast<int>(input.shape[0]);
-    const std::size_t want = static_cast<std::size_t>(rows) * static_cast<std::size_t>(in_dim);
-    if (input.data.size() != want)
-      return make_error(errc::bad_input, "input i8 [" + shape_string(input.shape) + "] needs " + std::to_string(want) +
-                                             " bytes, got " + std::to_string(input.data.size()));
-
-    // All rows go through each layer at once (batch = rows).
     inference r;
-    std::string act = input.data;
-    for (std::size_t i = 0; i < m.layers.size(); ++i) {
-      const layer& L = m.layers[i];
-      const geometry& g = (*geo)[i];
-      const auto* a = reinterpret_cast<const std::int8_t*>(act.data());
-      std::string out;
-      if (L.kind != layer_kind::flatten) {
-        out.assign(static_cast<std::size_t>(rows) * static_cast<std::size_t>(product(g.out_shape)), '\0');
-        auto* o = reinterpret_cast<std::int8_t*>(out.data());
-        switch (L.kind) {
-        case layer_kind::dense: be.dense(a, rows, pm.packed[i], g.n, g.k, L.bias.data(), L.rq, o); break;
-        case layer_kind::conv2d: be.conv2d(a, rows, pm.packed[i], L.bias.data(), g.conv, L.rq, o); break;
-        case layer_kind::maxpool: be.maxpool(a, rows, g.pool, o); break;
-        case layer_kind::flatten: break;
-        }
-      } else {
-        out = std::move(act); // NCHW flattened is the row layout already
-      }
-      if (corrupt && i == corrupt->layer % m.layers.size() && !out.empty()) {
-        auto& v = out[corrupt->value % out.size()];
-        v = static_cast<char>(static_cast<std::uint8_t>(v) + static_cast<std::uint8_t>(corrupt->delta ? corrupt->delta : 1));
-      }
-      if (ends_trace_layer(m, i)) r.layer_hashes.push_back(layer_hash(out));
-      act = std::move(out);
-    }
+    std::string act = run_span(pm, *geo, input.data, rows, 0, m.layers.size(), corrupt, r.layer_hashes);
     const int out_dim = static_cast<int>(product(geo->back().out_shape));
     r.output.type = dtype::i8;
     r.output.shape = {rows, out_dim};
@@ -736,6 +781,51 @@ result<inference> run_model(const prepared_model& pm, const tensor& input, int m
     argmax_rows(r.output.i8(), rows, out_dim, r.classes.data());
     seal_trace(r);
     return r;
+  } catch (const std::exception& e) {
+    return make_error(errc::internal, std::string("inference failed: ") + e.what());
+  }
+}
+
+result<tensor> trace_layer_output(const prepared_model& pm, const tensor& input, std::size_t t, int max_rows) {
+  try {
+    auto geo = ready_to_run(pm);
+    if (!geo) return geo.err();
+    const model& m = *pm.m;
+    const auto spans = trace_spans(m);
+    if (t >= spans.size())
+      return make_error(errc::bad_input, "trace layer " + std::to_string(t) + " asked; model " + m.hash.substr(0, 12) +
+                                             " has " + std::to_string(spans.size()));
+    if (auto st = check_activation(input, product(m.input_shape), max_rows, "input"); !st) return st.err();
+    const int rows = static_cast<int>(input.shape[0]);
+    std::vector<std::string> hashes;
+    tensor out;
+    out.type = dtype::i8;
+    out.data = run_span(pm, *geo, input.data, rows, 0, spans[t].second, std::nullopt, hashes);
+    out.shape = {rows, static_cast<std::int64_t>(out.data.size()) / rows};
+    return out;
+  } catch (const std::exception& e) {
+    return make_error(errc::internal, std::string("inference failed: ") + e.what());
+  }
+}
+
+result<layer_check> run_trace_layer(const prepared_model& pm, std::size_t t, const tensor& entering, int max_rows) {
+  try {
+    auto geo = ready_to_run(pm);
+    if (!geo) return geo.err();
+    const model& m = *pm.m;
+    const auto spans = trace_spans(m);
+    if (t >= spans.size())
+      return make_error(errc::bad_input, "trace layer " + std::to_string(t) + " asked; model " + m.hash.substr(0, 12) +
+                                             " has " + std::to_string(spans.size()));
+    const auto [begin, end] = spans[t];
+    if (auto st = check_activation(entering, width_before(m, begin), max_rows, "the activation entering the layer"); !st)
+      return st.err();
+    std::vector<std::string> hashes;
+    layer_check c;
+    const auto out = run_span(pm, *geo, entering.data, static_cast<int>(entering.shape[0]), begin, end, std::nullopt, hashes);
+    c.layer_hash = hashes.at(0);
+    if (t + 1 == spans.size()) c.output_hash = verify::sha256_hex(out);
+    return c;
   } catch (const std::exception& e) {
     return make_error(errc::internal, std::string("inference failed: ") + e.what());
   }

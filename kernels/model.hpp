@@ -111,6 +111,21 @@ struct corruption {
 // Checks the input (dtype i8, shape [rows, input_size], 1 <= rows <= max_rows) and runs it.
 result<inference> run_model(const prepared_model& pm, const tensor& input, int max_rows = 256,
                             const std::optional<corruption>& corrupt = std::nullopt);
+
+// ---- the referee of a dispute: one trace layer at a time ----
+std::size_t trace_layer_count(const model& m);
+// What a party hands the referee: the output of trace layer t on `input` (i8 [rows, width]),
+// whose layer hash the disputing parties agree on.
+result<tensor> trace_layer_output(const prepared_model& pm, const tensor& input, std::size_t t, int max_rows = 256);
+// The referee's re-run of trace layer t alone, from the activation entering it (the input for
+// t = 0, else the output of trace layer t-1): its layer hash, and the output's SHA-256 when t
+// is the last trace layer.
+struct layer_check {
+  std::string layer_hash;
+  std::string output_hash; // "" unless t is the last trace layer
+};
+result<layer_check> run_trace_layer(const prepared_model& pm, std::size_t t, const tensor& entering, int max_rows = 256);
+
 // Convenience for tests and one-off runs: prepares, then runs.
 result<inference> run_model(const model& m, const tensor& input, const backend& be, int max_rows = 256);
 

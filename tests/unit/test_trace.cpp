@@ -114,3 +114,48 @@ TEST_CASE("a trace root changes when one layer's output changes") {
   CHECK(before->layer_hashes[1] != after->layer_hashes[1]);
   CHECK(before->trace_root != after->trace_root);
 }
+
+TEST_CASE("the referee's one-layer re-run gives the full run's hash of that layer, and exposes a corrupted one") {
+  for (const auto& m : {small_cnn(8), generate_mlp(4, {784, 64, 32, 10}, "referee-mlp")}) {
+    CAPTURE(m.name);
+    const auto input = random_rows(3, m.input_size(), 11);
+    const auto pm = prepare(m, reference_backend());
+    const auto full = run_model(pm, input).value();
+    const auto n = trace_layer_count(m);
+    REQUIRE(n == full.layer_hashes.size());
+    for (std::size_t t = 0; t < n; ++t) {
+      CAPTURE(t);
+      const auto entering = t == 0 ? input : trace_layer_output(pm, input, t - 1).value();
+      CHECK(layer_hash(entering.data) == (t == 0 ? layer_hash(input.data) : full.layer_hashes[t - 1]));
+      const auto check = run_trace_layer(pm, t, entering).value();
+      CHECK(check.layer_hash == full.layer_hashes[t]);
+      CHECK(check.output_hash == (t + 1 == n ? full.output_hash : std::string()));
+    }
+    // A cheater's corrupted layer: its hash is not what the referee computes from the agreed
+    // activation before it.
+    int exposed = 0;
+    for (std::size_t layer = 0; layer < m.layers.size(); ++layer) {
+      CAPTURE(layer);
+      const auto cheat = run_model(pm, input, 256, corruption{layer, 5, 3}).value();
+      if (cheat.layer_hashes == full.layer_hashes)
+        continue; // absorbed (a maxpool kept another value): nothing to dispute
+      ++exposed;
+      std::size_t first = 0;
+      while (first < n && cheat.layer_hashes[first] == full.layer_hashes[first])
+        ++first;
+      REQUIRE(first < n);
+      const auto entering = first == 0 ? input : trace_layer_output(pm, input, first - 1).value();
+      CHECK(run_trace_layer(pm, first, entering).value().layer_hash != cheat.layer_hashes[first]);
+    }
+    CHECK(exposed >= 2);
+  }
+  // Wrong activations are refused with a reason, never run.
+  const auto m = small_cnn(9);
+  const auto pm = prepare(m, reference_backend());
+  auto bad = random_rows(2, 5, 1);
+  auto e = run_trace_layer(pm, 1, bad);
+  REQUIRE_FALSE(e.ok());
+  CHECK(e.err().code == haca::errc::bad_input);
+  CHECK_FALSE(run_trace_layer(pm, 99, bad).ok());
+  CHECK_FALSE(trace_layer_output(pm, random_rows(1, m.input_size(), 2), 99).ok());
+}
