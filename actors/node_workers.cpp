@@ -119,6 +119,23 @@ caf::behavior verify_worker(caf::event_based_actor*, worker_config cfg) {
         }
         net::node_session::post(proto::make_verdict(v));
       },
+      // A dispute's referee asks for the activation entering the layer in question. It is
+      // checked against the hash both sides signed, so it is sent as computed (the lie switch
+      // corrupts verdicts only); one this node cannot compute is not answered, and the referee
+      // computes it itself.
+      [=](proto::probe_request& p) {
+        auto m = lib->find(p.model);
+        if (m == lib->end()) {
+          spdlog::warn("PROBE for job {}: model {} is not on this node", p.job_id, p.model.substr(0, 12));
+          return;
+        }
+        auto out = kernels::trace_layer_output(m->second, p.input, static_cast<std::size_t>(p.layer), cfg.max_rows);
+        if (!out) {
+          spdlog::warn("PROBE for job {}: {}", p.job_id, out.err().reason);
+          return;
+        }
+        net::node_session::post(proto::make_activation({p.job_id, p.layer, std::move(out.value())}));
+      },
   };
 }
 

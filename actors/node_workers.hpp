@@ -34,3 +34,4 @@ caf::actor spawn_verify_worker(caf::actor_system& sys, worker_config cfg);
 
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(haca::proto::job_order)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(haca::proto::verify_task)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(haca::proto::probe_request)

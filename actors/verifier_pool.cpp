@@ -12,6 +12,7 @@ namespace {
 struct verifier_pool_state {
   std::optional<core::verification_core> core;
   core_adapter io{"verifier_pool"};
+  std::shared_ptr<const core::referee> referee;
   std::shared_ptr<inbound_backlog> backlog;
   static inline const char* name = "verifier_pool";
 };
@@ -20,7 +21,11 @@ using self_ptr = caf::stateful_actor<verifier_pool_state>*;
 
 void step(self_ptr self, const core::verification_event& ev) {
   auto fx = self->state.core->step(ev, now_us());
+  auto referee_tasks = std::move(fx.referee_tasks);
   self->state.io.carry_out(self, fx);
+  // A dispute's referee re-runs one trace layer here: milliseconds, and only on a dispute.
+  for (const auto& task : referee_tasks)
+    step(self, self->state.referee->run(task));
 }
 
 std::optional<core::verification_event> decode(self_ptr self, const inbound& in) {
@@ -40,13 +45,21 @@ std::optional<core::verification_event> decode(self_ptr self, const inbound& in)
       return refuse(v.err());
     return core::node_verdict{in.identity, std::move(v.value())};
   }
+  if (m.command == proto::cmd::activation) {
+    auto a = proto::parse_activation(m);
+    if (!a)
+      return refuse(a.err());
+    return core::node_activation{in.identity, std::move(a.value())};
+  }
   return refuse(make_error(errc::unknown_command,
-                           fmt::format("{} is not a verifier command (HELLO, READY, HEARTBEAT, VERDICT, DISCONNECT)",
+                           fmt::format("{} is not a verifier command (HELLO, READY, HEARTBEAT, VERDICT, ACTIVATION, DISCONNECT)",
                                        m.command)));
 }
 
-caf::behavior verifier_pool(self_ptr self, core::verification_core core, std::shared_ptr<inbound_backlog> backlog) {
+caf::behavior verifier_pool(self_ptr self, core::verification_core core, std::shared_ptr<const core::referee> referee,
+                            std::shared_ptr<inbound_backlog> backlog) {
   self->state.core.emplace(std::move(core));
+  self->state.referee = std::move(referee);
   self->state.backlog = std::move(backlog);
   return {
       [=](peers_atom, const peers& p) {
@@ -85,8 +98,8 @@ caf::behavior verifier_pool(self_ptr self, core::verification_core core, std::sh
 } // namespace
 
 caf::actor spawn_verifier_pool(caf::actor_system& sys, core::verification_core core,
-                               std::shared_ptr<inbound_backlog> backlog) {
-  return sys.spawn(verifier_pool, std::move(core), std::move(backlog));
+                               std::shared_ptr<const core::referee> referee, std::shared_ptr<inbound_backlog> backlog) {
+  return sys.spawn(verifier_pool, std::move(core), std::move(referee), std::move(backlog));
 }
 
 } // namespace haca::actors

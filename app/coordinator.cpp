@@ -143,7 +143,9 @@ int run_coordinator(const coordinator_options& o) {
   p.store = actors::spawn_store(sys, store_db);
   p.reader = actors::spawn_status_reader(sys, o.db);
   p.job_queue = actors::spawn_job_queue(sys, std::move(execution), client_backlog, node_backlog);
-  p.verifier_pool = actors::spawn_verifier_pool(sys, std::move(verification), node_backlog);
+  auto referee = std::make_shared<const core::referee>(
+      std::make_shared<const std::map<std::string, kernels::model>>(std::move(models.value())));
+  p.verifier_pool = actors::spawn_verifier_pool(sys, std::move(verification), referee, node_backlog);
   p.settlement = actors::spawn_settlement_batcher(sys, std::move(settlement));
   for (const auto& a : {p.job_queue, p.verifier_pool, p.settlement})
     caf::anon_send(a, actors::peers_atom::value, p);

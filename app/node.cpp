@@ -115,6 +115,11 @@ int run_node(const node_cli& o) {
                                   caf::anon_send(worker, std::move(job.value()));
                                 else
                                   spdlog::warn("bad JOB: {}", job.err().reason);
+                              } else if (m.command == proto::cmd::probe) {
+                                if (auto probe = proto::parse_probe(m))
+                                  caf::anon_send(worker, std::move(probe.value()));
+                                else
+                                  spdlog::warn("bad PROBE: {}", probe.err().reason);
                               } else if (auto task = proto::parse_verify(m)) {
                                 caf::anon_send(worker, std::move(task.value()));
                               } else {

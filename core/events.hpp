@@ -67,6 +67,15 @@ struct node_verdict {
   std::string identity;
   proto::verdict_reply verdict;
 };
+struct node_activation {             // a verifier's answer to the referee's PROBE
+  std::string identity;
+  proto::activation_reply reply;
+};
+struct referee_checked {              // the answer to a referee_task
+  std::int64_t job_id = 0;
+  std::optional<referee_result> result; // none: the referee could not run it (why in `problem`)
+  std::string problem;
+};
 struct tick {};                       // timers: liveness, deadlines, timeouts, batches
 struct drain {};                      // SIGTERM: admit nothing more
 

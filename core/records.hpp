@@ -110,7 +110,23 @@ struct block_commit {
   std::vector<settled_item> items;
 };
 
-using record = std::variant<job_insert, job_transition, node_seen, funding, block_commit>;
+// A dispute's ruling with its evidence: the trace layer the two sides first disagree on, what
+// each signed for it and what the referee computed. Idempotent by (job, attempt, verifier).
+struct dispute_ruling {
+  std::int64_t job_id = 0;
+  std::int32_t attempt = 0;
+  std::string provider_key;
+  std::string verifier_key;
+  std::int32_t layer = -1;       // the trace layer re-run; -1: the whole job (no bisection possible)
+  std::string provider_hash;     // its layer hash (or trace root) there, and its output hash
+  std::string verifier_hash;
+  std::string referee_hash;
+  std::string loser;             // "provider" | "verifier" | "both"
+  std::string detail;
+  time_us at_us = 0;
+};
+
+using record = std::variant<job_insert, job_transition, node_seen, funding, block_commit, dispute_ruling>;
 
 // How one record's commit turned out.
 struct existing_job {             // the job that already holds a (client, request id)
@@ -170,6 +186,27 @@ struct settled_job {
   job_state verdict = job_state::unsampled; // verified and disputed ones count toward its reputation
 };
 
+// verification -> the adapter: the referee's re-run of one trace layer of a disputed job (or of
+// the whole job when the provider's layer hashes are not at hand), answered with a
+// referee_checked event.
+struct referee_task {
+  enum class mode : std::uint8_t {
+    one_layer,  // run trace layer `layer` on `entering`, the agreed activation entering it
+    from_input, // `entering` is the job's input: run trace layers 0..layer (no party sent the activation)
+    whole_job,  // `entering` is the job's input: run the whole model
+  };
+  std::int64_t job_id = 0;
+  std::string model;
+  mode how = mode::one_layer;
+  std::int32_t layer = 0;
+  kernels::tensor entering;
+};
+struct referee_result {
+  std::string layer_hash;        // of trace layer `layer` (one_layer, from_input)
+  std::string output_hash;       // SHA-256 of the output, when the run reached the last layer
+  std::string trace_root;        // whole_job only
+};
+
 // A STATUS for a job no longer in memory: answered from Postgres by a reader, not a core.
 struct job_lookup { // a client_query for the reader
   std::string identity;
@@ -198,6 +235,7 @@ struct effects {
   std::vector<settled_job> to_execution;
   std::vector<job_lookup> lookups;
   std::vector<request_lookup> request_lookups;
+  std::vector<referee_task> referee_tasks;
   time_us wake_at_us = 0;         // 0 = no timer wanted
   std::vector<std::string> errors; // broken invariants (an illegal transition): log loudly
   std::vector<std::string> notes;  // notable events (a provider lost, a job failed): log

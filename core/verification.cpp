@@ -4,6 +4,7 @@
 #include <utility>
 #include <vector>
 
+#include "kernels/model.hpp"
 #include "proto/commands.hpp"
 #include "verify/merkle.hpp"
 #include "verify/sampling.hpp"
@@ -383,16 +384,168 @@ void verification_core::on(const node_verdict& e, time_us now, effects& out) {
     return;
   }
   const auto& r = job.receipt;
-  if (v.trace_root == r.trace_root && v.output_hash == r.output_hash) {
+  if (v.trace_root == r.trace_root && v.output_hash == r.output_hash)
     judge(job, job_state::verified, "by verifier " + who(s->caps), now, out);
-  } else {
-    judge(job, job_state::disputed,
-          "verifier " + who(s->caps) + " got trace root " + shown(v.trace_root) + " output " + shown(v.output_hash) +
-              "; the receipt says trace root " + shown(r.trace_root) + " output " + shown(r.output_hash) + "; " +
-              first_difference(job.provider_layers, v.layer_hashes),
-          now, out);
-  }
+  else
+    start_dispute(std::move(f), v, *s, now, out);
   dispatch(now, out);
+}
+
+// ---- disputes: bisection and the referee ----
+
+void verification_core::start_dispute(flight f, const verify::verdict& v, const session& s, time_us now, effects& out) {
+  const auto id = f.t.job.job_id;
+  dispute d{std::move(f.t), v, s.identity, who(s.caps), -1, 0, false};
+  const auto& provider = d.t.job.provider_layers;
+  const auto& verifier = d.verdict.layer_hashes;
+  out.notes.push_back("verification: job " + std::to_string(id) + " disputed: verifier " + d.verifier_who + " got trace root " +
+                      shown(v.trace_root) + ", the receipt says " + shown(d.t.job.receipt.trace_root) + "; " +
+                      first_difference(provider, verifier) + "; the referee decides");
+  const auto input = d.t.job.input;
+  const auto n = provider.size();
+  if (provider.empty() || n != verifier.size()) {
+    // No bisection possible (the provider's layer hashes were lost in a restart): the referee
+    // re-runs the whole job.
+    auto& kept = disputes_[id] = std::move(d);
+    referee(kept, referee_task::mode::whole_job, input, out);
+    return;
+  }
+  std::size_t t = 0;
+  while (t < n && provider[t] == verifier[t])
+    ++t;
+  if (t == n)
+    t = n - 1; // every layer agrees, the outputs do not: the last layer decides
+  d.layer = static_cast<std::int32_t>(t);
+  auto& kept = disputes_[id] = std::move(d);
+  if (t == 0) {
+    referee(kept, referee_task::mode::one_layer, input, out); // the input is the agreed activation
+    return;
+  }
+  // The activation entering layer t is the output of layer t-1, whose hash both signed: the
+  // verifier sends it, and the referee re-runs one layer from it.
+  out.messages.push_back(to_node(kept.verifier_identity,
+                                 proto::make_probe({id, kept.t.job.receipt.model_hash, kept.layer - 1, input})));
+  kept.probe_deadline = now + us_of_ms(cfg_.verify_timeout_ms);
+  probe_deadlines_.insert({kept.probe_deadline, id});
+}
+
+void verification_core::referee(dispute& d, referee_task::mode how, kernels::tensor entering, effects& out) {
+  if (d.probe_deadline) {
+    probe_deadlines_.erase({d.probe_deadline, d.t.job.job_id});
+    d.probe_deadline = 0;
+  }
+  out.referee_tasks.push_back({d.t.job.job_id, d.t.job.receipt.model_hash, how, d.layer, std::move(entering)});
+}
+
+void verification_core::on(const node_activation& e, time_us, effects& out) {
+  const auto id = e.reply.job_id;
+  auto it = disputes_.find(id);
+  if (it == disputes_.end() || it->second.verifier_identity != e.identity || !it->second.probe_deadline ||
+      e.reply.layer != it->second.layer - 1) {
+    out.messages.push_back(error_to(e.identity, errc::unknown_job,
+                                    "no PROBE for layer " + std::to_string(e.reply.layer) + " of job " +
+                                        std::to_string(id) + " is waiting for you",
+                                    id));
+    return;
+  }
+  auto& d = it->second;
+  const auto& agreed = d.t.job.provider_layers[static_cast<std::size_t>(d.layer - 1)];
+  if (kernels::layer_hash(e.reply.activation.data) == agreed) {
+    referee(d, referee_task::mode::one_layer, e.reply.activation, out);
+    return;
+  }
+  out.notes.push_back("verification: job " + std::to_string(id) + ": the activation the verifier sent for layer " +
+                      std::to_string(d.layer - 1) + " does not hash to the agreed " + shown(agreed) +
+                      "; the referee computes it");
+  referee(d, referee_task::mode::from_input, d.t.job.input, out);
+}
+
+void verification_core::on(const referee_checked& e, time_us now, effects& out) {
+  auto it = disputes_.find(e.job_id);
+  if (it == disputes_.end() || it->second.probe_deadline) {
+    out.notes.push_back("verification: a referee result for job " + std::to_string(e.job_id) + " nobody waits for");
+    return;
+  }
+  dispute d = std::move(it->second);
+  disputes_.erase(it);
+  if (!e.result) {
+    // No ruling possible here (the coordinator lacks the model, say): the mismatch stands
+    // against the receipt, as before referees.
+    out.errors.push_back("verification: job " + std::to_string(e.job_id) + ": the referee could not run: " + e.problem);
+    judge(d.t.job, job_state::disputed,
+          "verifier " + d.verifier_who + " disagrees with the receipt; no referee ruling (" + e.problem + ")", now, out);
+    return;
+  }
+  rule(std::move(d), *e.result, now, out);
+}
+
+// The side whose signed hash for the re-run layer differs from the referee's lost, and the
+// ruling is recorded with its evidence. A lying provider's job is DISPUTED (the client pays
+// nothing). When only the verifier lied, its judgement is void and the referee finishes the
+// job itself: it re-runs the whole job, so the job ends VERIFIED or DISPUTED on the referee's
+// word (rare: a lie is slashed, and a verifier that lies once is caught every time).
+void verification_core::rule(dispute d, const referee_result& r, time_us now, effects& out) {
+  const auto& job = d.t.job;
+  const auto& receipt = job.receipt;
+  const auto& v = d.verdict;
+  const bool whole = d.layer < 0;
+  if (whole && d.verifier_lost) {
+    const bool ok = r.trace_root == receipt.trace_root && r.output_hash == receipt.output_hash;
+    judge(job, ok ? job_state::verified : job_state::disputed,
+          "by the referee, which re-ran the whole job after verifier " + d.verifier_who + " lied: trace root " +
+              shown(r.trace_root) + (ok ? ", as the receipt says" : ", the receipt says " + shown(receipt.trace_root)),
+          now, out);
+    return;
+  }
+  dispute_ruling ruling;
+  ruling.job_id = job.job_id;
+  ruling.attempt = job.attempt;
+  ruling.provider_key = receipt.provider_key;
+  ruling.verifier_key = v.verifier_key;
+  ruling.layer = d.layer;
+  ruling.at_us = now;
+  bool provider_ok = false, verifier_ok = false;
+  if (whole) {
+    provider_ok = r.trace_root == receipt.trace_root && r.output_hash == receipt.output_hash;
+    verifier_ok = r.trace_root == v.trace_root && r.output_hash == v.output_hash;
+    ruling.provider_hash = receipt.trace_root;
+    ruling.verifier_hash = v.trace_root;
+    ruling.referee_hash = r.trace_root;
+  } else {
+    const auto t = static_cast<std::size_t>(d.layer);
+    const bool last = t + 1 == v.layer_hashes.size();
+    ruling.provider_hash = job.provider_layers[t];
+    ruling.verifier_hash = v.layer_hashes[t];
+    ruling.referee_hash = r.layer_hash;
+    provider_ok = r.layer_hash == ruling.provider_hash && (!last || r.output_hash == receipt.output_hash);
+    verifier_ok = r.layer_hash == ruling.verifier_hash && (!last || r.output_hash == v.output_hash);
+  }
+  const std::string where = whole ? std::string("the whole job (no layer hashes to bisect)")
+                                  : "trace layer " + std::to_string(d.layer);
+  const std::string evidence = "the referee re-ran " + where + " and got " + shown(ruling.referee_hash) +
+                               "; provider " + shown(receipt.provider_key) + " signed " + shown(ruling.provider_hash) +
+                               ", verifier " + d.verifier_who + " signed " + shown(ruling.verifier_hash);
+  if (!provider_ok || !verifier_ok) {
+    ruling.loser = !provider_ok && !verifier_ok ? "both" : !provider_ok ? "provider" : "verifier";
+    ruling.detail = proto::bounded_text("the " + ruling.loser + " lost: " + evidence);
+    out.records.push_back(ruling);
+    out.notes.push_back("verification: job " + std::to_string(job.job_id) + ": " + ruling.detail);
+  }
+  if (!provider_ok) {
+    judge(job, job_state::disputed, ruling.detail, now, out);
+    return;
+  }
+  if (whole) {
+    judge(job, job_state::verified, "by the referee: " + ruling.detail, now, out);
+    return;
+  }
+  // The provider was right on the layer in question; the rest of its work is checked whole.
+  const auto id = job.job_id;
+  d.verifier_lost = true;
+  d.layer = -1;
+  auto input = d.t.job.input;
+  auto& kept = disputes_[id] = std::move(d);
+  referee(kept, referee_task::mode::whole_job, std::move(input), out);
 }
 
 void verification_core::retry_elsewhere(flight f, time_us now, effects& out) {
@@ -472,6 +625,14 @@ void verification_core::on(const tick&, time_us now, effects& out) {
     to_pending_front(std::move(moved));
   }
 
+  // A PROBE without an answer: the referee computes the activation itself.
+  while (!probe_deadlines_.empty() && probe_deadlines_.begin()->first <= now) {
+    auto& d = disputes_.at(probe_deadlines_.begin()->second);
+    out.notes.push_back("verification: job " + std::to_string(d.t.job.job_id) + ": no activation from verifier " +
+                        d.verifier_who + "; the referee computes it");
+    referee(d, referee_task::mode::from_input, d.t.job.input, out);
+  }
+
   if (sessions_.empty()) {
     next_heartbeat_ = 0;
   } else if (now >= next_heartbeat_) {
@@ -503,6 +664,8 @@ time_us verification_core::next_wake() const {
   }
   if (!deadlines_.empty())
     consider(deadlines_.begin()->first);
+  if (!probe_deadlines_.empty())
+    consider(probe_deadlines_.begin()->first);
   return wake;
 }
 

@@ -31,8 +31,8 @@ struct verification_config {
   std::string coordinator_key;        // hex public key, sent in WELCOME
 };
 
-using verification_event =
-    std::variant<executed_job, node_hello, node_ready, node_heartbeat, node_verdict, node_gone, committed, tick>;
+using verification_event = std::variant<executed_job, node_hello, node_ready, node_heartbeat, node_verdict,
+                                        node_activation, referee_checked, node_gone, committed, tick>;
 
 class verification_core {
 public:
@@ -43,7 +43,8 @@ public:
   effects step(const verification_event& ev, time_us now);
   std::vector<outbound> farewell() const; // DISCONNECT to every session, the last thing sent
 
-  std::size_t backlog() const { return pending_.size() + in_flight_.size(); }
+  std::size_t backlog() const { return pending_.size() + in_flight_.size() + disputes_.size(); }
+  std::size_t disputes() const { return disputes_.size(); } // mismatches before the referee's ruling
   std::size_t judging() const { return judging_.size(); }
   std::size_t sessions() const { return sessions_.size(); }
   // Read-only views for tests, the simulator and metrics.
@@ -75,9 +76,26 @@ private:
   void on(const node_ready& e, time_us now, effects& out);
   void on(const node_heartbeat& e, time_us now, effects& out);
   void on(const node_verdict& e, time_us now, effects& out);
+  void on(const node_activation& e, time_us now, effects& out);
+  void on(const referee_checked& e, time_us now, effects& out);
   void on(const node_gone& e, time_us now, effects& out);
   void on(const committed& e, time_us now, effects& out);
   void on(const tick& e, time_us now, effects& out);
+
+  // A mismatch between a receipt and a checked verdict: bisected to the first trace layer the
+  // two disagree on, whose entering activation the referee asks of the verifier (PROBE).
+  struct dispute {
+    task t;
+    verify::verdict verdict;
+    std::string verifier_identity;
+    std::string verifier_who;
+    std::int32_t layer = -1;          // the trace layer in question; -1: the whole job
+    time_us probe_deadline = 0;       // while a PROBE is out
+    bool verifier_lost = false;       // ruled against the verifier: the referee re-runs the whole job
+  };
+  void start_dispute(flight f, const verify::verdict& v, const session& s, time_us now, effects& out);
+  void referee(dispute& d, referee_task::mode how, kernels::tensor entering, effects& out);
+  void rule(dispute d, const referee_result& r, time_us now, effects& out);
 
   void judge(const executed_job& job, job_state verdict, std::string detail, time_us now, effects& out);
   void dispatch(time_us now, effects& out);
@@ -92,6 +110,8 @@ private:
   std::deque<task> pending_;
   std::map<std::int64_t, flight> in_flight_;          // by job id
   std::map<std::int64_t, judged_job> judging_;        // verdict record not yet committed
+  std::map<std::int64_t, dispute> disputes_;          // by job id: waiting for an activation or the referee
+  std::set<std::pair<time_us, std::int64_t>> probe_deadlines_; // (deadline, job id) of PROBEs out
   std::set<std::int64_t> known_;                      // job ids pending, in flight or judging
   std::map<std::string, session> sessions_;           // by verifier key
   std::map<std::string, std::string> key_of_;         // identity -> verifier key

@@ -193,6 +193,10 @@ void prepare(pqxx::connection& c) {
   c.prepare("insert_postings",
             "insert into postings (block_height, job_id, account, amount, memo, ref) select * from unnest("
             "$1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::text[], $6::text[])");
+  c.prepare("insert_ruling",
+            "insert into disputes (job_id, attempt, verifier_key, provider_key, layer, provider_hash, verifier_hash, "
+            "referee_hash, loser, detail, ruled_at) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, "
+            "to_timestamp($11::double precision / 1000000)) on conflict do nothing");
   c.prepare("open_accounts", "insert into accounts (id, balance) select unnest($1::text[]), 0 on conflict do nothing");
   c.prepare("claim_ref", "insert into postings (account, amount, memo, ref) values ($1, $2, $3, $4) "
                          "on conflict (ref) where ref is not null do nothing returning id");
@@ -222,6 +226,9 @@ public:
         fund(*f);
       else if (const auto* n = std::get_if<core::node_seen>(&records_[i]))
         node(*n);
+      else if (const auto* d = std::get_if<core::dispute_ruling>(&records_[i]))
+        tx_.exec_prepared("insert_ruling", d->job_id, d->attempt, d->verifier_key, d->provider_key, d->layer,
+                          d->provider_hash, d->verifier_hash, d->referee_hash, d->loser, d->detail, d->at_us);
     }
     write(out);
     for (const auto& r : records_)

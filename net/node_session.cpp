@@ -76,7 +76,8 @@ void node_session::run(const std::atomic<bool>& stop) {
           send_message(dealer, proto::make_ready(opts_.credit));
           spdlog::info("{} '{}': welcomed (heartbeat {} ms), credit {}", opts_.caps.role, opts_.caps.name, heartbeat_ms,
                        opts_.credit);
-        } else if (msg->command == proto::cmd::job || msg->command == proto::cmd::verify) {
+        } else if (msg->command == proto::cmd::job || msg->command == proto::cmd::verify ||
+                   msg->command == proto::cmd::probe) {
           on_work_(std::move(msg.value()));
         } else if (msg->command == proto::cmd::error) {
           auto e = proto::parse_error(msg.value());

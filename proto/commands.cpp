@@ -770,6 +770,41 @@ result<verify_task> parse_verify(const message& m) {
   return v;
 }
 
+message make_probe(const probe_request& p) {
+  return with(cmd::probe, {{"job_id", p.job_id}, {"model", p.model}, {"layer", p.layer}}, {p.input});
+}
+
+result<probe_request> parse_probe(const message& m) {
+  if (auto e = expect(m, cmd::probe, 1, " (the input)")) return *e;
+  auto r = header_reader(m);
+  probe_request p;
+  p.job_id = r.integer("job_id", 0, int64_max);
+  p.model = r.hash("model");
+  p.layer = r.int32("layer", 0);
+  if (r.err) return *r.err;
+  p.input = m.tensors[0];
+  return p;
+}
+
+message make_activation(const activation_reply& a) {
+  return with(cmd::activation, {{"job_id", a.job_id}, {"layer", a.layer}}, {a.activation});
+}
+
+result<activation_reply> parse_activation(const message& m) {
+  if (auto e = expect(m, cmd::activation, 1, " (the activation)")) return *e;
+  auto r = header_reader(m);
+  activation_reply a;
+  a.job_id = r.integer("job_id", 0, int64_max);
+  a.layer = r.int32("layer", 0);
+  if (r.err) return *r.err;
+  if (m.tensors[0].type != kernels::dtype::i8 || m.tensors[0].shape.size() != 2)
+    return error{errc::bad_input, "ACTIVATION tensor must be i8 [rows, width], got " +
+                                      std::string(kernels::dtype_name(m.tensors[0].type)) + " [" +
+                                      kernels::shape_string(m.tensors[0].shape) + "]"};
+  a.activation = m.tensors[0];
+  return a;
+}
+
 message make_verdict(const verdict_reply& v) {
   json signed_verdict = nullptr;
   if (v.verdict) {

@@ -226,6 +226,24 @@ inline constexpr std::size_t max_layer_hashes = 4096; // in a VERDICT
 message make_verdict(const verdict_reply& v);
 result<verdict_reply> parse_verdict(const message& m);
 
+// A dispute's referee (the coordinator) asks the verifier for the activation entering the first
+// trace layer the two sides disagree on: the output of trace layer `layer` on the job's input.
+struct probe_request {
+  std::int64_t job_id = 0;
+  std::string model;
+  std::int32_t layer = 0;     // a trace layer index
+  kernels::tensor input;      // the job's input
+};
+message make_probe(const probe_request& p);
+result<probe_request> parse_probe(const message& m);
+struct activation_reply {
+  std::int64_t job_id = 0;
+  std::int32_t layer = 0;
+  kernels::tensor activation; // i8 [rows, width]: what trace layer `layer` output
+};
+message make_activation(const activation_reply& a);
+result<activation_reply> parse_activation(const message& m);
+
 nlohmann::json receipt_json(const verify::receipt& r);
 result<verify::receipt> parse_receipt_json(const nlohmann::json& j);
 

@@ -37,11 +37,13 @@ inline constexpr std::string_view fail = "FAIL";
 inline constexpr std::string_view verify = "VERIFY";
 inline constexpr std::string_view verdict = "VERDICT";
 inline constexpr std::string_view disconnect = "DISCONNECT";
+inline constexpr std::string_view probe = "PROBE";           // K -> verifier: the referee asks for an activation
+inline constexpr std::string_view activation = "ACTIVATION"; // verifier -> K: it
 } // namespace cmd
 
-inline constexpr std::array<std::string_view, 19> all_commands{
+inline constexpr std::array<std::string_view, 21> all_commands{
     cmd::submit, cmd::ack, cmd::error, cmd::result, cmd::status, cmd::receipt, cmd::proof, cmd::deposit, cmd::deposited, cmd::hello, cmd::welcome, cmd::ready,
-    cmd::heartbeat, cmd::job, cmd::done, cmd::fail, cmd::verify, cmd::verdict, cmd::disconnect};
+    cmd::heartbeat, cmd::job, cmd::done, cmd::fail, cmd::verify, cmd::verdict, cmd::disconnect, cmd::probe, cmd::activation};
 
 inline constexpr int default_client_port = 7700;
 inline constexpr int default_node_port = 7701;

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "core/records.hpp"
+#include "kernels/model.hpp"
 #include "verify/hash.hpp"
 #include "verify/merkle.hpp"
 #include "verify/receipt.hpp"
@@ -15,9 +16,17 @@ namespace haca::test {
 constexpr core::time_us t0 = 1'700'000'000'000'000;
 constexpr core::time_us ms = 1000;
 
-// The trace layer hashes of job_id's honest run (the receipt's trace root is their root).
+// The activation trace layer `layer` of job_id's honest run outputs (i8 [1, width]), and the
+// trace layer hashes of that run: their layer hashes (the receipt's trace root is their root).
+inline kernels::tensor layer_activation(std::int64_t job_id, int layer) {
+  kernels::tensor t;
+  t.type = kernels::dtype::i8;
+  t.data = "layer " + std::to_string(layer) + " of " + std::to_string(job_id);
+  t.shape = {1, static_cast<std::int64_t>(t.data.size())};
+  return t;
+}
 inline std::vector<std::string> trace_layers(std::int64_t job_id) {
-  return {verify::sha256_hex("layer 0 of " + std::to_string(job_id)), verify::sha256_hex("layer 1 of " + std::to_string(job_id))};
+  return {kernels::layer_hash(layer_activation(job_id, 0).data), kernels::layer_hash(layer_activation(job_id, 1).data)};
 }
 
 // A receipt for job_id (attempt 1) signed by provider, with hashes that differ per job.

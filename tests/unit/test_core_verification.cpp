@@ -359,35 +359,204 @@ TEST_CASE("a matching VERDICT verifies the job, returns the verifier's credit an
   CHECK(c.backlog() == 0);
 }
 
-TEST_CASE("a verifier VERDICT whose trace root differs from the receipt disputes the job and names both roots") {
-  const auto provider = verify::generate_key_pair();
-  verification_core c(config());
-  verifier v{verify::generate_key_pair(), "v-id", "honest-v"};
-  join(c, v, 1, t0);
-  auto sent = verifies(c.step(executed(4, "full", provider), t0), v.identity);
-  REQUIRE(sent.size() == 1);
-  const auto reply = verdict_for(sent[0], v, false);
-  auto e = c.step(node_verdict{v.identity, reply}, t0 + 10);
+// ---- disputes: bisection and the referee ----
+
+namespace {
+
+struct dispute_fixture {
+  verify::key_pair provider = verify::generate_key_pair();
+  verification_core c{config()};
+  verifier v{verify::generate_key_pair(), "v-id", "the-v"};
+  proto::verdict_reply reply;
+  effects mismatch; // what the disputing VERDICT produced
+
+  explicit dispute_fixture(bool honest_trace = false, bool honest_output = true, bool with_layers = true) {
+    join(c, v, 1, t0);
+    auto e = executed(4, "full", provider);
+    if (!with_layers)
+      e.provider_layers.clear(); // executed before a restart
+    auto sent = verifies(c.step(e, t0), v.identity);
+    REQUIRE(sent.size() == 1);
+    reply = verdict_for(sent[0], v, honest_trace, honest_output);
+    mismatch = c.step(node_verdict{v.identity, reply}, t0 + 10);
+  }
+};
+
+std::vector<proto::probe_request> probes(const effects& e, const std::string& identity) {
+  std::vector<proto::probe_request> out;
+  for (const auto& m : e.messages)
+    if (m.msg.command == proto::cmd::probe && m.identity == identity)
+      out.push_back(proto::parse_probe(m.msg).value());
+  return out;
+}
+
+template <class T>
+std::vector<T> records_of(const effects& e) {
+  std::vector<T> out;
+  for (const auto& r : e.records)
+    if (const auto* x = std::get_if<T>(&r))
+      out.push_back(*x);
+  return out;
+}
+
+referee_checked layer_result(std::int64_t job_id, std::string layer_hash, std::string output_hash = {}) {
+  return {job_id, referee_result{std::move(layer_hash), std::move(output_hash), {}}, {}};
+}
+
+} // namespace
+
+TEST_CASE("a mismatch is bisected to the first differing layer, and the referee asks the verifier for the agreed "
+          "activation entering it") {
+  dispute_fixture f; // the verifier's layer 1 differs
+  CHECK(transitions(f.mismatch).empty()); // no verdict before the referee's ruling
+  CHECK(f.mismatch.to_settlement.empty());
+  CHECK(f.c.disputes() == 1);
+  auto p = probes(f.mismatch, f.v.identity);
+  REQUIRE(p.size() == 1);
+  CHECK(p[0].job_id == 4);
+  CHECK(p[0].layer == 0); // the output of layer 0 enters layer 1
+  CHECK(p[0].input.data == input_of(4).data);
+  CHECK(f.mismatch.referee_tasks.empty());
+
+  SUBCASE("the activation hashes to the agreed layer hash: the referee re-runs that one layer from it") {
+    auto e = f.c.step(node_activation{f.v.identity, {4, 0, layer_activation(4, 0)}}, t0 + 20);
+    REQUIRE(e.referee_tasks.size() == 1);
+    const auto& t = e.referee_tasks[0];
+    CHECK(t.how == referee_task::mode::one_layer);
+    CHECK(t.layer == 1);
+    CHECK(t.entering.data == layer_activation(4, 0).data);
+    CHECK(t.model == signed_receipt(4, f.provider).model_hash);
+  }
+  SUBCASE("an activation that does not hash to it, or none in time: the referee computes it from the input") {
+    auto bad = f.c.step(node_activation{f.v.identity, {4, 0, layer_activation(4, 1)}}, t0 + 20);
+    REQUIRE(bad.referee_tasks.size() == 1);
+    CHECK(bad.referee_tasks[0].how == referee_task::mode::from_input);
+    CHECK(bad.referee_tasks[0].entering.data == input_of(4).data);
+    CHECK(bad.referee_tasks[0].layer == 1);
+  }
+  SUBCASE("no ACTIVATION: after the timeout the referee computes it from the input") {
+    CHECK(f.c.step(tick{}, t0 + 10 + 9999 * ms).referee_tasks.empty());
+    auto late = f.c.step(tick{}, t0 + 10 + 10000 * ms);
+    REQUIRE(late.referee_tasks.size() == 1);
+    CHECK(late.referee_tasks[0].how == referee_task::mode::from_input);
+    // The late ACTIVATION is refused: nobody waits for it.
+    auto e = f.c.step(node_activation{f.v.identity, {4, 0, layer_activation(4, 0)}}, t0 + 20 * 1000 * ms);
+    CHECK(e.referee_tasks.empty());
+    CHECK(errors_to(e, f.v.identity).at(0).code == std::string(errc::unknown_job));
+  }
+  SUBCASE("an ACTIVATION from another node, or for another layer, is refused and changes nothing") {
+    auto other = f.c.step(node_activation{"someone", {4, 0, layer_activation(4, 0)}}, t0 + 20);
+    CHECK(other.referee_tasks.empty());
+    CHECK(errors_to(other, "someone").at(0).code == std::string(errc::unknown_job));
+    auto wrong_layer = f.c.step(node_activation{f.v.identity, {4, 1, layer_activation(4, 1)}}, t0 + 20);
+    CHECK(wrong_layer.referee_tasks.empty());
+    CHECK(f.c.disputes() == 1);
+  }
+}
+
+TEST_CASE("the referee's ruling: a lying provider's job is DISPUTED, with the evidence recorded") {
+  dispute_fixture f;
+  f.c.step(node_activation{f.v.identity, {4, 0, layer_activation(4, 0)}}, t0 + 20);
+  // The referee computes what the verifier signed for layer 1: the provider's receipt is wrong.
+  auto e = f.c.step(layer_result(4, f.reply.verdict->layer_hashes[1], f.reply.verdict->output_hash), t0 + 30);
+  auto rulings = records_of<dispute_ruling>(e);
+  REQUIRE(rulings.size() == 1);
+  CHECK(rulings[0].loser == "provider");
+  CHECK(rulings[0].layer == 1);
+  CHECK(rulings[0].provider_hash == trace_layers(4)[1]);
+  CHECK(rulings[0].verifier_hash == f.reply.verdict->layer_hashes[1]);
+  CHECK(rulings[0].referee_hash == f.reply.verdict->layer_hashes[1]);
+  CHECK(rulings[0].provider_key == f.provider.public_key_hex);
+  CHECK(rulings[0].verifier_key == f.v.key.public_key_hex);
   auto ts = transitions(e);
   REQUIRE(ts.size() == 1);
   CHECK(ts[0].to == job_state::disputed);
-  CHECK(ts[0].detail.find("honest-v") != std::string::npos);
-  CHECK(ts[0].detail.find(reply.verdict->trace_root.substr(0, 12)) != std::string::npos);
-  CHECK(ts[0].detail.find(signed_receipt(4, provider).trace_root.substr(0, 12)) != std::string::npos);
-  // Bisection: layer 0 agrees, layer 1 (the one the dishonest trace changed) is named.
-  CHECK(ts[0].detail.find("first differing trace layer 1 of 2") != std::string::npos);
-  CHECK(ts[0].detail.size() < 400);
-  auto done = c.step(all_ok(e), t0 + 20);
+  CHECK(ts[0].detail.find("the provider lost") != std::string::npos);
+  CHECK(ts[0].detail.find("trace layer 1") != std::string::npos);
+  CHECK(ts[0].detail.find("the-v") != std::string::npos);
+  auto done = f.c.step(all_ok(e), t0 + 40);
   REQUIRE(done.to_settlement.size() == 1);
   CHECK(done.to_settlement[0].verdict == job_state::disputed);
+  CHECK(f.c.backlog() == 0);
+}
 
-  // An output hash that differs disputes it too, even when the trace root agrees.
-  auto sent2 = verifies(c.step(executed(6, "full", provider), t0 + 30), v.identity);
-  REQUIRE(sent2.size() == 1);
-  auto r2 = verdict_for(sent2[0], v, true, false);
-  auto e2 = c.step(node_verdict{v.identity, r2}, t0 + 40);
-  REQUIRE(transitions(e2).size() == 1);
-  CHECK(transitions(e2)[0].to == job_state::disputed);
+TEST_CASE("the referee's ruling: a lying verifier loses, and the referee re-runs the whole job before it is VERIFIED") {
+  dispute_fixture f;
+  f.c.step(node_activation{f.v.identity, {4, 0, layer_activation(4, 0)}}, t0 + 20);
+  auto e = f.c.step(layer_result(4, trace_layers(4)[1], signed_receipt(4, f.provider).output_hash), t0 + 30);
+  auto rulings = records_of<dispute_ruling>(e);
+  REQUIRE(rulings.size() == 1);
+  CHECK(rulings[0].loser == "verifier");
+  CHECK(transitions(e).empty()); // not judged on one layer: the rest is checked whole
+  REQUIRE(e.referee_tasks.size() == 1);
+  CHECK(e.referee_tasks[0].how == referee_task::mode::whole_job);
+  CHECK(e.referee_tasks[0].entering.data == input_of(4).data);
+  const auto receipt = signed_receipt(4, f.provider);
+  SUBCASE("the whole job matches the receipt: VERIFIED by the referee") {
+    auto w = f.c.step(referee_checked{4, referee_result{{}, receipt.output_hash, receipt.trace_root}, {}}, t0 + 40);
+    auto ts = transitions(w);
+    REQUIRE(ts.size() == 1);
+    CHECK(ts[0].to == job_state::verified);
+    CHECK(ts[0].detail.find("referee") != std::string::npos);
+    CHECK(ts[0].detail.find("lied") != std::string::npos);
+  }
+  SUBCASE("a later layer of the receipt is wrong too: DISPUTED") {
+    auto w = f.c.step(referee_checked{4, referee_result{{}, receipt.output_hash, verify::sha256_hex("x")}, {}}, t0 + 40);
+    REQUIRE(transitions(w).size() == 1);
+    CHECK(transitions(w)[0].to == job_state::disputed);
+  }
+}
+
+TEST_CASE("disputes at layer 0, on the output alone, and without the provider's layer hashes") {
+  SUBCASE("layer 0: the input is the agreed activation, no PROBE") {
+    dispute_fixture f; // its verifier has credit again: a second job, disputed at layer 0
+    const auto provider = verify::generate_key_pair();
+    auto sent = verifies(f.c.step(executed(8, "full", provider), t0 + 30), f.v.identity);
+    REQUIRE(sent.size() == 1);
+    auto r = verdict_for(sent[0], f.v);
+    r.verdict->layer_hashes[0] = verify::sha256_hex("another layer 0");
+    r.verdict->trace_root = verify::merkle_root(r.verdict->layer_hashes);
+    verify::sign_verdict(*r.verdict, f.v.key);
+    auto e = f.c.step(node_verdict{f.v.identity, r}, t0 + 40);
+    CHECK(probes(e, f.v.identity).empty());
+    REQUIRE(e.referee_tasks.size() == 1);
+    CHECK(e.referee_tasks[0].how == referee_task::mode::one_layer);
+    CHECK(e.referee_tasks[0].layer == 0);
+    CHECK(e.referee_tasks[0].entering.data == input_of(8).data);
+  }
+  SUBCASE("every layer agrees, the outputs differ: the last layer decides, output hash included") {
+    dispute_fixture f(true, false);
+    auto p = probes(f.mismatch, f.v.identity);
+    REQUIRE(p.size() == 1);
+    CHECK(p[0].layer == 0); // entering layer 1, the last
+    f.c.step(node_activation{f.v.identity, {4, 0, layer_activation(4, 0)}}, t0 + 20);
+    // Same layer hash, the verifier's output: the provider's output hash is the wrong one.
+    auto e = f.c.step(layer_result(4, trace_layers(4)[1], f.reply.verdict->output_hash), t0 + 30);
+    REQUIRE(records_of<dispute_ruling>(e).size() == 1);
+    CHECK(records_of<dispute_ruling>(e)[0].loser == "provider");
+    CHECK(transitions(e).at(0).to == job_state::disputed);
+  }
+  SUBCASE("no provider layer hashes (a restart): the referee re-runs the whole job and rules on it") {
+    dispute_fixture f(false, true, false);
+    CHECK(probes(f.mismatch, f.v.identity).empty());
+    REQUIRE(f.mismatch.referee_tasks.size() == 1);
+    CHECK(f.mismatch.referee_tasks[0].how == referee_task::mode::whole_job);
+    const auto receipt = signed_receipt(4, f.provider);
+    auto e = f.c.step(referee_checked{4, referee_result{{}, receipt.output_hash, receipt.trace_root}, {}}, t0 + 20);
+    REQUIRE(records_of<dispute_ruling>(e).size() == 1);
+    CHECK(records_of<dispute_ruling>(e)[0].loser == "verifier");
+    CHECK(records_of<dispute_ruling>(e)[0].layer == -1);
+    CHECK(transitions(e).at(0).to == job_state::verified);
+  }
+  SUBCASE("a referee that cannot run (no such model here): the mismatch stands, said so") {
+    dispute_fixture f;
+    f.c.step(node_activation{f.v.identity, {4, 0, layer_activation(4, 0)}}, t0 + 20);
+    auto e = f.c.step(referee_checked{4, std::nullopt, "model 12ab is not loaded"}, t0 + 30);
+    CHECK(e.errors.size() == 1);
+    REQUIRE(transitions(e).size() == 1);
+    CHECK(transitions(e)[0].to == job_state::disputed);
+    CHECK(transitions(e)[0].detail.find("no referee ruling") != std::string::npos);
+  }
 }
 
 TEST_CASE("a VERIFY that times out is dispatched again to another verifier and the late VERDICT is refused") {

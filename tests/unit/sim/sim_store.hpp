@@ -228,6 +228,8 @@ private:
     return ok();
   }
 
+  core::outcome on(const core::dispute_ruling&) { return ok(); } // evidence only: no state the checks read
+
   core::outcome on(const core::funding& f) {
     if (!funding_refs.insert(f.ref).second)
       return ok();

@@ -422,6 +422,30 @@ private:
     });
   }
 
+  // The referee, as the coordinator's adapter runs it, on the sim's "model": both sim trace
+  // layers hash the output, so a dispute always starts at layer 0, whose entering activation is
+  // the job's input.
+  core::referee_checked referee(const core::referee_task& t) {
+    core::referee_checked out;
+    out.job_id = t.job_id;
+    if (t.how == core::referee_task::mode::one_layer && t.layer != 0) {
+      fail("the referee was asked to re-run sim trace layer " + std::to_string(t.layer) + " from an activation");
+      return out;
+    }
+    const auto truth = sim_output(t.model, t.entering);
+    const auto layers = sim_layer_hashes(t.model, truth);
+    core::referee_result r;
+    if (t.how == core::referee_task::mode::whole_job) {
+      r.trace_root = verify::merkle_root(layers);
+    } else {
+      r.layer_hash = layers.at(static_cast<std::size_t>(t.layer));
+    }
+    if (t.how == core::referee_task::mode::whole_job || static_cast<std::size_t>(t.layer) + 1 == layers.size())
+      r.output_hash = verify::sha256_hex(truth.data);
+    out.result = r;
+    return out;
+  }
+
   // ---- stepping the cores
 
   void exec_step(core::execution_event ev) {
@@ -498,6 +522,8 @@ private:
       mailbox("settlement", core_id::execution, [this, js = std::move(fx.to_execution)] { exec_step(core::jobs_settled{js}); });
     for (const auto& l : fx.lookups)
       coord_after(range(100, ms(2)), [this, l] { answer_lookup(l); });
+    for (auto& t : fx.referee_tasks)
+      coord_after(range(100, ms(2)), [this, t = std::move(t)] { ver_step(referee(t)); });
     for (const auto& l : fx.request_lookups)
       coord_after(slow_reader_ ? range(ms(5), ms(80)) : range(100, ms(2)), [this, l] { answer_request_lookup(l); });
     schedule_tick(who, fx.wake_at_us);
@@ -1489,6 +1515,14 @@ private:
           return fail(it + "the settled verdict is not the stored one");
         if (item.client_id != j->second.spec.client_id)
           return fail(it + "charged to the wrong client " + item.client_id);
+        // The referee's word: a judged job is DISPUTED exactly when its receipt is wrong, whatever
+        // a lying verifier said.
+        if (item.verdict != job_state::unsampled) {
+          const bool honest =
+              item.receipt.output_hash == verify::sha256_hex(sim_output(item.receipt.model_hash, j->second.spec.input).data);
+          if (honest != (item.verdict == job_state::verified))
+            return fail(it + core::state_name(item.verdict) + " for " + (honest ? "an honest" : "a cheated") + " receipt");
+        }
         const bool refunded = item.verdict == job_state::disputed;
         if (item.charged != (refunded ? 0 : item.receipt.price))
           return fail(it + "charged " + std::to_string(item.charged) + " for a receipt of price " +
@@ -1589,6 +1623,8 @@ private:
             return "node_seen " + x.caps.name;
           else if constexpr (std::is_same_v<T, core::funding>)
             return "funding " + x.ref + " " + std::to_string(x.amount);
+          else if constexpr (std::is_same_v<T, core::dispute_ruling>)
+            return "ruling job " + std::to_string(x.job_id) + ": the " + x.loser + " lost";
           else {
             std::string s = "block " + std::to_string(x.block.height) + " with jobs";
             for (const auto& it : x.items)
@@ -1639,6 +1675,10 @@ private:
             return "executed job " + std::to_string(x.job_id) + " (" + x.tier + ")";
           else if constexpr (std::is_same_v<T, core::judged_job>)
             return std::string("judged job ") + std::to_string(x.job_id) + " " + core::state_name(x.verdict);
+          else if constexpr (std::is_same_v<T, core::node_activation>)
+            return "ACTIVATION job " + std::to_string(x.reply.job_id) + " from " + x.identity;
+          else if constexpr (std::is_same_v<T, core::referee_checked>)
+            return "referee checked job " + std::to_string(x.job_id) + (x.result ? "" : ": " + x.problem);
           else if constexpr (std::is_same_v<T, core::tick>)
             return "tick";
           else
