@@ -88,14 +88,58 @@ TEST_CASE("a provider cheating on 10% of jobs is caught on the sampled share (p 
   CHECK(test::query_value(fmt::format("select count(*) from postings p join receipts r on r.job_id = p.job_id "
                                       "join jobs j on j.id = r.job_id where j.client_id = '{}' and r.verdict = 'mismatch'",
                                       w.credentials.account())) == "0");
-  // Bisection names the layer the cheat corrupted (the MLP's layers are each a trace layer).
+  // Bisection finds the layer the cheat corrupted (the MLP's layers are each a trace layer), the
+  // referee re-runs it and rules against the provider, and the ruling is recorded.
   for (auto id : disputed) {
-    const auto detail = test::query_value(
-        fmt::format("select detail from job_events where job_id = {} and state = 'DISPUTED'", id));
-    CHECK_MESSAGE(detail.find(fmt::format("first differing trace layer {} of", cheats.at(id))) != std::string::npos,
-                  "job ", id, ": ", detail);
+    const auto ruling = test::query_value(fmt::format(
+        "select layer || ' ' || loser || ' ' || (referee_hash = verifier_hash) from disputes where job_id = {}", id));
+    CHECK_MESSAGE(ruling == fmt::format("{} provider true", cheats.at(id)), "job ", id, ": ", ruling);
   }
+  CHECK(test::query_value(fmt::format("select count(*) from disputes d join jobs j on j.id = d.job_id where "
+                                      "j.client_id = '{}'",
+                                      w.credentials.account())) == std::to_string(disputed.size()));
   auto a = db::audit(test::test_db(), w.credentials.account()).value();
+  INFO(a.problem);
+  CHECK(a.ok());
+}
+
+TEST_CASE("a verifier lying on 30% of its verdicts is caught by the referee every time, and no honest job is disputed") {
+  constexpr int jobs = 150;
+  test::network_options o;
+  o.sample_rate = 1.0;
+  o.verifier_args = {"--lie-rate", "0.3"};
+  test::network net(o);
+  app::workload_options w;
+  w.endpoint = net.client_endpoint();
+  w.credentials = net.new_client();
+  w.model = net.model_hash();
+  w.tier = "full";
+  w.inputs = app::random_inputs(jobs, net.input_dim(), 12);
+  auto rep = app::run_workload(w);
+  INFO(net.logs());
+  REQUIRE(rep.results == jobs);
+  const auto account = w.credentials.account();
+  REQUIRE(test::eventually([&] { return db::count_final(test::test_db(), account).value() == jobs; },
+                           std::chrono::seconds(60)));
+  const auto lies = corrupted_jobs(net.dir() + "/logs");
+  MESSAGE(fmt::format("{} jobs, {} lies", jobs, lies.size()));
+  CHECK(lies.size() > 20);
+  // Every job ends VERIFIED (by the verifier, or by the referee after a lie) and is paid.
+  CHECK(jobs_with_verdict(account, "verified").size() == static_cast<std::size_t>(jobs));
+  CHECK(jobs_with_verdict(account, "mismatch").empty());
+  // Every lie is a ruling against the verifier on the layer it corrupted; nothing else is.
+  for (const auto& [id, layer] : lies) {
+    const auto ruling = test::query_value(fmt::format(
+        "select layer || ' ' || loser || ' ' || (referee_hash = provider_hash) from disputes where job_id = {}", id));
+    CHECK_MESSAGE(ruling == fmt::format("{} verifier true", layer), "job ", id, ": ", ruling);
+  }
+  CHECK(test::query_value(fmt::format("select count(*) from disputes d join jobs j on j.id = d.job_id where "
+                                      "j.client_id = '{}'",
+                                      account)) == std::to_string(lies.size()));
+  // The referee's activation came from the verifier (PROBE) for the jobs lied about at layer 1.
+  const auto log = app::tail_file(net.dir() + "/logs/coordinator.log", 1 << 20);
+  CHECK(log.find("the referee computes it") == std::string::npos);
+  auto a = db::audit(test::test_db(), account).value();
   INFO(a.problem);
   CHECK(a.ok());
 }
