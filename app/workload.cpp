@@ -81,7 +81,13 @@ workload_report run_workload(const workload_options& o) {
       o.progress(finished, o.inputs.size());
   };
 
-  while (finished < o.inputs.size()) {
+  auto linger_until = clock::time_point::max(); // once every job is answered: listen for NOTICEs
+  while (finished < o.inputs.size() || clock::now() < linger_until) {
+    if (finished == o.inputs.size() && linger_until == clock::time_point::max()) {
+      if (o.notice_wait_ms <= 0)
+        break;
+      linger_until = clock::now() + std::chrono::milliseconds(o.notice_wait_ms);
+    }
     if (o.stop && *o.stop) {
       rep.stopped = true;
       break;
@@ -107,7 +113,7 @@ workload_report run_workload(const workload_options& o) {
     // A silent coordinator may have died with our requests: reconnect and send every
     // unanswered one again. Request ids make that safe: a job is never run or charged twice,
     // and its ACK and RESULT come again.
-    if (unanswered > 0 && now - last_heard > std::chrono::milliseconds(o.resend_after_ms)) {
+    if (unanswered > 0 && finished < o.inputs.size() && now - last_heard > std::chrono::milliseconds(o.resend_after_ms)) {
       spdlog::warn("client: no answer for {} ms; reconnecting and resending {} unanswered requests", o.resend_after_ms,
                    unanswered);
       conn = std::make_unique<net::client>(o.endpoint, o.credentials);
@@ -160,6 +166,13 @@ workload_report run_workload(const workload_options& o) {
       ++rep.results;
       rep.invalid_receipts += job.receipt_valid ? 0 : 1;
       settle(job);
+    } else if (m.command == proto::cmd::notice) {
+      // The referee ruled the provider of a job of ours wrong: its RESULT is not to be used.
+      if (auto n = proto::parse_notice(m); n && by_request.count(n->request_id)) {
+        auto& job = rep.jobs[by_request[n->request_id]];
+        rep.disputed += job.disputed ? 0 : 1;
+        job.disputed = true;
+      }
     } else if (m.command == proto::cmd::error) {
       auto e = proto::parse_error(m);
       if (!e || !by_request.count(e->request_id))

@@ -26,6 +26,7 @@ struct workload_options {
   std::size_t window = 1000;
   int timeout_ms = 120000;             // give up waiting after this long without progress
   int resend_after_ms = 3000;          // coordinator silent this long: reconnect, resend the unanswered
+  int notice_wait_ms = 0;              // after the last answer, listen this long for NOTICEs (disputes)
   std::function<void(std::size_t finished, std::size_t total)> progress;
   const std::atomic<bool>* stop = nullptr; // set (by a signal) to give up early
 };
@@ -40,12 +41,14 @@ struct job_outcome {
   verify::receipt receipt;
   bool receipt_valid = false;
   std::int64_t latency_us = 0;         // SUBMIT sent -> RESULT received
+  bool disputed = false;               // a NOTICE said the referee ruled its RESULT wrong
 };
 
 struct workload_report {
   std::vector<job_outcome> jobs;
   double seconds = 0;
   std::size_t results = 0, errors = 0, invalid_receipts = 0;
+  std::size_t disputed = 0;            // jobs a NOTICE called disputed (before the run ended)
   std::size_t duplicate_results = 0;   // a RESULT that differs from an earlier one for its request id
   std::size_t retries = 0;             // refusals for now (queue_full, unavailable), sent again
   std::size_t reconnects = 0, resent = 0;

@@ -789,7 +789,7 @@ void execution_core::on_commit(const record& rec, const outcome& o, effects& out
   }
 }
 
-void execution_core::on(const jobs_settled& e, time_us, effects&) {
+void execution_core::on(const jobs_settled& e, time_us, effects& out) {
   for (const auto& s : e.jobs) {
     // Reputation: from every settled verdict, also of jobs this core no longer holds.
     if (s.verdict == job_state::verified)
@@ -799,7 +799,14 @@ void execution_core::on(const jobs_settled& e, time_us, effects&) {
     auto it = jobs_.find(s.job_id);
     if (it == jobs_.end())
       continue;
-    escrow_.capture(it->second.spec.client_id, it->second.spec.max_price, s.charged);
+    const auto& j = it->second;
+    escrow_.capture(j.spec.client_id, j.spec.max_price, s.charged);
+    if (s.verdict == job_state::disputed) // its block is committed: the client may be told
+      out.messages.push_back(to_client(
+          j.reply_to, proto::make_notice({j.spec.id, j.spec.request_id, "disputed", s.charged,
+                                          "a verifier disagreed with this job's result and the referee ruled against "
+                                          "the provider: do not use the RESULT; you were charged " +
+                                              std::to_string(s.charged) + " (STATUS shows the evidence)"})));
     drop_job(s.job_id);
   }
 }

@@ -470,6 +470,27 @@ result<deposit_reply> parse_deposited(const message& m) {
   return d;
 }
 
+message make_notice(const dispute_notice& n) {
+  return with(cmd::notice, {{"job_id", n.job_id},
+                            {"request_id", n.request_id},
+                            {"verdict", n.verdict},
+                            {"charged", n.charged},
+                            {"detail", bounded_text(n.detail)}});
+}
+
+result<dispute_notice> parse_notice(const message& m) {
+  if (auto e = expect(m, cmd::notice, 0)) return *e;
+  auto r = header_reader(m);
+  dispute_notice n;
+  n.job_id = r.integer("job_id", 0, int64_max);
+  n.request_id = r.id("request_id");
+  n.verdict = r.one_of("verdict", {"disputed"});
+  n.charged = r.integer("charged", 0, int64_max);
+  n.detail = r.text("detail");
+  if (r.err) return *r.err;
+  return n;
+}
+
 message make_receipt_reply(const receipt_reply& r) {
   return with(cmd::receipt, {{"job_id", r.job_id}, {"receipt", receipt_json(r.receipt)}});
 }

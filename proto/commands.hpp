@@ -106,6 +106,18 @@ struct deposit_reply {
 message make_deposited(const deposit_reply& d);
 result<deposit_reply> parse_deposited(const message& m);
 
+// NOTICE: pushed to the client when its job settles DISPUTED: the referee ruled the provider's
+// result wrong, so the RESULT it already has is not to be trusted, and it was not charged.
+struct dispute_notice {
+  std::int64_t job_id = 0;
+  std::string request_id;
+  std::string verdict = "disputed";
+  std::int64_t charged = 0;   // micro-units the client paid for it: 0
+  std::string detail;         // text: what happened; STATUS has the ruling's evidence
+};
+message make_notice(const dispute_notice& n);
+result<dispute_notice> parse_notice(const message& m);
+
 // RECEIPT reply: the stored receipt of the job's current attempt.
 struct receipt_reply {
   std::int64_t job_id = 0;

@@ -26,6 +26,7 @@ inline constexpr std::string_view receipt = "RECEIPT";
 inline constexpr std::string_view proof = "PROOF";
 inline constexpr std::string_view deposit = "DEPOSIT";     // the admin key only
 inline constexpr std::string_view deposited = "DEPOSITED";
+inline constexpr std::string_view notice = "NOTICE";       // K -> C: a job of yours was disputed
 // node <-> coordinator (port 7701)
 inline constexpr std::string_view hello = "HELLO";
 inline constexpr std::string_view welcome = "WELCOME";
@@ -41,8 +42,8 @@ inline constexpr std::string_view probe = "PROBE";           // K -> verifier: t
 inline constexpr std::string_view activation = "ACTIVATION"; // verifier -> K: it
 } // namespace cmd
 
-inline constexpr std::array<std::string_view, 21> all_commands{
-    cmd::submit, cmd::ack, cmd::error, cmd::result, cmd::status, cmd::receipt, cmd::proof, cmd::deposit, cmd::deposited, cmd::hello, cmd::welcome, cmd::ready,
+inline constexpr std::array<std::string_view, 22> all_commands{
+    cmd::submit, cmd::ack, cmd::error, cmd::result, cmd::status, cmd::receipt, cmd::proof, cmd::deposit, cmd::deposited, cmd::notice, cmd::hello, cmd::welcome, cmd::ready,
     cmd::heartbeat, cmd::job, cmd::done, cmd::fail, cmd::verify, cmd::verdict, cmd::disconnect, cmd::probe, cmd::activation};
 
 inline constexpr int default_client_port = 7700;

@@ -60,6 +60,7 @@ TEST_CASE("a provider cheating on 10% of jobs is caught on the sampled share (p 
   w.model = net.model_hash();
   w.tier = "sampled";
   w.inputs = app::random_inputs(jobs, net.input_dim(), 11);
+  w.notice_wait_ms = 4000; // the disputed jobs' NOTICEs come once their blocks commit
   auto rep = app::run_workload(w);
   INFO(net.logs());
   REQUIRE(rep.results == jobs);
@@ -72,6 +73,12 @@ TEST_CASE("a provider cheating on 10% of jobs is caught on the sampled share (p 
   const auto verified = jobs_with_verdict(w.credentials.account(), "verified");
   MESSAGE(fmt::format("{} jobs, {} cheats, {} sampled, {} disputed", jobs, cheats.size(),
                       disputed.size() + verified.size(), disputed.size()));
+  // The client was told of every dispute (NOTICE), and of nothing else.
+  std::set<std::int64_t> noticed;
+  for (const auto& j : rep.jobs)
+    if (j.disputed)
+      noticed.insert(j.job_id);
+  CHECK(noticed == disputed);
   // About r of the jobs were cheated (binomial, 5 sigma).
   const double n_cheats = static_cast<double>(cheats.size());
   CHECK(std::abs(n_cheats - r * jobs) < 5 * std::sqrt(jobs * r * (1 - r)));

@@ -1099,9 +1099,15 @@ TEST_CASE("execution: a client's hold is the sum of max_price over its open jobs
   CHECK(h.core.balance("alice") == faucet - 50);
   CHECK_FALSE(h.core.job(orders[0].job_id).has_value());
 
-  // A disputed job settles charging nothing: only the hold goes.
+  // A disputed job settles charging nothing: only the hold goes, and its client is told.
   h.deliver(p, orders[1]);
-  h.step(jobs_settled{{settled_job{orders[1].job_id, "alice", 0, "", job_state::disputed}}});
+  CHECK(count_cmd(h.step(jobs_settled{{settled_job{orders[0].job_id, "alice", 50, "", job_state::unsampled}}}),
+                  proto::cmd::notice) == 0);
+  auto told = h.step(jobs_settled{{settled_job{orders[1].job_id, "alice", 0, "", job_state::disputed}}});
+  REQUIRE(count_cmd(told, proto::cmd::notice, "ca") == 1);
+  auto notice = proto::parse_notice(told.messages[0].msg).value();
+  CHECK(notice.job_id == orders[1].job_id);
+  CHECK(notice.charged == 0);
   CHECK(h.core.held("alice") == 400);
   CHECK(h.core.balance("alice") == faucet - 50);
   // A settled job this core does not hold changes nothing.

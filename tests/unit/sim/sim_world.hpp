@@ -1188,6 +1188,22 @@ private:
       return fail("request " + e->request_id + " of " + c.id + " (a valid SUBMIT) got ERROR " + e->code + ": " +
                   e->reason);
     }
+    if (m.command == proto::cmd::notice) {
+      auto n = proto::parse_notice(m);
+      if (!n)
+        return fail("client " + c.id + " got a NOTICE that does not parse");
+      auto* r = find(n->request_id);
+      if (!r)
+        return fail("client " + c.id + " got a NOTICE for a request it never sent");
+      trace("client " + c.id + " <- NOTICE " + n->request_id + " (disputed)");
+      // Told only of a result that really was wrong, never charged for it.
+      if (r->result && r->result->output.data == sim_output(r->req.model, r->req.input).data)
+        return fail("request " + n->request_id + " of " + c.id + " got a NOTICE for an honest RESULT");
+      if (n->charged != 0)
+        return fail("request " + n->request_id + " of " + c.id + " was charged " + std::to_string(n->charged) +
+                    " for a disputed job");
+      return;
+    }
     if (m.command == "STATUS") {
       auto s = proto::parse_status_reply(m);
       if (!s || !core::parse_state(s->state))
