@@ -22,8 +22,9 @@ struct coordinator_options {
   int node_port = proto::default_node_port;
   std::string models = "models";
   std::string key = "haca-keys/coordinator.key";
-  std::string node_allow;
-  int min_reputation = 0; // file of node keys (hex, one per line) admitted on the node port; "" = any
+  std::string node_allow; // file of node keys (hex, one per line) admitted on the node port; "" = any
+  int min_reputation = 0;
+  int max_verifier_lies = 1;
   double sample_rate = 0.1;
   std::int64_t demo_faucet = 0;
   std::string admin_key; // whose DEPOSITs are obeyed: hex or a file holding it; "" = the coordinator's own key
@@ -112,6 +113,7 @@ int run_coordinator(const coordinator_options& o) {
   vc.sampling_secret = verify::to_hex(verify::sha256(key->secret_key + "sampling"));
   vc.heartbeat_ms = o.heartbeat_ms;
   vc.coordinator_key = key->public_key_hex;
+  vc.max_verifier_lies = o.max_verifier_lies;
   core::settlement_config sc;
   sc.batch_size = o.batch_size;
   sc.batch_ms = o.batch_ms;
@@ -230,6 +232,11 @@ void add_coordinator_command(CLI::App& app) {
                   "providers whose reputation (permille, from their verified jobs and lost disputes) is below this "
                   "get no jobs")
       ->check(CLI::Range(0, 1000))
+      ->capture_default_str();
+  cmd->add_option("--max-verifier-lies", o->max_verifier_lies,
+                  "referee rulings a verifier may lose before it is refused (0 = never; the lie-rate test switch "
+                  "needs 0)")
+      ->check(CLI::Range(0, 1000000))
       ->capture_default_str();
   cmd->add_option("--node-allow", o->node_allow,
                   "file of node public keys (hex, one per line) allowed on the node port; without it any key may "

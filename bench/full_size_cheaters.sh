@@ -16,7 +16,7 @@ runuser -u postgres -- createdb -O haca $DB
 URL=postgresql:///$DB
 for f in $PWD/db/migrations/*.sql; do psql -q -d $URL -f $f >/dev/null; done
 $H model gen --out $D/models/mlp.safetensors > /dev/null
-$H coordinator --db $URL --models $D/models --client-port 7810 --node-port 7811 --sample-rate ${P:-0.2} --demo-faucet 100000000000 --key $D/keys/coordinator.key > $D/logs/coordinator.log 2>&1 &
+$H coordinator --db $URL --models $D/models --client-port 7810 --node-port 7811 --sample-rate ${P:-0.2} --demo-faucet 100000000000 --max-verifier-lies 0 --key $D/keys/coordinator.key > $D/logs/coordinator.log 2>&1 &
 sleep 1
 $H provider --connect tcp://127.0.0.1:7811 --coordinator-key $D/keys/coordinator.key.pub --models $D/models --name p1 --key $D/keys/p1.key --backend cpu --cheat-rate ${CHEAT:-0.1} > $D/logs/p1.log 2>&1 &
 $H verifier --connect tcp://127.0.0.1:7811 --coordinator-key $D/keys/coordinator.key.pub --models $D/models --name v1 --key $D/keys/v1.key --backend reference --lie-rate ${LIE:-0.1} > $D/logs/v1.log 2>&1 &

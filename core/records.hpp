@@ -266,6 +266,7 @@ struct snapshot {
   std::int64_t next_height = 0;
   std::string prev_hash = std::string(64, '0');
   std::map<std::string, market::verdict_record> provider_verdicts; // by provider key, from settled receipts
+  std::map<std::string, int> verifier_lies;     // by verifier key: rulings it lost (disputes table)
 };
 
 } // namespace haca::core

@@ -95,6 +95,7 @@ verification_core::verification_core(verification_config cfg) : cfg_(std::move(c
 
 verification_core verification_core::recover(verification_config cfg, const snapshot& s, time_us now) {
   verification_core c(std::move(cfg));
+  c.lies_ = s.verifier_lies;
   for (const auto& j : s.open_jobs) {
     if (j.state != job_state::executed)
       continue;
@@ -135,6 +136,11 @@ std::optional<std::string> verification_core::verifier_of(std::int64_t job_id) c
 std::int32_t verification_core::credit_of(const std::string& verifier_key) const {
   auto it = sessions_.find(verifier_key);
   return it == sessions_.end() ? 0 : it->second.credit;
+}
+
+bool verification_core::barred(const std::string& verifier_key) const {
+  auto it = lies_.find(verifier_key);
+  return cfg_.max_verifier_lies > 0 && it != lies_.end() && it->second >= cfg_.max_verifier_lies;
 }
 
 verification_core::session* verification_core::session_of(const std::string& identity) {
@@ -291,6 +297,13 @@ void verification_core::on(const node_hello& e, time_us now, effects& out) {
     return;
   }
   const std::string& key = e.caps.public_key;
+  if (barred(key)) {
+    // Every verdict of a verifier caught lying would cost the referee a whole re-run.
+    out.messages.push_back(error_to(e.identity, errc::forbidden,
+                                    "this verifier lost " + std::to_string(lies_.at(key)) +
+                                        " referee rulings (it signed wrong hashes); it verifies nothing more here"));
+    return;
+  }
   // The same identity with another key: its old session ends.
   if (auto k = key_of_.find(e.identity); k != key_of_.end() && k->second != key)
     lose_session(k->second, out, "its connection said HELLO with another key");
@@ -530,6 +543,13 @@ void verification_core::rule(dispute d, const referee_result& r, time_us now, ef
     ruling.detail = proto::bounded_text("the " + ruling.loser + " lost: " + evidence);
     out.records.push_back(ruling);
     out.notes.push_back("verification: job " + std::to_string(job.job_id) + ": " + ruling.detail);
+  }
+  if (!verifier_ok && ++lies_[v.verifier_key] && barred(v.verifier_key) && sessions_.count(v.verifier_key)) {
+    const auto identity = sessions_.at(v.verifier_key).identity;
+    lose_session(v.verifier_key, out, "caught lying by the referee");
+    out.messages.push_back(to_node(identity, proto::make_disconnect(
+                                                 "you signed wrong hashes for job " + std::to_string(job.job_id) +
+                                                 " (the referee's ruling); you verify nothing more here")));
   }
   if (!provider_ok) {
     judge(job, job_state::disputed, ruling.detail, now, out);

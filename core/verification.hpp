@@ -29,6 +29,7 @@ struct verification_config {
   std::int32_t max_credit = 4096;
   std::size_t max_pending = 1000000;  // sampled jobs waiting for a verifier (memory bound)
   std::string coordinator_key;        // hex public key, sent in WELCOME
+  int max_verifier_lies = 1;          // rulings a verifier may lose before it verifies nothing more (0 = no limit)
 };
 
 using verification_event = std::variant<executed_job, node_hello, node_ready, node_heartbeat, node_verdict,
@@ -117,6 +118,8 @@ private:
   std::map<std::string, std::string> key_of_;         // identity -> verifier key
   std::set<std::pair<time_us, std::int64_t>> deadlines_; // (deadline, job id) of in_flight_
   std::int64_t credit_total_ = 0;                     // sum of the sessions' credit
+  std::map<std::string, int> lies_;                   // by verifier key: rulings lost (rebuilt from the disputes table)
+  bool barred(const std::string& verifier_key) const; // lost max_verifier_lies rulings
   time_us next_heartbeat_ = 0;                        // when tick sends the next HEARTBEATs
   effects carry_;                                     // produced by recover, out with the next step
 };

@@ -516,6 +516,9 @@ result<core::snapshot> store::load_snapshot() {
                                    "count(*) filter (where verdict = 'mismatch') from receipts "
                                    "where verdict in ('verified', 'mismatch') group by provider_key"))
       s.provider_verdicts[row[0].c_str()] = {row[1].as<std::int64_t>(), row[2].as<std::int64_t>()};
+    for (const auto& row : tx.exec("select verifier_key, count(*) from disputes where loser in ('verifier', 'both') "
+                                   "group by verifier_key"))
+      s.verifier_lies[row[0].c_str()] = row[1].as<int>();
     auto jobs = tx.exec(
         "select j.id, j.client_id, j.client_req_id, j.model_hash, j.tier, j.max_price, coalesce(" + us("j.deadline") +
         ", 0) as deadline_us, j.input, j.input_shape, j.input_hash, " + us("j.submitted_at") +

@@ -85,7 +85,9 @@ void node_session::run(const std::atomic<bool>& stop) {
           if (e && (e->code == errc::not_registered || e->code == errc::bad_signature))
             drop_reason = "coordinator does not know this session";
         } else if (msg->command == proto::cmd::disconnect) {
-          drop_reason = "coordinator disconnected us";
+          auto d = msg->header.find("reason");
+          drop_reason = "coordinator disconnected us: " +
+                        (d != msg->header.end() && d->is_string() ? proto::bounded_text(d->get<std::string>()) : "");
         }
       }
       if (items[1].revents & ZMQ_POLLIN) {

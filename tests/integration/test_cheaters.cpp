@@ -115,6 +115,7 @@ TEST_CASE("a verifier lying on 30% of its verdicts is caught by the referee ever
   test::network_options o;
   o.sample_rate = 1.0;
   o.verifier_args = {"--lie-rate", "0.3"};
+  o.coordinator_args = {"--max-verifier-lies", "0"}; // the liar keeps verifying: every lie is ruled on
   test::network net(o);
   app::workload_options w;
   w.endpoint = net.client_endpoint();
@@ -149,4 +150,34 @@ TEST_CASE("a verifier lying on 30% of its verdicts is caught by the referee ever
   auto a = db::audit(test::test_db(), account).value();
   INFO(a.problem);
   CHECK(a.ok());
+}
+
+TEST_CASE("a verifier caught lying once is dropped and refused; an honest verifier finishes the jobs") {
+  test::network net; // one provider, one honest verifier, every job sampled; --max-verifier-lies 1 (the default)
+  const auto name = test::unique_id("liar");
+  auto liar = app::start_process(name, HACA_BINARY,
+                                 {"verifier", "--connect", net.node_endpoint(), "--coordinator-key", net.coordinator_key(),
+                                  "--models", net.models_dir(), "--name", name, "--key", net.dir() + "/keys/liar.key",
+                                  "--lie-rate", "1"},
+                                 net.dir() + "/logs/liar.log");
+  REQUIRE(test::eventually(
+      [&] { return test::query_value(fmt::format("select count(*) from providers where name = '{}'", name)) == "1"; }));
+  app::workload_options w;
+  w.endpoint = net.client_endpoint();
+  w.credentials = net.new_client();
+  w.model = net.model_hash();
+  w.tier = "full";
+  w.inputs = app::random_inputs(40, net.input_dim(), 13);
+  auto rep = app::run_workload(w);
+  const auto account = w.credentials.account();
+  REQUIRE(test::eventually([&] { return db::count_final(test::test_db(), account).value() == 40; }));
+  app::stop_process(liar); // its log is complete once it stopped
+  const auto liar_log = app::tail_file(net.dir() + "/logs/liar.log", 1 << 20);
+  INFO(liar_log);
+  INFO(net.logs());
+  CHECK(rep.results == 40);
+  CHECK(jobs_with_verdict(account, "verified").size() == 40);
+  const auto liar_key = test::query_value(fmt::format("select public_key from providers where name = '{}'", name));
+  CHECK(test::query_value(fmt::format("select count(*) from disputes where verifier_key = '{}'", liar_key)) == "1");
+  CHECK(liar_log.find("you verify nothing more") != std::string::npos); // its DISCONNECT
 }

@@ -507,6 +507,27 @@ TEST_CASE("the referee's ruling: a lying verifier loses, and the referee re-runs
   }
 }
 
+TEST_CASE("a verifier that lost a ruling is dropped and refused from then on, also after a restart") {
+  dispute_fixture f; // max_verifier_lies 1, the default
+  f.c.step(node_activation{f.v.identity, {4, 0, layer_activation(4, 0)}}, t0 + 20);
+  auto e = f.c.step(layer_result(4, trace_layers(4)[1], signed_receipt(4, f.provider).output_hash), t0 + 30);
+  CHECK(records_of<dispute_ruling>(e).at(0).loser == "verifier");
+  CHECK(count_cmd(e, proto::cmd::disconnect, f.v.identity) == 1);
+  CHECK(f.c.sessions() == 0);
+  auto again = f.c.step(node_hello{"v-id-2", caps_of(f.v.key, "the-v")}, t0 + 40);
+  CHECK(count_cmd(again, proto::cmd::welcome, "v-id-2") == 0);
+  CHECK(errors_to(again, "v-id-2").at(0).code == std::string(errc::forbidden));
+  snapshot s;
+  s.verifier_lies[f.v.key.public_key_hex] = 1;
+  auto r = verification_core::recover(config(), s, t0);
+  CHECK(errors_to(r.step(node_hello{"v-id-3", caps_of(f.v.key, "the-v")}, t0), "v-id-3").at(0).code ==
+        std::string(errc::forbidden));
+  auto cfg = config();
+  cfg.max_verifier_lies = 0; // no bar
+  auto open = verification_core::recover(cfg, s, t0);
+  CHECK(count_cmd(open.step(node_hello{"v-id-4", caps_of(f.v.key, "the-v")}, t0), proto::cmd::welcome, "v-id-4") == 1);
+}
+
 TEST_CASE("disputes at layer 0, on the output alone, and without the provider's layer hashes") {
   SUBCASE("layer 0: the input is the agreed activation, no PROBE") {
     dispute_fixture f; // its verifier has credit again: a second job, disputed at layer 0

@@ -203,6 +203,7 @@ private:
     ver_cfg_.heartbeat_ms = exec_cfg_.heartbeat_ms;
     ver_cfg_.verify_timeout_ms = range(600, 1500);
     ver_cfg_.max_credit = 8;
+    ver_cfg_.max_verifier_lies = 0; // liars keep verifying: every lie must be ruled on (unit tests cover the bar)
     ver_cfg_.max_pending = 10000;
     ver_cfg_.coordinator_key = coord_key.public_key_hex;
 
