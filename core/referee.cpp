@@ -18,35 +18,32 @@ referee_checked referee::run(const referee_task& task) const {
     out.problem = "model " + task.model.substr(0, 12) + " is not loaded by this coordinator";
     return out;
   }
+  auto fail = [&](const error& e) {
+    out.problem = e.reason;
+    return out;
+  };
   referee_result r;
   if (task.how == referee_task::mode::whole_job) {
     auto full = kernels::run_model(pm->second, task.entering);
-    if (!full) {
-      out.problem = full.err().reason;
-      return out;
-    }
+    if (!full)
+      return fail(full.err());
     r.trace_root = full->trace_root;
     r.output_hash = full->output_hash;
-    out.result = r;
-    return out;
-  }
-  const auto layer = static_cast<std::size_t>(task.layer);
-  kernels::tensor entering = task.entering;
-  if (task.how == referee_task::mode::from_input && layer > 0) {
-    auto before = kernels::trace_layer_output(pm->second, task.entering, layer - 1);
-    if (!before) {
-      out.problem = before.err().reason;
-      return out;
+  } else {
+    const auto layer = static_cast<std::size_t>(task.layer);
+    kernels::tensor entering = task.entering;
+    if (task.how == referee_task::mode::from_input && layer > 0) { // no party sent it: computed here
+      auto before = kernels::trace_layer_output(pm->second, task.entering, layer - 1);
+      if (!before)
+        return fail(before.err());
+      entering = std::move(before.value());
     }
-    entering = std::move(before.value());
+    auto check = kernels::run_trace_layer(pm->second, layer, entering);
+    if (!check)
+      return fail(check.err());
+    r.layer_hash = check->layer_hash;
+    r.output_hash = check->output_hash;
   }
-  auto check = kernels::run_trace_layer(pm->second, layer, entering);
-  if (!check) {
-    out.problem = check.err().reason;
-    return out;
-  }
-  r.layer_hash = check->layer_hash;
-  r.output_hash = check->output_hash;
   out.result = r;
   return out;
 }

@@ -755,6 +755,22 @@ std::int64_t width_before(const model& m, std::size_t layer) {
   return layer == 0 ? product(m.input_shape) : product(m.layers[layer - 1].out_shape);
 }
 
+// A prepared model's geometry and the model layers [begin, end) of its trace layer t.
+struct trace_layer_plan {
+  std::vector<geometry> geo;
+  std::size_t begin = 0, end = 0;
+  bool last = false;
+};
+result<trace_layer_plan> plan_trace_layer(const prepared_model& pm, std::size_t t) {
+  auto geo = ready_to_run(pm);
+  if (!geo) return geo.err();
+  const auto spans = trace_spans(*pm.m);
+  if (t >= spans.size())
+    return make_error(errc::bad_input, "trace layer " + std::to_string(t) + " asked; model " +
+                                           pm.m->hash.substr(0, 12) + " has " + std::to_string(spans.size()));
+  return trace_layer_plan{std::move(geo.value()), spans[t].first, spans[t].second, t + 1 == spans.size()};
+}
+
 } // namespace
 
 std::size_t trace_layer_count(const model& m) { return trace_spans(m).size(); }
@@ -788,19 +804,14 @@ result<inference> run_model(const prepared_model& pm, const tensor& input, int m
 
 result<tensor> trace_layer_output(const prepared_model& pm, const tensor& input, std::size_t t, int max_rows) {
   try {
-    auto geo = ready_to_run(pm);
-    if (!geo) return geo.err();
-    const model& m = *pm.m;
-    const auto spans = trace_spans(m);
-    if (t >= spans.size())
-      return make_error(errc::bad_input, "trace layer " + std::to_string(t) + " asked; model " + m.hash.substr(0, 12) +
-                                             " has " + std::to_string(spans.size()));
-    if (auto st = check_activation(input, product(m.input_shape), max_rows, "input"); !st) return st.err();
+    auto plan = plan_trace_layer(pm, t);
+    if (!plan) return plan.err();
+    if (auto st = check_activation(input, product(pm.m->input_shape), max_rows, "input"); !st) return st.err();
     const int rows = static_cast<int>(input.shape[0]);
     std::vector<std::string> hashes;
     tensor out;
     out.type = dtype::i8;
-    out.data = run_span(pm, *geo, input.data, rows, 0, spans[t].second, std::nullopt, hashes);
+    out.data = run_span(pm, plan->geo, input.data, rows, 0, plan->end, std::nullopt, hashes);
     out.shape = {rows, static_cast<std::int64_t>(out.data.size()) / rows};
     return out;
   } catch (const std::exception& e) {
@@ -810,21 +821,18 @@ result<tensor> trace_layer_output(const prepared_model& pm, const tensor& input,
 
 result<layer_check> run_trace_layer(const prepared_model& pm, std::size_t t, const tensor& entering, int max_rows) {
   try {
-    auto geo = ready_to_run(pm);
-    if (!geo) return geo.err();
-    const model& m = *pm.m;
-    const auto spans = trace_spans(m);
-    if (t >= spans.size())
-      return make_error(errc::bad_input, "trace layer " + std::to_string(t) + " asked; model " + m.hash.substr(0, 12) +
-                                             " has " + std::to_string(spans.size()));
-    const auto [begin, end] = spans[t];
-    if (auto st = check_activation(entering, width_before(m, begin), max_rows, "the activation entering the layer"); !st)
+    auto plan = plan_trace_layer(pm, t);
+    if (!plan) return plan.err();
+    if (auto st = check_activation(entering, width_before(*pm.m, plan->begin), max_rows,
+                                   "the activation entering the layer");
+        !st)
       return st.err();
     std::vector<std::string> hashes;
     layer_check c;
-    const auto out = run_span(pm, *geo, entering.data, static_cast<int>(entering.shape[0]), begin, end, std::nullopt, hashes);
+    const auto out = run_span(pm, plan->geo, entering.data, static_cast<int>(entering.shape[0]), plan->begin, plan->end,
+                              std::nullopt, hashes);
     c.layer_hash = hashes.at(0);
-    if (t + 1 == spans.size()) c.output_hash = verify::sha256_hex(out);
+    if (plan->last) c.output_hash = verify::sha256_hex(out);
     return c;
   } catch (const std::exception& e) {
     return make_error(errc::internal, std::string("inference failed: ") + e.what());

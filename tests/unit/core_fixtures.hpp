@@ -46,4 +46,14 @@ inline verify::receipt signed_receipt(std::int64_t job_id, const verify::key_pai
   return r;
 }
 
+// The records of one kind among a step's effects, in order.
+template <class T>
+std::vector<T> records_of(const core::effects& e) {
+  std::vector<T> out;
+  for (const auto& r : e.records)
+    if (const auto* x = std::get_if<T>(&r))
+      out.push_back(*x);
+  return out;
+}
+
 } // namespace haca::test

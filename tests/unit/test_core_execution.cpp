@@ -151,14 +151,6 @@ execution_result result_of(const proto::job_done& d) { return {d.classes, d.outp
 
 // ---- effects ----
 
-template <class T>
-std::vector<T> records_of(const effects& e) {
-  std::vector<T> out;
-  for (const auto& r : e.records)
-    if (const auto* x = std::get_if<T>(&r))
-      out.push_back(*x);
-  return out;
-}
 
 std::vector<job_transition> transitions(const effects& e) { return records_of<job_transition>(e); }
 

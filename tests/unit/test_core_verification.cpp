@@ -390,14 +390,6 @@ std::vector<proto::probe_request> probes(const effects& e, const std::string& id
   return out;
 }
 
-template <class T>
-std::vector<T> records_of(const effects& e) {
-  std::vector<T> out;
-  for (const auto& r : e.records)
-    if (const auto* x = std::get_if<T>(&r))
-      out.push_back(*x);
-  return out;
-}
 
 referee_checked layer_result(std::int64_t job_id, std::string layer_hash, std::string output_hash = {}) {
   return {job_id, referee_result{std::move(layer_hash), std::move(output_hash), {}}, {}};
