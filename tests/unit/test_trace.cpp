@@ -2,8 +2,11 @@
 // so a verifier on one backend reproduces a provider's trace root from another.
 #include <doctest/doctest.h>
 
+#include <map>
+#include <memory>
 #include <random>
 
+#include "core/referee.hpp"
 #include "kernels/model.hpp"
 
 using namespace haca::kernels;
@@ -158,4 +161,35 @@ TEST_CASE("the referee's one-layer re-run gives the full run's hash of that laye
   CHECK(e.err().code == haca::errc::bad_input);
   CHECK_FALSE(run_trace_layer(pm, 99, bad).ok());
   CHECK_FALSE(trace_layer_output(pm, random_rows(1, m.input_size(), 2), 99).ok());
+}
+
+TEST_CASE("the coordinator's referee re-runs one layer, the layers up to it, or the whole job, as asked") {
+  auto models = std::make_shared<std::map<std::string, model>>();
+  const auto m = generate_mlp(5, {784, 32, 16, 10}, "referee-core");
+  models->emplace(m.hash, m);
+  const haca::core::referee referee{models};
+  const auto input = random_rows(2, m.input_size(), 21);
+  const auto full = run_model(m, input, reference_backend()).value();
+  const auto pm = prepare(m, reference_backend());
+  using mode = haca::core::referee_task::mode;
+  auto run = [&](mode how, std::int32_t layer, const tensor& entering) {
+    return referee.run({7, m.hash, how, layer, entering});
+  };
+  auto whole = run(mode::whole_job, -1, input);
+  REQUIRE(whole.result);
+  CHECK(whole.job_id == 7);
+  CHECK(whole.result->trace_root == full.trace_root);
+  CHECK(whole.result->output_hash == full.output_hash);
+  auto one = run(mode::one_layer, 1, trace_layer_output(pm, input, 0).value());
+  REQUIRE(one.result);
+  CHECK(one.result->layer_hash == full.layer_hashes[1]);
+  CHECK(one.result->output_hash.empty());
+  auto from_input = run(mode::from_input, 2, input);
+  REQUIRE(from_input.result);
+  CHECK(from_input.result->layer_hash == full.layer_hashes[2]);
+  CHECK(from_input.result->output_hash == full.output_hash); // the last layer
+  auto unknown = referee.run({7, std::string(64, 'a'), mode::whole_job, -1, input});
+  CHECK_FALSE(unknown.result);
+  CHECK(unknown.problem.find("not loaded") != std::string::npos);
+  CHECK_FALSE(run(mode::one_layer, 1, input).result); // the input is not layer 1's activation: refused
 }
