@@ -200,6 +200,7 @@ struct referee_task {
   mode how = mode::one_layer;
   std::int32_t layer = 0;
   kernels::tensor entering;
+  kernels::tensor input;         // the job's input (one_layer): used instead when `entering` does not fit the layer
 };
 struct referee_result {
   std::string layer_hash;        // of trace layer `layer` (one_layer, from_input)

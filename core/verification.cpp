@@ -447,7 +447,8 @@ void verification_core::referee(dispute& d, referee_task::mode how, kernels::ten
     probe_deadlines_.erase({d.probe_deadline, d.t.job.job_id});
     d.probe_deadline = 0;
   }
-  out.referee_tasks.push_back({d.t.job.job_id, d.t.job.receipt.model_hash, how, d.layer, std::move(entering)});
+  out.referee_tasks.push_back({d.t.job.job_id, d.t.job.receipt.model_hash, how, d.layer, std::move(entering),
+                               how == referee_task::mode::one_layer ? d.t.job.input : kernels::tensor{}});
 }
 
 void verification_core::on(const node_activation& e, time_us, effects& out) {
@@ -463,8 +464,12 @@ void verification_core::on(const node_activation& e, time_us, effects& out) {
   }
   auto& d = it->second;
   const auto& agreed = d.t.job.provider_layers[static_cast<std::size_t>(d.layer - 1)];
-  if (kernels::layer_hash(e.reply.activation.data) == agreed) {
-    referee(d, referee_task::mode::one_layer, e.reply.activation, out);
+  // Only the bytes are signed (hashed): the shape is the job's rows by what they hold, never the
+  // sender's, so a wrong shape cannot make the referee fail.
+  const auto rows = d.t.job.input.shape.empty() ? 0 : d.t.job.input.shape[0];
+  const auto bytes = static_cast<std::int64_t>(e.reply.activation.data.size());
+  if (rows > 0 && bytes > 0 && bytes % rows == 0 && kernels::layer_hash(e.reply.activation.data) == agreed) {
+    referee(d, referee_task::mode::one_layer, {kernels::dtype::i8, {rows, bytes / rows}, e.reply.activation.data}, out);
     return;
   }
   out.notes.push_back("verification: job " + std::to_string(id) + ": the activation the verifier sent for layer " +

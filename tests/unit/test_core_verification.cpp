@@ -419,6 +419,14 @@ TEST_CASE("a mismatch is bisected to the first differing layer, and the referee 
     CHECK(t.entering.data == layer_activation(4, 0).data);
     CHECK(t.model == signed_receipt(4, f.provider).model_hash);
   }
+  SUBCASE("the shape is the job's, whatever the sender said: only the bytes are agreed") {
+    auto odd = layer_activation(4, 0);
+    odd.shape = {static_cast<std::int64_t>(odd.data.size()), 1};
+    auto e = f.c.step(node_activation{f.v.identity, {4, 0, odd}}, t0 + 20);
+    REQUIRE(e.referee_tasks.size() == 1);
+    CHECK(e.referee_tasks[0].how == referee_task::mode::one_layer);
+    CHECK(e.referee_tasks[0].entering.shape == layer_activation(4, 0).shape);
+  }
   SUBCASE("an activation that does not hash to it, or none in time: the referee computes it from the input") {
     auto bad = f.c.step(node_activation{f.v.identity, {4, 0, layer_activation(4, 1)}}, t0 + 20);
     REQUIRE(bad.referee_tasks.size() == 1);

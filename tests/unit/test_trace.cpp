@@ -173,7 +173,7 @@ TEST_CASE("the coordinator's referee re-runs one layer, the layers up to it, or 
   const auto pm = prepare(m, reference_backend());
   using mode = haca::core::referee_task::mode;
   auto run = [&](mode how, std::int32_t layer, const tensor& entering) {
-    return referee.run({7, m.hash, how, layer, entering});
+    return referee.run({7, m.hash, how, layer, entering, {}});
   };
   auto whole = run(mode::whole_job, -1, input);
   REQUIRE(whole.result);
@@ -188,8 +188,12 @@ TEST_CASE("the coordinator's referee re-runs one layer, the layers up to it, or 
   REQUIRE(from_input.result);
   CHECK(from_input.result->layer_hash == full.layer_hashes[2]);
   CHECK(from_input.result->output_hash == full.output_hash); // the last layer
-  auto unknown = referee.run({7, std::string(64, 'a'), mode::whole_job, -1, input});
+  auto unknown = referee.run({7, std::string(64, 'a'), mode::whole_job, -1, input, {}});
   CHECK_FALSE(unknown.result);
   CHECK(unknown.problem.find("not loaded") != std::string::npos);
   CHECK_FALSE(run(mode::one_layer, 1, input).result); // the input is not layer 1's activation: refused
+  // ... unless the job's input comes with it: then the referee computes the activation itself.
+  auto recovered = referee.run({7, m.hash, mode::one_layer, 1, input, input});
+  REQUIRE(recovered.result);
+  CHECK(recovered.result->layer_hash == full.layer_hashes[1]);
 }
