@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 #include <string>
 #include <thread>
 #include <unistd.h>
@@ -23,6 +24,7 @@
 
 #include "core/settlement.hpp"
 #include "db/audit.hpp"
+#include "db/scratch.hpp"
 #include "db/store.hpp"
 #include "verify/hash.hpp"
 
@@ -38,15 +40,6 @@ struct options {
   std::size_t batch = 256;   // receipts per block
   bool keep = false;
 };
-
-std::string with_db_name(const std::string& url, const std::string& name) {
-  const auto query = url.find('?');
-  const auto path_end = query == std::string::npos ? url.size() : query;
-  const auto slash = url.rfind('/', path_end);
-  if (slash == std::string::npos)
-    throw std::runtime_error("cannot find the database name in " + url);
-  return url.substr(0, slash + 1) + name + url.substr(path_end);
-}
 
 double seconds_since(clock_type::time_point t) {
   return std::chrono::duration<double>(clock_type::now() - t).count();
@@ -231,19 +224,14 @@ int main(int argc, char** argv) {
       return a == "--help" || a == "-h" ? 0 : 2;
     }
   }
-  const std::string name = fmt::format("haca_bench_settle_{}", ::getpid());
-  const std::string url = with_db_name(o.base_db, name);
   int rc = 0;
+  std::optional<db::scratch_database> scratch;
   try {
-    {
-      pqxx::connection c{o.base_db};
-      pqxx::nontransaction tx{c};
-      tx.exec("drop database if exists " + tx.quote_name(name) + " with (force)");
-      tx.exec("create database " + tx.quote_name(name));
-    }
-    const auto migrate = fmt::format("{}/deploy/migrate.sh '{}' > /dev/null 2>&1", HACA_SOURCE_DIR, url);
-    if (std::system(migrate.c_str()) != 0)
-      throw std::runtime_error("migrations failed: " + migrate);
+    scratch.emplace(o.base_db, fmt::format("haca_bench_settle_{}", ::getpid()), HACA_SOURCE_DIR);
+    if (o.keep)
+      scratch->keep();
+    const std::string& url = scratch->url();
+    const std::string& name = scratch->name();
     std::printf("bench_settlement: scratch database %s, %u hardware threads\n", name.c_str(),
                 std::thread::hardware_concurrency());
 
@@ -292,15 +280,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "bench_settlement: error: %s\n", e.what());
     rc = 1;
   }
-  if (!o.keep) {
-    try {
-      pqxx::connection c{o.base_db};
-      pqxx::nontransaction tx{c};
-      tx.exec("drop database if exists " + tx.quote_name(name) + " with (force)");
-    } catch (const std::exception&) {
-    }
-  } else {
-    std::printf("kept %s\n", url.c_str());
-  }
+  if (scratch && o.keep)
+    std::printf("kept %s\n", scratch->url().c_str());
   return rc;
 }

@@ -28,43 +28,16 @@ std::string base_db() {
 
 std::string current_db; // the running network's database, if any
 
-// The base URL with another database name.
-std::string with_db_name(const std::string& url, const std::string& name) {
-  auto query = url.find('?');
-  auto path_end = query == std::string::npos ? url.size() : query;
-  auto slash = url.rfind('/', path_end);
-  if (slash == std::string::npos)
-    throw std::runtime_error("cannot find the database name in " + url);
-  return url.substr(0, slash + 1) + name + url.substr(path_end);
+std::string scratch_name() {
+  static std::atomic<int> counter{0};
+  return fmt::format("haca_it_{}_{}", ::getpid(), counter++);
 }
 
 } // namespace
 
 std::string test_db() { return current_db.empty() ? base_db() : current_db; }
 
-scratch_database::scratch_database() {
-  static std::atomic<int> counter{0};
-  name_ = fmt::format("haca_it_{}_{}", ::getpid(), counter++);
-  {
-    pqxx::connection c{base_db()};
-    pqxx::nontransaction tx{c};
-    tx.exec("drop database if exists " + tx.quote_name(name_) + " with (force)");
-    tx.exec("create database " + tx.quote_name(name_));
-  }
-  url_ = with_db_name(base_db(), name_);
-  auto command = fmt::format("{}/deploy/migrate.sh '{}' > /dev/null 2>&1", HACA_SOURCE_DIR, url_);
-  if (std::system(command.c_str()) != 0)
-    throw std::runtime_error("migrations failed on " + url_ + " (" + command + ")");
-}
-
-scratch_database::~scratch_database() {
-  try {
-    pqxx::connection c{base_db()};
-    pqxx::nontransaction tx{c};
-    tx.exec("drop database if exists " + tx.quote_name(name_) + " with (force)");
-  } catch (const std::exception&) {
-  }
-}
+scratch_database::scratch_database() : db::scratch_database(base_db(), scratch_name(), HACA_SOURCE_DIR) {}
 
 std::string unique_id(const std::string& prefix) {
   static std::atomic<int> counter{0};

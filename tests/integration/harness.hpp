@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "app/process.hpp"
+#include "db/scratch.hpp"
 #include "kernels/model.hpp"
 #include "net/client.hpp"
 
@@ -20,16 +21,9 @@ std::string test_db();
 
 // A database of its own, created next to the base test database and migrated like the real
 // ones; dropped at the end.
-class scratch_database {
+class scratch_database : public db::scratch_database {
 public:
   scratch_database();
-  ~scratch_database();
-  scratch_database(const scratch_database&) = delete;
-  scratch_database& operator=(const scratch_database&) = delete;
-  const std::string& url() const { return url_; }
-
-private:
-  std::string name_, url_;
 };
 std::string unique_id(const std::string& prefix); // unique per process and call
 
