@@ -507,8 +507,12 @@ void verification_core::rule(dispute d, const referee_result& r, time_us now, ef
   const auto& receipt = job.receipt;
   const auto& v = d.verdict;
   const bool whole = d.layer < 0;
+  // On a whole re-run a side is right when its trace root and output hash are the referee's.
+  auto whole_run_matches = [&](const std::string& trace_root, const std::string& output_hash) {
+    return r.trace_root == trace_root && r.output_hash == output_hash;
+  };
   if (whole && d.verifier_lost) {
-    const bool ok = r.trace_root == receipt.trace_root && r.output_hash == receipt.output_hash;
+    const bool ok = whole_run_matches(receipt.trace_root, receipt.output_hash);
     judge(job, ok ? job_state::verified : job_state::disputed,
           "by the referee, which re-ran the whole job after verifier " + d.verifier_who + " lied: trace root " +
               shown(r.trace_root) + (ok ? ", as the receipt says" : ", the receipt says " + shown(receipt.trace_root)),
@@ -524,8 +528,8 @@ void verification_core::rule(dispute d, const referee_result& r, time_us now, ef
   ruling.at_us = now;
   bool provider_ok = false, verifier_ok = false;
   if (whole) {
-    provider_ok = r.trace_root == receipt.trace_root && r.output_hash == receipt.output_hash;
-    verifier_ok = r.trace_root == v.trace_root && r.output_hash == v.output_hash;
+    provider_ok = whole_run_matches(receipt.trace_root, receipt.output_hash);
+    verifier_ok = whole_run_matches(v.trace_root, v.output_hash);
     ruling.provider_hash = receipt.trace_root;
     ruling.verifier_hash = v.trace_root;
     ruling.referee_hash = r.trace_root;

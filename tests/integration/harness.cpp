@@ -113,6 +113,16 @@ network::~network() {
 
 net::client_credentials network::new_client() const { return {verify::generate_key_pair(), coordinator_key_}; }
 
+app::workload_options network::workload(std::size_t jobs, const std::string& tier, std::uint64_t seed) const {
+  app::workload_options w;
+  w.endpoint = client_endpoint();
+  w.credentials = new_client();
+  w.model = model_.hash;
+  w.tier = tier;
+  w.inputs = app::random_inputs(jobs, model_.input_dim(), seed);
+  return w;
+}
+
 std::string network::client_endpoint() const { return fmt::format("tcp://127.0.0.1:{}", client_port_); }
 std::string network::node_endpoint() const { return fmt::format("tcp://127.0.0.1:{}", node_port_); }
 

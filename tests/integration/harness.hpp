@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "app/process.hpp"
+#include "app/workload.hpp"
 #include "db/scratch.hpp"
 #include "kernels/model.hpp"
 #include "net/client.hpp"
@@ -57,6 +58,9 @@ public:
   // The coordinator runs with --demo-faucet 1000000000, so a new account is funded on its first job.
   net::client_credentials new_client() const;
   net::client connect_client(const net::client_credentials& who) const { return net::client{client_endpoint(), who}; }
+  // A workload of a new client (new_client()): `jobs` random inputs from `seed` for this
+  // network's model, at `tier`.
+  app::workload_options workload(std::size_t jobs, const std::string& tier, std::uint64_t seed) const;
   app::child_process& coordinator() { return children_.front(); }
   app::child_process& provider(int i) { return children_.at(1 + static_cast<std::size_t>(i)); }
   app::child_process& verifier(int i) { return children_.at(1 + static_cast<std::size_t>(providers_ + i)); }

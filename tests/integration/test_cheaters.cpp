@@ -54,12 +54,7 @@ TEST_CASE("a provider cheating on 10% of jobs is caught on the sampled share (p 
   o.sample_rate = p;
   o.provider_args = {{"--cheat-rate", std::to_string(r)}};
   test::network net(o);
-  app::workload_options w;
-  w.endpoint = net.client_endpoint();
-  w.credentials = net.new_client();
-  w.model = net.model_hash();
-  w.tier = "sampled";
-  w.inputs = app::random_inputs(jobs, net.input_dim(), 11);
+  auto w = net.workload(jobs, "sampled", 11);
   w.notice_wait_ms = 4000; // the disputed jobs' NOTICEs come once their blocks commit
   auto rep = app::run_workload(w);
   INFO(net.logs());
@@ -117,12 +112,7 @@ TEST_CASE("a verifier lying on 30% of its verdicts is caught by the referee ever
   o.verifier_args = {"--lie-rate", "0.3"};
   o.coordinator_args = {"--max-verifier-lies", "0"}; // the liar keeps verifying: every lie is ruled on
   test::network net(o);
-  app::workload_options w;
-  w.endpoint = net.client_endpoint();
-  w.credentials = net.new_client();
-  w.model = net.model_hash();
-  w.tier = "full";
-  w.inputs = app::random_inputs(jobs, net.input_dim(), 12);
+  auto w = net.workload(jobs, "full", 12);
   auto rep = app::run_workload(w);
   INFO(net.logs());
   REQUIRE(rep.results == jobs);
@@ -162,12 +152,7 @@ TEST_CASE("a verifier caught lying once is dropped and refused; an honest verifi
                                  net.dir() + "/logs/liar.log");
   REQUIRE(test::eventually(
       [&] { return test::query_value(fmt::format("select count(*) from providers where name = '{}'", name)) == "1"; }));
-  app::workload_options w;
-  w.endpoint = net.client_endpoint();
-  w.credentials = net.new_client();
-  w.model = net.model_hash();
-  w.tier = "full";
-  w.inputs = app::random_inputs(40, net.input_dim(), 13);
+  auto w = net.workload(40, "full", 13);
   auto rep = app::run_workload(w);
   const auto account = w.credentials.account();
   REQUIRE(test::eventually([&] { return db::count_final(test::test_db(), account).value() == 40; }));

@@ -11,12 +11,7 @@ using namespace haca;
 
 TEST_CASE("jobs come back with valid receipts and end verified and settled in a balanced, hash-chained ledger") {
   test::network net;
-  app::workload_options w;
-  w.endpoint = net.client_endpoint();
-  w.credentials = net.new_client();
-  w.model = net.model_hash();
-  w.tier = "sampled"; // the network samples at rate 1
-  w.inputs = app::random_inputs(20, net.input_dim(), 7);
+  auto w = net.workload(20, "sampled", 7); // the network samples at rate 1
   auto rep = app::run_workload(w);
   INFO(net.logs());
   REQUIRE(rep.results == 20);
@@ -55,12 +50,7 @@ TEST_CASE("tier none skips verification and the job still settles, each step rec
   o.providers = 1;
   o.provider_args = {{"--credit", "1"}};
   test::network net{o};
-  app::workload_options w;
-  w.endpoint = net.client_endpoint();
-  w.credentials = net.new_client();
-  w.model = net.model_hash();
-  w.tier = "none";
-  w.inputs = app::random_inputs(6, net.input_dim(), 8);
+  auto w = net.workload(6, "none", 8);
   std::this_thread::sleep_for(std::chrono::milliseconds(200)); // the provider's READY follows its registration
   auto rep = app::run_workload(w);
   INFO(net.logs());
@@ -95,12 +85,8 @@ TEST_CASE("a job whose provider is killed while holding it completes on another 
   test::network net{o};
   auto client_id = test::unique_id("kill");
 
-  app::workload_options w;
-  w.endpoint = net.client_endpoint();
-  w.credentials = net.new_client();
+  auto w = net.workload(1, "sampled", 9);
   const auto account = w.credentials.account();
-  w.model = net.model_hash();
-  w.inputs = app::random_inputs(1, net.input_dim(), 9);
   app::workload_report rep;
   std::thread client{[&] { rep = app::run_workload(w); }};
 

@@ -126,12 +126,8 @@ TEST_CASE("10,000 jobs survive coordinator SIGKILLs and SIGTERM, provider and ve
   const auto account = market::client_account(client_id);
   const double setup_s = seconds_since(t0);
 
-  app::workload_options w;
-  w.endpoint = net.client_endpoint();
+  auto w = net.workload(jobs, "full", 2024); // every job re-executed by the verifier
   w.credentials = who;
-  w.model = net.model_hash();
-  w.tier = "full"; // every job re-executed by the verifier
-  w.inputs = app::random_inputs(jobs, net.input_dim(), 2024);
   w.window = 800;
   w.resend_after_ms = 2000;
   w.timeout_ms = 60000; // no progress for a minute: a hang, and the test says so

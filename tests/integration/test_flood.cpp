@@ -77,13 +77,8 @@ TEST_CASE("sockets that flood SUBMITs and never read do not starve a polite clie
     });
 
   std::this_thread::sleep_for(2s); // the flood is on
-  app::workload_options w;
-  w.endpoint = net.client_endpoint();
-  w.credentials = net.new_client();
+  auto w = net.workload(200, "none", 3);
   w.request_prefix = "p";
-  w.model = net.model_hash();
-  w.tier = "none";
-  w.inputs = app::random_inputs(200, net.input_dim(), 3);
   w.window = 10;
   w.timeout_ms = 60000;
   long rss_peak = 0;

@@ -118,12 +118,8 @@ TEST_CASE("captures of both ports during a run hold no plaintext protocol header
       [&] { return test::query_value(fmt::format("select count(*) from providers where name = '{}'", name)) == "1"; }));
   const int client_port = std::stoi(net.client_endpoint().substr(net.client_endpoint().rfind(':') + 1));
   recording_relay client_relay(client_port);
-  app::workload_options w;
-  w.endpoint = fmt::format("tcp://127.0.0.1:{}", client_relay.port());
-  w.credentials = net.new_client();
-  w.model = net.model_hash();
-  w.tier = "none";
-  w.inputs = app::random_inputs(20, net.input_dim(), 5);
+  auto w = net.workload(20, "none", 5);
+  w.endpoint = fmt::format("tcp://127.0.0.1:{}", client_relay.port()); // through the recording relay
   auto rep = app::run_workload(w);
   INFO(net.logs());
   REQUIRE(rep.results == 20);

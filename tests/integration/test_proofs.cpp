@@ -35,13 +35,9 @@ test::command_result run_haca(const std::string& args) {
 
 TEST_CASE("a settled job's PROOF verifies offline against the coordinator key and fails on one changed byte") {
   test::network net;
-  app::workload_options w;
-  w.endpoint = net.client_endpoint();
+  auto w = net.workload(5, "sampled", 3); // sampled at rate 1: verified
   const auto key_file = net.dir() + "/keys/client.key"; // the job's owner, for prove-inclusion below
   w.credentials = {verify::load_or_create_key(key_file).value(), net.coordinator_key()};
-  w.model = net.model_hash();
-  w.tier = "sampled"; // sampled at rate 1: verified
-  w.inputs = app::random_inputs(5, net.input_dim(), 3);
   auto rep = app::run_workload(w);
   INFO(net.logs());
   REQUIRE(rep.results == 5);
