@@ -41,6 +41,10 @@ public:
       self->send(peers_.settlement, handoff_atom::value, std::move(fx.to_settlement));
     if (!fx.to_execution.empty())
       self->send(peers_.job_queue, handoff_atom::value, std::move(fx.to_execution));
+    if (!fx.admitted_verifiers.empty())
+      self->send(peers_.verifier_pool, handoff_atom::value, std::move(fx.admitted_verifiers));
+    if (!fx.nodes_left.empty())
+      self->send(peers_.job_queue, handoff_atom::value, std::move(fx.nodes_left));
     for (auto& l : fx.lookups)
       self->send(peers_.reader, lookup_atom::value, std::move(l));
     for (auto& l : fx.request_lookups)

@@ -88,8 +88,8 @@ struct gateway_loop {
     if (port == core::port::node) {
       backlog = routes.node_backlog.get();
       if (msg.command == proto::cmd::hello) {
-        // Where a node's messages go is decided by the role its HELLO claims; the core it
-        // reaches checks the HELLO itself.
+        // Every HELLO goes to the execution core, which admits nodes (their stake); where a
+        // node's later messages go is decided by the role its HELLO claims.
         const auto caps = msg.header.find("capabilities");
         const bool verifier = caps != msg.header.end() && caps->is_object() && caps->contains("role") &&
                               (*caps)["role"] == "verifier";
@@ -99,7 +99,7 @@ struct gateway_loop {
       }
       auto v = verifier_identities.find(identity);
       const bool verifier = (v != verifier_identities.end() && v->second) || msg.command == proto::cmd::verdict;
-      dest = verifier ? routes.verifiers : routes.providers;
+      dest = verifier && msg.command != proto::cmd::hello ? routes.verifiers : routes.providers;
       if (msg.command == proto::cmd::disconnect && v != verifier_identities.end())
         verifier_identities.erase(v);
     }

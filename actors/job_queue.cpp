@@ -111,6 +111,12 @@ caf::behavior job_queue(self_ptr self, core::execution_core core, std::shared_pt
       [=](handoff_atom, settled_jobs& jobs) {
         guarded(self, "job_queue", [&] { step(self, core::jobs_settled{std::move(jobs)}); });
       },
+      [=](handoff_atom, left_nodes& nodes) {
+        guarded(self, "job_queue", [&] {
+          for (auto& n : nodes)
+            step(self, std::move(n));
+        });
+      },
       [=](tick_atom) {
         self->state.io.ticked(now_us());
         guarded(self, "job_queue", [&] { step(self, core::tick{}); });

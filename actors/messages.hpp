@@ -40,6 +40,8 @@ using outcomes = std::vector<core::outcome>;
 using executed_jobs = std::vector<core::executed_job>;
 using judged_jobs = std::vector<core::judged_job>;
 using settled_jobs = std::vector<core::settled_job>;
+using admitted_verifiers = std::vector<core::node_hello>; // execution -> verification
+using left_nodes = std::vector<core::node_left>;          // verification -> execution
 
 // The actors of one coordinator, handed to each after they are all spawned.
 struct peers {
@@ -69,6 +71,8 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(haca::actors::outcomes)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(haca::actors::executed_jobs)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(haca::actors::judged_jobs)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(haca::actors::settled_jobs)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(haca::actors::admitted_verifiers)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(haca::actors::left_nodes)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(haca::actors::peers)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(haca::core::job_lookup)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(haca::core::request_lookup)

@@ -79,6 +79,12 @@ caf::behavior verifier_pool(self_ptr self, core::verification_core core, std::sh
             step(self, std::move(j));
         });
       },
+      [=](handoff_atom, admitted_verifiers& hellos) {
+        guarded(self, "verifier_pool", [&] {
+          for (auto& h : hellos)
+            step(self, std::move(h));
+        });
+      },
       [=](committed_atom, records& recs, outcomes& outs) {
         self->state.io.confirmed();
         guarded(self, "verifier_pool", [&] { step(self, core::committed{std::move(recs), std::move(outs)}); });

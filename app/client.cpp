@@ -189,10 +189,11 @@ int run_status(const client_login& login, std::int64_t job_id, bool json) {
 }
 
 // DEPOSIT over the client port, as the admin key: the coordinator obeys it from that key alone.
-int run_deposit(const client_login& login, const std::string& account, std::int64_t amount, std::string request_id) {
+int run_deposit(const client_login& login, const std::string& account, std::int64_t amount, std::string request_id,
+                bool node) {
   if (request_id.empty())
     request_id = fmt::format("deposit-{}", std::chrono::system_clock::now().time_since_epoch().count());
-  auto msg = ask_coordinator(login, proto::make_deposit({request_id, account, amount}));
+  auto msg = ask_coordinator(login, proto::make_deposit({request_id, account, amount, node ? "node" : "client"}));
   if (!msg) {
     std::cerr << fmt::format("error {}: {}\n", msg.err().code, msg.err().reason);
     return 1;
@@ -202,8 +203,9 @@ int run_deposit(const client_login& login, const std::string& account, std::int6
     std::cerr << fmt::format("error: unexpected reply {}: {}\n", msg->command, d.err().reason);
     return 1;
   }
-  std::cout << fmt::format("{} {} micro-units to {} (request {}); balance {}\n", d->repeated ? "already deposited" : "deposited",
-                           d->amount, d->account, d->request_id, d->balance);
+  std::cout << fmt::format("{} {} micro-units to {} {} (request {}); balance {}\n",
+                           d->repeated ? "already deposited" : "deposited", d->amount, d->to, d->account,
+                           d->request_id, d->balance);
   return 0;
 }
 
@@ -314,15 +316,18 @@ void add_client_commands(CLI::App& app) {
   auto account = std::make_shared<std::string>();
   auto amount = std::make_shared<std::int64_t>(0);
   auto request_id = std::make_shared<std::string>();
-  auto* dep = app.add_subcommand("deposit", "Credit a client account (needs the coordinator's admin key)");
+  auto node = std::make_shared<bool>(false);
+  auto* dep = app.add_subcommand("deposit", "Credit a client or node account (needs the coordinator's admin key)");
   dep->add_option("--account", *account, "the client account: its CURVE public key, 64 hex characters ('haca submit' "
-                                         "prints it)")
+                                         "prints it); with --node, the node's public key (its key file's .pub)")
       ->required();
+  dep->add_flag("--node", *node, "credit the node account provider:<key>, from which a provider's or verifier's "
+                                 "stake is held when it joins");
   dep->add_option("--amount", *amount, "micro-units")->required()->check(CLI::Range(std::int64_t{1}, proto::max_deposit));
   dep->add_option("--request-id", *request_id, "makes a resend safe: the same id is credited once (default: unique)");
   add_client_login_options(*dep, *admin);
   dep->callback([=] {
-    if (int rc = run_deposit(*admin, *account, *amount, *request_id))
+    if (int rc = run_deposit(*admin, *account, *amount, *request_id, *node))
       throw CLI::RuntimeError(rc);
   });
 }

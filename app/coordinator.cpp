@@ -25,6 +25,8 @@ struct coordinator_options {
   std::string node_allow; // file of node keys (hex, one per line) admitted on the node port; "" = any
   int min_reputation = 0;
   int max_verifier_lies = 1;
+  std::int64_t min_stake = 0;
+  std::int64_t stake_cooldown_ms = 60000;
   double sample_rate = 0.1;
   std::int64_t demo_faucet = 0;
   std::string admin_key; // whose DEPOSITs are obeyed: hex or a file holding it; "" = the coordinator's own key
@@ -107,6 +109,7 @@ int run_coordinator(const coordinator_options& o) {
   ex.max_client_waiting = std::min(o.max_queue, o.max_client_queue);
   ex.assign_timeout_ms = o.assign_timeout_ms;
   ex.min_reputation = o.min_reputation;
+  ex.stake = {o.min_stake, o.stake_cooldown_ms};
   ex.coordinator_key = key->public_key_hex;
   core::verification_config vc;
   vc.sample_rate = o.sample_rate;
@@ -237,6 +240,16 @@ void add_coordinator_command(CLI::App& app) {
                   "referee rulings a verifier may lose before it is refused (0 = never; the lie-rate test switch "
                   "needs 0)")
       ->check(CLI::Range(0, 1000000))
+      ->capture_default_str();
+  cmd->add_option("--min-stake", o->min_stake,
+                  "micro-units a provider or verifier must have at stake to join: its HELLO moves what is missing "
+                  "from its account (DEPOSIT --node) to its stake, or is refused (0 = no stake needed)")
+      ->check(CLI::Range(std::int64_t{0}, proto::max_deposit))
+      ->capture_default_str();
+  cmd->add_option("--stake-cooldown-ms", o->stake_cooldown_ms,
+                  "how long a node's stake stays held after it left (slashable for what it did), before it goes "
+                  "back to its account")
+      ->check(CLI::Range(std::int64_t{0}, std::int64_t{86400000} * 365))
       ->capture_default_str();
   cmd->add_option("--node-allow", o->node_allow,
                   "file of node public keys (hex, one per line) allowed on the node port; without it any key may "

@@ -248,7 +248,7 @@ int main(int argc, char** argv) {
     std::printf("seeding %zu + %zu executed jobs with signed receipts through the store ...\n", n, nb);
     std::fflush(stdout);
     auto seed_started = clock_type::now();
-    must_commit(store, {core::funding{"bench-client", 1'000'000'000, "faucet:bench-client", 0}}, "funding the client");
+    must_commit(store, {core::transfer{market::funding_postings("client:bench-client", 1'000'000'000, "faucet"), "faucet:bench-client", 0, 0}}, "funding the client");
     auto jobs = seed(store, 1, n, provider);
     auto baseline_jobs = seed(store, static_cast<std::int64_t>(n) + 1, nb, provider);
     std::printf("seeded in %.1f s\n", seconds_since(seed_started));

@@ -26,10 +26,7 @@ struct client_deposit { // DEPOSIT: only from the admin account
   std::string account;
   proto::deposit_request req;
 };
-struct node_hello {
-  std::string identity;
-  proto::capabilities caps;           // signature already checked by the codec
-};
+// node_hello and node_left are in records.hpp: they are also hand-offs between the cores.
 struct node_ready {
   std::string identity;
   std::int32_t credit = 0;

@@ -1,6 +1,7 @@
 #include "core/execution.hpp"
 
 #include <algorithm>
+#include <utility>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -68,7 +69,7 @@ status check_done(const proto::job_done& done, const job_spec& spec, const model
 
 } // namespace
 
-execution_core::execution_core(execution_config cfg) : cfg_(std::move(cfg)) {}
+execution_core::execution_core(execution_config cfg) : cfg_(std::move(cfg)), stake_(cfg_.stake) {}
 
 execution_core execution_core::recover(execution_config cfg, const snapshot& s, time_us now) {
   execution_core c(std::move(cfg));
@@ -79,6 +80,8 @@ execution_core execution_core::recover(execution_config cfg, const snapshot& s, 
     c.deposits_[ref] = {d.first, d.second, ref.substr(ref.find(':') + 1), true, {}};
   for (const auto& [client, balance] : s.client_balances)
     c.escrow_.credit(client, balance);
+  c.stake_.restore(s, now);
+  c.unslashed_ = s.unslashed; // slashed at the first tick
   c.last_beat_ = now;
   const time_us liveness = static_cast<time_us>(proto::heartbeat_liveness) * c.cfg_.heartbeat_ms * 1000;
   for (const auto& stored : s.open_jobs) {
@@ -232,8 +235,9 @@ void execution_core::on(const client_submit& e, time_us now, effects& out) {
   }
   if (grant) {
     funded_.insert(client);
-    escrow_.credit(client, cfg_.faucet);
-    out.records.push_back(funding{client, cfg_.faucet, "faucet:" + client, now});
+    book(transfer{market::funding_postings(market::client_account(client), cfg_.faucet, "faucet"), "faucet:" + client,
+                  0, now},
+         out);
   }
   escrow_.hold(client, r.max_price);
 
@@ -271,6 +275,20 @@ void execution_core::on(const client_query& e, time_us, effects& out) {
   out.lookups.push_back({e.identity, e.account, e.job_id, e.command});
 }
 
+// A deposit's reply: the account's key, which account it was, and its balance now.
+static proto::message deposited(const std::string& request_id, const std::string& account, micros amount, micros balance,
+                         bool repeated) {
+  const bool node = account.rfind("provider:", 0) == 0;
+  return proto::make_deposited({request_id, account.substr(account.find(':') + 1), amount, balance, repeated,
+                                node ? "node" : "client"});
+}
+
+micros execution_core::balance_of(const std::string& account) const {
+  if (account.rfind("provider:", 0) == 0)
+    return stake_.balance(account.substr(9));
+  return escrow_.balance(account.substr(account.find(':') + 1));
+}
+
 void execution_core::on(const client_deposit& e, time_us now, effects& out) {
   const auto& d = e.req;
   if (cfg_.admin_account.empty() || e.account != cfg_.admin_account) {
@@ -279,12 +297,13 @@ void execution_core::on(const client_deposit& e, time_us now, effects& out) {
                                       d.request_id)));
     return;
   }
+  const auto account = d.to == "node" ? market::provider_account(d.account) : market::client_account(d.account);
   const auto ref = "deposit:" + d.request_id;
   auto [it, fresh] = deposits_.try_emplace(ref);
   auto& dep = it->second;
   if (!fresh) {
     // The same request id again (a resend after a lost reply): nothing new is credited.
-    if (dep.account != d.account || dep.amount != d.amount) {
+    if (dep.account != account || dep.amount != d.amount) {
       out.messages.push_back(to_client(
           e.identity, proto::make_error(make_error(errc::duplicate_request,
                                                    fmt::format("deposit '{}' was made for {} micro-units to {}; use a "
@@ -294,18 +313,18 @@ void execution_core::on(const client_deposit& e, time_us now, effects& out) {
       return;
     }
     if (dep.stored)
-      out.messages.push_back(to_client(e.identity, proto::make_deposited({d.request_id, d.account, d.amount,
-                                                                          escrow_.balance(d.account), true})));
+      out.messages.push_back(
+          to_client(e.identity, deposited(d.request_id, account, d.amount, balance_of(account), true)));
     else
       dep.waiting.push_back(e.identity); // answered when its record commits
     return;
   }
   // Credited when stored: money nobody may spend before Postgres holds it.
-  dep.account = d.account;
+  dep.account = account;
   dep.amount = d.amount;
   dep.request_id = d.request_id;
   dep.waiting.push_back(e.identity);
-  out.records.push_back(funding{d.account, d.amount, ref, now});
+  out.records.push_back(transfer{market::funding_postings(account, d.amount, "deposit"), ref, 0, now});
 }
 
 void execution_core::on(const request_found& e, time_us, effects& out) {
@@ -356,12 +375,41 @@ void execution_core::reply_duplicate(const std::string& identity, const std::str
 
 // ---- nodes ----
 
+// Every node's HELLO comes here first: a node joins only with its stake (core/stake.hpp). A
+// verifier, once admitted, is handed to the verification core, which runs its session.
 void execution_core::on(const node_hello& e, time_us now, effects& out) {
   const auto& caps = e.caps;
-  if (caps.role != "provider") {
+  if (caps.role != "provider" && caps.role != "verifier") {
     out.messages.push_back(to_node(e.identity, proto::make_error(make_error(
-                                                   errc::bad_input, "this port's provider sessions take role 'provider', "
-                                                                    "got '" + caps.role + "'"))));
+                                                   errc::bad_input, "a node's role is 'provider' or 'verifier', got '" +
+                                                                        caps.role + "'"))));
+    return;
+  }
+  const auto& key = caps.public_key;
+  if (stake_.holding(key)) {
+    awaiting_stake_[key].push_back(e); // welcomed when the hold in flight commits
+    return;
+  }
+  auto admission = stake_.admit(key, now);
+  if (admission.refusal) {
+    out.messages.push_back(to_node(e.identity, proto::make_error(*admission.refusal)));
+    out.notes.push_back(fmt::format("{} {} refused: {}", caps.role, short_key(key), admission.refusal->reason));
+    return;
+  }
+  if (admission.hold) {
+    // Persist before tell: WELCOME only once its stake is held in Postgres.
+    awaiting_stake_[key].push_back(e);
+    book(std::move(*admission.hold), out);
+    return;
+  }
+  welcome(e, now, out);
+}
+
+void execution_core::welcome(const node_hello& e, time_us now, effects& out) {
+  const auto& caps = e.caps;
+  if (caps.role == "verifier") {
+    stake_.joined(caps.public_key, caps.role);
+    out.admitted_verifiers.push_back(e);
     return;
   }
   // A provider that reconnects (a new identity for its key, or a new key on an identity)
@@ -370,6 +418,7 @@ void execution_core::on(const node_hello& e, time_us now, effects& out) {
     lose_session(old->second, now, out, "its connection now speaks for another key");
   if (sessions_.count(caps.public_key))
     lose_session(caps.public_key, now, out, "replaced by a new session");
+  stake_.joined(caps.public_key, caps.role);
   session s;
   s.identity = e.identity;
   s.caps = caps;
@@ -378,9 +427,12 @@ void execution_core::on(const node_hello& e, time_us now, effects& out) {
   key_of_[e.identity] = caps.public_key;
   out.records.push_back(node_seen{caps, now});
   out.messages.push_back(to_node(e.identity, proto::make_welcome({cfg_.heartbeat_ms, cfg_.coordinator_key})));
-  out.notes.push_back(fmt::format("provider '{}' ({}) joined: {} models, price {}", caps.name,
-                                  short_key(caps.public_key), caps.models.size(), caps.price));
+  out.notes.push_back(fmt::format("provider '{}' ({}) joined: {} models, price {}, {} at stake", caps.name,
+                                  short_key(caps.public_key), caps.models.size(), caps.price,
+                                  stake_.staked(caps.public_key)));
 }
+
+void execution_core::on(const node_left& e, time_us now, effects&) { stake_.left(e.key, e.role, now); }
 
 void execution_core::on(const node_ready& e, time_us now, effects& out) {
   auto* s = session_of(e.identity);
@@ -506,6 +558,7 @@ void execution_core::lose_session(std::string key, time_us now, effects& out, co
   auto held = it->second.held;
   key_of_.erase(it->second.identity);
   sessions_.erase(it);
+  stake_.left(key, "provider", now);
   if (auto r = recovered_by_key_.find(key); r != recovered_by_key_.end()) {
     for (auto id : r->second)
       if (auto j = jobs_.find(id); j != jobs_.end())
@@ -754,33 +807,8 @@ void execution_core::on_commit(const record& rec, const outcome& o, effects& out
       return;
     }
   }
-  if (const auto* f = std::get_if<funding>(&rec)) {
-    if (auto d = deposits_.find(f->ref); d != deposits_.end()) {
-      auto& dep = d->second;
-      const bool stored = o.what != outcome::kind::rejected;
-      if (stored) {
-        dep.stored = true;
-        escrow_.credit(dep.account, dep.amount);
-      }
-      for (const auto& identity : dep.waiting)
-        out.messages.push_back(to_client(
-            identity, stored ? proto::make_deposited({dep.request_id, dep.account, dep.amount,
-                                                      escrow_.balance(dep.account), false})
-                             : proto::make_error(make_error(errc::internal, "the deposit was not stored: " + o.reason),
-                                                 dep.request_id)));
-      dep.waiting.clear();
-      if (!stored) {
-        out.errors.push_back(fmt::format("deposit '{}' was not stored: {}", dep.request_id, o.reason));
-        deposits_.erase(d);
-      }
-      return;
-    }
-    if (o.what != outcome::kind::ok) {
-      // The grant is not stored, so it must not be spent: take it back.
-      escrow_.credit(f->client_id, -f->amount);
-      funded_.erase(f->client_id);
-      out.errors.push_back(fmt::format("faucet grant to '{}' was not stored: {}", f->client_id, o.reason));
-    }
+  if (const auto* t = std::get_if<transfer>(&rec)) {
+    on_commit(*t, o, out);
     return;
   }
   if (const auto* n = std::get_if<node_seen>(&rec)) {
@@ -789,13 +817,97 @@ void execution_core::on_commit(const record& rec, const outcome& o, effects& out
   }
 }
 
-void execution_core::on(const jobs_settled& e, time_us, effects& out) {
+void execution_core::on_commit(const transfer& t, const outcome& o, effects& out) {
+  const bool stored = o.what != outcome::kind::rejected;
+  if (auto d = deposits_.find(t.ref); d != deposits_.end()) {
+    // A deposit is credited only now: money nobody may spend before Postgres holds it.
+    auto& dep = d->second;
+    if (stored) {
+      dep.stored = true;
+      apply(t, +1);
+    }
+    for (const auto& identity : dep.waiting)
+      out.messages.push_back(to_client(
+          identity, stored ? deposited(dep.request_id, dep.account, dep.amount, balance_of(dep.account), false)
+                           : proto::make_error(make_error(errc::internal, "the deposit was not stored: " + o.reason),
+                                               dep.request_id)));
+    dep.waiting.clear();
+    if (!stored) {
+      out.errors.push_back(fmt::format("deposit '{}' was not stored: {}", dep.request_id, o.reason));
+      deposits_.erase(d);
+    }
+    return;
+  }
+  // Anything else was applied when it was booked: a transfer not stored must not be spent.
+  if (!stored) {
+    apply(t, -1);
+    out.errors.push_back(fmt::format("transfer '{}' was not stored: {}", t.ref, o.reason));
+    if (t.ref.rfind("faucet:", 0) == 0)
+      funded_.erase(t.ref.substr(7));
+  }
+  if (t.ref.rfind("stake:", 0) != 0)
+    return;
+  // A stake hold: the HELLOs that waited for it are welcomed (or refused, when it failed).
+  const auto key = t.ref.substr(6, t.ref.rfind(':') - 6);
+  stake_.hold_done(t.ref);
+  auto waiting = awaiting_stake_.find(key);
+  if (waiting == awaiting_stake_.end())
+    return;
+  auto hellos = std::move(waiting->second);
+  awaiting_stake_.erase(waiting);
+  for (const auto& h : hellos) {
+    if (stored)
+      welcome(h, t.at_us, out);
+    else
+      out.messages.push_back(to_node(h.identity, proto::make_error(make_error(
+                                                     errc::internal, "the stake could not be held: " + o.reason))));
+  }
+}
+
+void execution_core::book(transfer t, effects& out) {
+  apply(t, +1);
+  out.records.push_back(std::move(t));
+}
+
+void execution_core::apply(const transfer& t, int sign) {
+  for (auto p : t.postings) {
+    p.amount *= sign;
+    if (stake_.apply(p))
+      continue;
+    if (p.account.rfind("client:", 0) == 0)
+      escrow_.credit(p.account.substr(7), p.amount);
+  }
+}
+
+// A ruling's slashes, once the job's block is committed. A provider left below the minimum
+// stake loses its session; it may join again with a new deposit.
+void execution_core::slash(const settled_job& s, time_us now, effects& out) {
+  for (auto& t : stake_.slash(s, now)) {
+    out.notes.push_back(fmt::format("job {}: slashed ({})", s.job_id, t.ref));
+    book(std::move(t), out);
+  }
+  if (s.ruling.provider_lost && cfg_.stake.min_stake > 0 && stake_.below_minimum(s.provider_key))
+    if (auto it = sessions_.find(s.provider_key); it != sessions_.end()) {
+      const auto identity = it->second.identity;
+      lose_session(s.provider_key, now, out, "slashed below the minimum stake");
+      out.messages.push_back(to_node(
+          identity, proto::make_disconnect(fmt::format("your stake was slashed after job {} (the referee ruled "
+                                                       "against your receipt) and is below the minimum of {}",
+                                                       s.job_id, cfg_.stake.min_stake))));
+    }
+}
+
+void execution_core::on(const jobs_settled& e, time_us now, effects& out) {
   for (const auto& s : e.jobs) {
     // Reputation: from every settled verdict, also of jobs this core no longer holds.
     if (s.verdict == job_state::verified)
       ++verdicts_[s.provider_key].verified;
     else if (s.verdict == job_state::disputed)
       ++verdicts_[s.provider_key].disputes_lost;
+    // The provider's earnings are in its account now (the block is committed).
+    stake_.apply({market::provider_account(s.provider_key), s.earned, "job earnings"});
+    if (s.ruling.any())
+      slash(s, now, out);
     auto it = jobs_.find(s.job_id);
     if (it == jobs_.end())
       continue;
@@ -847,6 +959,13 @@ void execution_core::on(const tick&, time_us now, effects& out) {
                   fmt::format("the deadline passed while the job was {}", state_name(it->second.state)));
     deadlines_.erase({it->second.spec.deadline_us, id}); // finish_unpaid did unless the transition was refused
   }
+  for (const auto& settled : std::exchange(unslashed_, {}))
+    slash(settled, now, out);
+  for (auto& t : stake_.releases_due(now)) {
+    out.notes.push_back(fmt::format("stake released ({}): its node left {} ms ago or more", t.ref,
+                                    cfg_.stake.cooldown_ms));
+    book(std::move(t), out);
+  }
   dispatch(now, out);
 }
 
@@ -868,6 +987,9 @@ time_us execution_core::next_wake() const {
     earlier(timeouts_.begin()->first);
   if (!deadlines_.empty())
     earlier(deadlines_.begin()->first);
+  earlier(stake_.next_release());
+  if (!unslashed_.empty())
+    earlier(1);
   return wake;
 }
 

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "core/events.hpp"
+#include "core/stake.hpp"
 #include "market/ledger.hpp"
 #include "scheduler/queue_policy.hpp"
 
@@ -40,10 +41,11 @@ struct execution_config {
   int min_reputation = 0;             // permille: providers below it get no JOB (0 = no floor)
   std::size_t max_lookups = 256;      // request_lookups in flight; past that a refusal is sent as is
   std::string coordinator_key;        // sent in WELCOME
+  stake_config stake;                 // what a node (provider or verifier) must have at stake to join
 };
 
 using execution_event = std::variant<client_submit, client_query, client_deposit, request_found, node_hello, node_ready,
-                                     node_heartbeat, node_done, node_fail, node_gone, committed, jobs_settled, tick, drain>;
+                                     node_heartbeat, node_left, node_done, node_fail, node_gone, committed, jobs_settled, tick, drain>;
 
 class execution_core {
 public:
@@ -70,6 +72,7 @@ public:
   std::size_t waiting() const { return waiting_; }
   micros held(const std::string& client) const { return escrow_.held(client); }
   micros balance(const std::string& client) const { return escrow_.balance(client); }
+  const stake_book& stakes() const { return stake_; }
   std::size_t sessions() const { return sessions_.size(); }
   bool drained() const; // draining and no job is out with a provider
   std::vector<outbound> farewell() const; // DISCONNECT to every session, the last thing sent
@@ -107,6 +110,7 @@ private:
   void on(const node_hello& e, time_us now, effects& out);
   void on(const node_ready& e, time_us now, effects& out);
   void on(const node_heartbeat& e, time_us now, effects& out);
+  void on(const node_left& e, time_us now, effects& out);
   void on(const node_done& e, time_us now, effects& out);
   void on(const node_fail& e, time_us now, effects& out);
   void on(const node_gone& e, time_us now, effects& out);
@@ -116,6 +120,12 @@ private:
   void on(const drain& e, time_us now, effects& out);
 
   void on_commit(const record& r, const outcome& o, effects& out);
+  void on_commit(const transfer& t, const outcome& o, effects& out);
+  void welcome(const node_hello& e, time_us now, effects& out); // a node with its stake: its session starts
+  micros balance_of(const std::string& account) const; // client:<key> or provider:<key>
+  void book(transfer t, effects& out);     // apply a transfer in memory and persist it
+  void apply(const transfer& t, int sign); // +1: apply it, -1: take it back
+  void slash(const settled_job& s, time_us now, effects& out);
   bool transition(job_entry& j, job_state to, time_us now, effects& out, std::string detail = {},
                   std::optional<execution_result> result = std::nullopt);
   void requeue(job_entry& j, time_us now, effects& out, const std::string& why);
@@ -140,7 +150,7 @@ private:
   market::escrow_book escrow_;
   std::set<std::string> funded_;
   struct deposit_entry {
-    std::string account;
+    std::string account;               // the ledger account: client:<key> or provider:<key>
     micros amount = 0;
     std::string request_id;
     bool stored = false;               // its funding record committed (and was credited)
@@ -148,6 +158,9 @@ private:
   };
   std::map<std::string, deposit_entry> deposits_;                 // by ref "deposit:<request_id>", all ever made
   std::map<std::string, session> sessions_;                        // by provider key
+  stake_book stake_;                                               // nodes' accounts and stakes
+  std::vector<settled_job> unslashed_;                             // from the snapshot: slashed at the first tick
+  std::map<std::string, std::vector<node_hello>> awaiting_stake_;  // by node key: HELLOs welcomed once its hold commits
   std::map<std::string, std::string> key_of_;                      // identity -> provider key
   // Jobs found ASSIGNED at recovery, by provider key: no session holds them, yet losing that
   // provider (again) must re-queue them at once, like the jobs a session holds.

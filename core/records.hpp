@@ -6,7 +6,7 @@
 // Persist before you tell: a core emits a record, and only when the commit of that record is
 // confirmed (a `committed` event) does it emit the messages and hand-offs that depend on it.
 // Every record is idempotent (job by client + request id and by job id, transition by
-// job + seq, receipt by job + attempt, block by height + hash, funding by ref), so a store
+// job + seq, receipt by job + attempt, block by height + hash, transfer by ref), so a store
 // may apply the same record twice after a lost confirmation.
 #include <cstdint>
 #include <map>
@@ -81,13 +81,25 @@ struct node_seen {
   time_us at_us = 0;
 };
 
-// Money into a client account from the mint, once per ref: a DEPOSIT by the admin key, or the
-// demo faucet's grant. The ref's prefix ("deposit" or "faucet") is the postings' memo.
-struct funding {
-  std::string client_id;
-  micros amount = 0;
-  std::string ref;               // "deposit:<request_id>" or "faucet:<client_id>"
+// Money moved outside a block, once per ref; its postings sum to zero. A DEPOSIT by the admin
+// key or the demo faucet's grant (mint -> client:<id> or provider:<key>), a node's stake held
+// when it joins (provider:<key> -> stake:<key>) and released after it left, and the slashes
+// that follow a dispute's ruling. The ref's prefix ("deposit", "faucet", "stake", "unstake",
+// "slash") names what it is.
+struct transfer {
+  std::vector<market::posting> postings;
+  std::string ref;
+  std::int64_t job_id = 0;       // a slash: the job whose ruling it carries out; 0 = none
   time_us at_us = 0;
+};
+
+// What a job's dispute ruling decided about money: the slashes carried out when its block
+// settles (core/stake.hpp says how much).
+struct ruling_parties {
+  bool provider_lost = false;    // its stake pays the client's compensation (and the verifier's reward)
+  std::string honest_verifier;   // the verifier that was right against a lying provider: rewarded
+  std::string liar_verifier;     // a verifier the referee caught: its stake is taken
+  bool any() const { return provider_lost || !liar_verifier.empty(); }
 };
 
 // One receipt settled in a block.
@@ -100,6 +112,7 @@ struct settled_item {
   job_state verdict = job_state::unsampled;
   micros charged = 0;            // what the client pays (0 when refunded)
   std::vector<market::posting> postings; // sum to zero; empty when nothing is charged
+  ruling_parties ruling;
 };
 
 // A signed block and everything it settles, committed in one transaction. Idempotent by
@@ -126,7 +139,7 @@ struct dispute_ruling {
   time_us at_us = 0;
 };
 
-using record = std::variant<job_insert, job_transition, node_seen, funding, block_commit, dispute_ruling>;
+using record = std::variant<job_insert, job_transition, node_seen, transfer, block_commit, dispute_ruling>;
 
 // How one record's commit turned out.
 struct existing_job {             // the job that already holds a (client, request id)
@@ -154,6 +167,18 @@ struct outbound {
 
 // ---- hand-offs between cores (each released after the record it follows is committed) ----
 
+// A node's HELLO (an event of the execution core, which admits every node: its stake). A
+// verifier's is handed on to the verification core once admitted.
+struct node_hello {
+  std::string identity;
+  proto::capabilities caps;      // signature already checked by the codec
+};
+// verification -> execution: a verifier's session ended (its stake's cool-down starts).
+struct node_left {
+  std::string key;
+  std::string role;
+};
+
 // execution -> verification: an executed job.
 struct executed_job {
   std::int64_t job_id = 0;
@@ -175,6 +200,7 @@ struct judged_job {
   std::string client_id;
   verify::receipt receipt;
   job_state verdict = job_state::unsampled; // verified | unsampled | disputed
+  ruling_parties ruling;         // after a referee's ruling: who is slashed
 };
 
 // settlement -> execution: a job is in a committed block.
@@ -184,6 +210,9 @@ struct settled_job {
   micros charged = 0;
   std::string provider_key;      // whose receipt settled
   job_state verdict = job_state::unsampled; // verified and disputed ones count toward its reputation
+  micros price = 0;              // the receipt's price
+  micros earned = 0;             // what the provider's account got
+  ruling_parties ruling;         // the slashes owed
 };
 
 // verification -> the adapter: the referee's re-run of one trace layer of a disputed job (or of
@@ -234,6 +263,8 @@ struct effects {
   std::vector<executed_job> to_verification;
   std::vector<judged_job> to_settlement;
   std::vector<settled_job> to_execution;
+  std::vector<node_hello> admitted_verifiers; // execution -> verification: staked (or no stake needed)
+  std::vector<node_left> nodes_left;          // verification -> execution: a verifier's stake cools down
   std::vector<job_lookup> lookups;
   std::vector<request_lookup> request_lookups;
   std::vector<referee_task> referee_tasks;
@@ -255,6 +286,7 @@ struct stored_job {
   micros price = 0;              // of the current assignment
   time_us updated_us = 0;
   std::optional<execution_result> result; // the receipt and output, once executed
+  ruling_parties ruling;         // judged after a referee's ruling (disputes table)
 };
 
 // Everything the cores need after a restart: what Postgres committed, nothing else.
@@ -268,6 +300,9 @@ struct snapshot {
   std::string prev_hash = std::string(64, '0');
   std::map<std::string, market::verdict_record> provider_verdicts; // by provider key, from settled receipts
   std::map<std::string, int> verifier_lies;     // by verifier key: rulings it lost (disputes table)
+  std::map<std::string, micros> node_balances;  // by node key: accounts provider:<key>
+  std::map<std::string, micros> node_stakes;    // by node key: accounts stake:<key>
+  std::vector<settled_job> unslashed;           // settled after a ruling whose slashes are not stored
 };
 
 } // namespace haca::core

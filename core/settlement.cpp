@@ -48,6 +48,7 @@ settlement_core settlement_core::recover(settlement_config cfg, const snapshot& 
     e.client_id = j.spec.client_id;
     e.receipt = j.result->receipt;
     e.verdict = j.state;
+    e.ruling = j.ruling;
     if (c.known_.insert(e.job_id).second) {
       // It has waited since it was judged (not later than now): a partial batch of recovered
       // jobs is due at once when that was batch_ms ago.
@@ -110,6 +111,7 @@ void settlement_core::seal(time_us now, effects& out) {
     item.client_id = j.client_id;
     item.receipt = j.receipt;
     item.verdict = j.verdict;
+    item.ruling = j.ruling;
     if (j.verdict != job_state::disputed) {
       item.charged = j.receipt.price;
       item.postings =
@@ -155,8 +157,12 @@ void settlement_core::on(const committed& e, time_us now, effects& out) {
       ++next_height_;
       prev_hash_ = in_flight_->block_hash;
       for (const auto& item : in_flight_->items) {
-        out.to_execution.push_back(
-            settled_job{item.job_id, item.client_id, item.charged, item.receipt.provider_key, item.verdict});
+        micros earned = 0;
+        for (const auto& p : item.postings)
+          if (p.account == market::provider_account(item.receipt.provider_key))
+            earned += p.amount;
+        out.to_execution.push_back(settled_job{item.job_id, item.client_id, item.charged, item.receipt.provider_key,
+                                               item.verdict, item.receipt.price, earned, item.ruling});
         known_.erase(item.job_id);
       }
       in_flight_.reset();
@@ -194,6 +200,7 @@ void settlement_core::on(const committed& e, time_us now, effects& out) {
       j.client_id = std::move(item.client_id);
       j.receipt = std::move(item.receipt);
       j.verdict = item.verdict;
+      j.ruling = std::move(item.ruling);
       const time_us arrived = k < in_flight_arrived_.size() ? in_flight_arrived_[k] : now;
       buffer_.push_front(waiting{std::move(j), arrived});
     }

@@ -186,7 +186,7 @@ void verification_core::on(const executed_job& e, time_us now, effects& out) {
 }
 
 void verification_core::judge(const executed_job& job, job_state verdict, std::string detail, time_us now,
-                              effects& out) {
+                              effects& out, ruling_parties ruling) {
   if (!legal(job_state::executed, verdict)) {
     out.errors.push_back("verification: job " + std::to_string(job.job_id) + ": illegal transition EXECUTED -> " +
                          state_name(verdict) + "; not judged");
@@ -202,7 +202,8 @@ void verification_core::judge(const executed_job& job, job_state verdict, std::s
   t.detail = proto::bounded_text(detail);
   t.at_us = now;
   out.records.push_back(std::move(t));
-  judging_[job.job_id] = judged_job{job.job_id, job.attempt, job.seq + 1, job.client_id, job.receipt, verdict};
+  judging_[job.job_id] =
+      judged_job{job.job_id, job.attempt, job.seq + 1, job.client_id, job.receipt, verdict, std::move(ruling)};
 }
 
 // ---- dispatch ----
@@ -281,6 +282,7 @@ void verification_core::lose_session(const std::string& key, effects& out, const
     key_of_.erase(k);
   out.notes.push_back("verification: verifier " + who(s->second.caps) + " lost (" + why + "); " +
                       std::to_string(jobs.size()) + " tasks back to pending");
+  out.nodes_left.push_back({key, "verifier"}); // its stake's cool-down starts
   sessions_.erase(s);
 }
 
@@ -302,6 +304,7 @@ void verification_core::on(const node_hello& e, time_us now, effects& out) {
     out.messages.push_back(error_to(e.identity, errc::forbidden,
                                     "this verifier lost " + std::to_string(lies_.at(key)) +
                                         " referee rulings (it signed wrong hashes); it verifies nothing more here"));
+    out.nodes_left.push_back({key, "verifier"}); // admitted for its stake, which now cools down
     return;
   }
   // The same identity with another key: its old session ends.
@@ -513,10 +516,13 @@ void verification_core::rule(dispute d, const referee_result& r, time_us now, ef
   };
   if (whole && d.verifier_lost) {
     const bool ok = whole_run_matches(receipt.trace_root, receipt.output_hash);
+    ruling_parties parties;
+    parties.provider_lost = !ok;
+    parties.liar_verifier = v.verifier_key;
     judge(job, ok ? job_state::verified : job_state::disputed,
           "by the referee, which re-ran the whole job after verifier " + d.verifier_who + " lied: trace root " +
               shown(r.trace_root) + (ok ? ", as the receipt says" : ", the receipt says " + shown(receipt.trace_root)),
-          now, out);
+          now, out, std::move(parties));
     return;
   }
   dispute_ruling ruling;
@@ -560,12 +566,18 @@ void verification_core::rule(dispute d, const referee_result& r, time_us now, ef
                                                  "you signed wrong hashes for job " + std::to_string(job.job_id) +
                                                  " (the referee's ruling); you verify nothing more here")));
   }
+  ruling_parties parties;
+  parties.provider_lost = !provider_ok;
+  if (!verifier_ok)
+    parties.liar_verifier = v.verifier_key;
+  else if (!provider_ok)
+    parties.honest_verifier = v.verifier_key;
   if (!provider_ok) {
-    judge(job, job_state::disputed, ruling.detail, now, out);
+    judge(job, job_state::disputed, ruling.detail, now, out, std::move(parties));
     return;
   }
   if (whole) {
-    judge(job, job_state::verified, "by the referee: " + ruling.detail, now, out);
+    judge(job, job_state::verified, "by the referee: " + ruling.detail, now, out, std::move(parties));
     return;
   }
   // The provider was right on the layer in question; the rest of its work is checked whole.

@@ -98,7 +98,8 @@ private:
   void referee(dispute& d, referee_task::mode how, kernels::tensor entering, effects& out);
   void rule(dispute d, const referee_result& r, time_us now, effects& out);
 
-  void judge(const executed_job& job, job_state verdict, std::string detail, time_us now, effects& out);
+  void judge(const executed_job& job, job_state verdict, std::string detail, time_us now, effects& out,
+             ruling_parties ruling = {});
   void dispatch(time_us now, effects& out);
   void lose_session(const std::string& key, effects& out, const std::string& why);
   void to_pending_front(flight f);

@@ -198,7 +198,7 @@ void prepare(pqxx::connection& c) {
             "referee_hash, loser, detail, ruled_at) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, "
             "to_timestamp($11::double precision / 1000000)) on conflict do nothing");
   c.prepare("open_accounts", "insert into accounts (id, balance) select unnest($1::text[]), 0 on conflict do nothing");
-  c.prepare("claim_ref", "insert into postings (account, amount, memo, ref) values ($1, $2, $3, $4) "
+  c.prepare("claim_ref", "insert into postings (job_id, account, amount, memo, ref) values ($1, $2, $3, $4, $5) "
                          "on conflict (ref) where ref is not null do nothing returning id");
   c.prepare("upsert_node",
             "insert into providers (public_key, role, name, device, price, capabilities) values ($1, $2, $3, $4, $5, "
@@ -222,8 +222,8 @@ public:
   std::vector<core::outcome> run() {
     std::vector<core::outcome> out(records_.size());
     for (std::size_t i = 0; i < records_.size(); ++i) {
-      if (const auto* f = std::get_if<core::funding>(&records_[i]))
-        fund(*f);
+      if (const auto* t = std::get_if<core::transfer>(&records_[i]))
+        post(*t);
       else if (const auto* n = std::get_if<core::node_seen>(&records_[i]))
         node(*n);
       else if (const auto* d = std::get_if<core::dispute_ruling>(&records_[i]))
@@ -238,17 +238,40 @@ public:
   }
 
 private:
-  void fund(const core::funding& f) {
-    const auto account = market::client_account(f.client_id);
-    tx_.exec_prepared("open_accounts", array_param{}.str(account).str(market::mint_account).done());
-    const auto memo = f.ref.substr(0, f.ref.find(':')); // "deposit" or "faucet"
-    if (tx_.exec_prepared("claim_ref", account, f.amount, memo, f.ref).empty())
+  // A transfer is applied once: its first posting claims the ref; the others carry
+  // "<ref>/<i>". A retried commit finds the ref taken and writes nothing.
+  void post(const core::transfer& t) {
+    if (t.postings.empty())
+      return;
+    array_param names;
+    for (const auto& p : t.postings)
+      names.str(p.account);
+    tx_.exec_prepared("open_accounts", names.done());
+    const std::optional<std::int64_t> job = t.job_id ? std::optional<std::int64_t>(t.job_id) : std::nullopt;
+    const auto& first = t.postings.front();
+    if (tx_.exec_prepared("claim_ref", job, first.account, first.amount, first.memo, t.ref).empty())
       return; // made before: a retried commit
-    tx_.exec_prepared("insert_postings", array_param{}.null().done(), array_param{}.null().done(),
-                      array_param{}.str(market::mint_account).done(), array_param{}.num(-f.amount).done(),
-                      array_param{}.str(memo).done(), array_param{}.str("mint:" + f.ref).done());
-    tx_.exec_prepared("credit_accounts", array_param{}.str(account).str(market::mint_account).done(),
-                      array_param{}.num(f.amount).num(-f.amount).done());
+    array_param height, jobs, accounts, amounts, memos, refs, credited, credits;
+    for (std::size_t i = 1; i < t.postings.size(); ++i) {
+      const auto& p = t.postings[i];
+      height.null();
+      if (job)
+        jobs.num(*job);
+      else
+        jobs.null();
+      accounts.str(p.account);
+      amounts.num(p.amount);
+      memos.str(p.memo);
+      refs.str(t.ref + "/" + std::to_string(i));
+    }
+    for (const auto& p : t.postings) {
+      credited.str(p.account);
+      credits.num(p.amount);
+    }
+    if (t.postings.size() > 1)
+      tx_.exec_prepared("insert_postings", height.done(), jobs.done(), accounts.done(), amounts.done(), memos.done(),
+                        refs.done());
+    tx_.exec_prepared("credit_accounts", credited.done(), credits.done());
   }
 
   void node(const core::node_seen& n) {
@@ -510,8 +533,46 @@ result<core::snapshot> store::load_snapshot() {
       s.client_balances.emplace(row[0].c_str(), row[1].as<std::int64_t>());
     for (const auto& row : tx.exec("select substr(ref, 8) from postings where ref like 'faucet:%'"))
       s.funded.insert(row[0].c_str());
-    for (const auto& row : tx.exec("select ref, substr(account, 8), amount from postings where ref like 'deposit:%'"))
+    for (const auto& row : tx.exec("select ref, account, amount from postings where ref like 'deposit:%' and ref not "
+                                   "like '%/%'"))
       s.deposits[row[0].c_str()] = {row[1].c_str(), row[2].as<std::int64_t>()};
+    for (const auto& row : tx.exec("select substr(id, 10), balance from accounts where id like 'provider:%'"))
+      s.node_balances.emplace(row[0].c_str(), row[1].as<std::int64_t>());
+    for (const auto& row : tx.exec("select substr(id, 7), balance from accounts where id like 'stake:%'"))
+      s.node_stakes.emplace(row[0].c_str(), row[1].as<std::int64_t>());
+    // Rulings: of open jobs, for the slashes owed when they settle; of settled jobs whose
+    // slashes are not stored (a crash between the block and them), to slash now.
+    std::map<std::int64_t, core::ruling_parties> rulings;
+    std::vector<core::settled_job> settled_rulings;
+    for (const auto& row : tx.exec(
+             "select d.job_id, d.verifier_key, d.loser, j.state, j.client_id, r.provider_key, r.price, "
+             "coalesce(r.verdict, '') from disputes d join jobs j on j.id = d.job_id join receipts r on r.job_id = "
+             "d.job_id and r.attempt = d.attempt where j.state in ('VERIFIED', 'DISPUTED', 'SETTLED') and not exists "
+             "(select 1 from postings p where p.ref in ('slash:' || d.job_id || ':provider', 'slash:' || d.job_id || "
+             "':verifier')) order by d.job_id")) {
+      const auto id = row[0].as<std::int64_t>();
+      const std::string verifier = row[1].c_str(), loser = row[2].c_str(), state = row[3].c_str();
+      auto& r = rulings[id];
+      const bool disputed = state == "DISPUTED" || std::string(row[7].c_str()) == "mismatch";
+      r.provider_lost = r.provider_lost || loser != "verifier" || disputed;
+      if (loser == "provider")
+        r.honest_verifier = verifier;
+      else
+        r.liar_verifier = verifier;
+      if (state == "SETTLED") {
+        core::settled_job sj;
+        sj.job_id = id;
+        sj.client_id = row[4].c_str();
+        sj.provider_key = row[5].c_str();
+        sj.price = row[6].as<std::int64_t>();
+        sj.verdict = disputed ? core::job_state::disputed : core::job_state::verified;
+        settled_rulings.push_back(std::move(sj));
+      }
+    }
+    for (auto& sj : settled_rulings) {
+      sj.ruling = rulings.at(sj.job_id);
+      s.unslashed.push_back(std::move(sj));
+    }
     for (const auto& row : tx.exec("select provider_key, count(*) filter (where verdict = 'verified'), "
                                    "count(*) filter (where verdict = 'mismatch') from receipts "
                                    "where verdict in ('verified', 'mismatch') group by provider_key"))
@@ -556,6 +617,8 @@ result<core::snapshot> store::load_snapshot() {
       j.price = row["price"].as<std::int64_t>();
       j.updated_us = row["updated_us"].as<std::int64_t>();
       j.result = result_of(row, spec.id);
+      if (auto r = rulings.find(spec.id); r != rulings.end())
+        j.ruling = r->second;
       s.open_jobs.push_back(std::move(j));
     }
     return s;

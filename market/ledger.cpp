@@ -3,7 +3,8 @@
 namespace haca::market {
 
 std::string client_account(const std::string& client_id) { return "client:" + client_id; }
-std::string provider_account(const std::string& provider_key) { return "provider:" + provider_key; }
+std::string provider_account(const std::string& node_key) { return "provider:" + node_key; }
+std::string stake_account(const std::string& node_key) { return "stake:" + node_key; }
 
 micros sum(const std::vector<posting>& postings) {
   micros s = 0;
@@ -31,8 +32,8 @@ std::vector<posting> settlement_postings(const std::string& client_id, const std
   return out;
 }
 
-std::vector<posting> funding_postings(const std::string& client_id, micros amount) {
-  return {{mint_account, -amount, "faucet"}, {client_account(client_id), amount, "faucet"}};
+std::vector<posting> funding_postings(const std::string& account, micros amount, const std::string& memo) {
+  return {{mint_account, -amount, memo}, {account, amount, memo}};
 }
 
 void escrow_book::credit(const std::string& client_id, micros amount) { balance_[client_id] += amount; }

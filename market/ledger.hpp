@@ -15,7 +15,8 @@ using micros = std::int64_t;
 inline constexpr const char* mint_account = "mint";
 inline constexpr const char* fee_account = "protocol:fees";
 std::string client_account(const std::string& client_id);        // "client:<id>"
-std::string provider_account(const std::string& provider_key);   // "provider:<key>"
+std::string provider_account(const std::string& node_key);       // "provider:<key>": a node's own money
+std::string stake_account(const std::string& node_key);          // "stake:<key>": what it has at stake
 
 struct posting {
   std::string account;
@@ -32,8 +33,9 @@ bool balanced(const std::vector<posting>& postings);
 // price or rate) produces no fee posting.
 std::vector<posting> settlement_postings(const std::string& client_id, const std::string& provider_key,
                                          micros price, int fee_bps);
-// Funding a client from the mint (the demo's faucet).
-std::vector<posting> funding_postings(const std::string& client_id, micros amount);
+// Money into `account` (a full account name: client:<id>, provider:<key>) from the mint: a
+// DEPOSIT or the demo's faucet, named by `memo`.
+std::vector<posting> funding_postings(const std::string& account, micros amount, const std::string& memo);
 
 // Client balances with holds: SUBMIT holds max_price; settlement captures the real price and
 // releases the hold; a failed job releases it. Pure, in memory; the coordinator rebuilds it from

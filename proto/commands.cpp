@@ -435,7 +435,8 @@ result<job_query> parse_job_query(const message& m) {
 }
 
 message make_deposit(const deposit_request& d) {
-  return with(cmd::deposit, {{"request_id", d.request_id}, {"account", d.account}, {"amount", d.amount}});
+  return with(cmd::deposit,
+              {{"request_id", d.request_id}, {"account", d.account}, {"amount", d.amount}, {"to", d.to}});
 }
 
 result<deposit_request> parse_deposit(const message& m) {
@@ -445,6 +446,7 @@ result<deposit_request> parse_deposit(const message& m) {
   d.request_id = r.id("request_id");
   d.account = r.hash("account");
   d.amount = r.integer("amount", 1, max_deposit);
+  d.to = r.one_of("to", {"client", "node"}, std::string("client"));
   if (r.err) return *r.err;
   return d;
 }
@@ -454,7 +456,8 @@ message make_deposited(const deposit_reply& d) {
                                {"account", d.account},
                                {"amount", d.amount},
                                {"balance", d.balance},
-                               {"repeated", d.repeated}});
+                               {"repeated", d.repeated},
+                               {"to", d.to}});
 }
 
 result<deposit_reply> parse_deposited(const message& m) {
@@ -466,6 +469,7 @@ result<deposit_reply> parse_deposited(const message& m) {
   d.amount = r.integer("amount", 1, max_deposit);
   d.balance = r.integer("balance", int64_min, int64_max);
   d.repeated = r.boolean("repeated");
+  d.to = r.one_of("to", {"client", "node"}, std::string("client"));
   if (r.err) return *r.err;
   return d;
 }

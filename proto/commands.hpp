@@ -90,8 +90,9 @@ result<job_query> parse_job_query(const message& m);
 // DEPOSIT (admin key only): money into an account, once per request_id; answered DEPOSITED.
 struct deposit_request {
   std::string request_id;     // makes it idempotent: the same id is never credited twice
-  std::string account;        // a client account: 64 hex characters
+  std::string account;        // a key: 64 hex characters (a client's CURVE key, or a node's Ed25519 key)
   std::int64_t amount = 0;    // micro-units, 1 .. max_deposit
+  std::string to = "client";  // "client": its client account; "node": the node account provider:<key> (stake)
 };
 inline constexpr std::int64_t max_deposit = 1'000'000'000'000'000; // 10^15 micro-units per deposit
 message make_deposit(const deposit_request& d);
@@ -102,6 +103,7 @@ struct deposit_reply {
   std::int64_t amount = 0;
   std::int64_t balance = 0;   // the account's balance after it (in the coordinator's memory)
   bool repeated = false;      // this request id was deposited before: nothing new was credited
+  std::string to = "client";
 };
 message make_deposited(const deposit_reply& d);
 result<deposit_reply> parse_deposited(const message& m);

@@ -63,7 +63,7 @@ public:
     }
   }
   void fund(const std::string& client, std::int64_t amount) {
-    post(std::nullopt, std::nullopt, market::funding_postings(client, amount));
+    post(std::nullopt, std::nullopt, market::funding_postings(market::client_account(client), amount, "deposit"));
   }
   // A job last changed age_s seconds ago.
   void job(std::int64_t id, const std::string& client, const std::string& state, std::int64_t max_price,

@@ -87,6 +87,18 @@ struct provider {
   std::vector<std::string> models{model_a()};
 };
 
+// A job's block committed, with what it charged (no ruling).
+settled_job settled(std::int64_t job_id, std::string client, micros charged, std::string provider_key,
+                    job_state verdict) {
+  settled_job s;
+  s.job_id = job_id;
+  s.client_id = std::move(client);
+  s.charged = charged;
+  s.provider_key = std::move(provider_key);
+  s.verdict = verdict;
+  return s;
+}
+
 proto::capabilities caps_of(const provider& p, const std::string& role = "provider") {
   proto::capabilities c;
   c.role = role;
@@ -242,6 +254,7 @@ void append(effects& to, const effects& from) {
   append_to(to.records, from.records);
   append_to(to.messages, from.messages);
   append_to(to.to_verification, from.to_verification);
+  append_to(to.admitted_verifiers, from.admitted_verifiers);
   append_to(to.lookups, from.lookups);
   append_to(to.request_lookups, from.request_lookups);
   append_to(to.errors, from.errors);
@@ -474,7 +487,7 @@ TEST_CASE("execution: a SUBMIT is stored as a job_insert first and ACKed exactly
   auto e = h.submit(r, "c1");
   CHECK(e.messages.empty());
   REQUIRE(e.records.size() == 2); // the faucet grant, then the job
-  REQUIRE(std::holds_alternative<funding>(e.records[0]));
+  REQUIRE(std::holds_alternative<transfer>(e.records[0]));
   auto inserts = records_of<job_insert>(e);
   REQUIRE(inserts.size() == 1);
   const auto& spec = inserts[0].spec;
@@ -928,23 +941,24 @@ TEST_CASE("execution: the faucet funds a never-funded client once, and a refused
   CHECK(h.core.balance("alice") == 0);
 
   auto e = h.submit(request("alice", "r3", 1000), "c1");
-  auto grants = records_of<funding>(e);
+  auto grants = records_of<transfer>(e);
   REQUIRE(grants.size() == 1);
-  CHECK(grants[0].client_id == "alice");
-  CHECK(grants[0].amount == faucet);
+  CHECK(grants[0].postings.back().account == "client:alice");
+  CHECK(grants[0].postings.back().amount == faucet);
+  CHECK(market::balanced(grants[0].postings));
   CHECK(grants[0].ref == "faucet:alice");
   CHECK(grants[0].at_us == t0);
-  CHECK(std::holds_alternative<funding>(e.records.front())); // before the job it pays for
+  CHECK(std::holds_alternative<transfer>(e.records.front())); // before the job it pays for
   CHECK(h.core.balance("alice") == faucet);
   h.step(all_ok(e));
 
   auto again = h.submit(request("alice", "r4", 1000), "c1");
-  CHECK(records_of<funding>(again).empty());
+  CHECK(records_of<transfer>(again).empty());
   CHECK(records_of<job_insert>(again).size() == 1);
   CHECK(h.core.balance("alice") == faucet);
   CHECK(h.core.held("alice") == 2000);
   // Another client is funded on its own first SUBMIT.
-  CHECK(records_of<funding>(h.submit(request("bob", "r1", 1), "c2")).size() == 1);
+  CHECK(records_of<transfer>(h.submit(request("bob", "r1", 1), "c2")).size() == 1);
 }
 
 TEST_CASE("execution: a faucet grant the store did not keep is taken back") {
@@ -953,11 +967,11 @@ TEST_CASE("execution: a faucet grant the store did not keep is taken back") {
   outcome bad;
   bad.what = outcome::kind::rejected;
   bad.reason = "no";
-  auto out = h.step(confirm_one(records_of<funding>(e)[0], bad));
+  auto out = h.step(confirm_one(records_of<transfer>(e)[0], bad));
   CHECK(out.errors.size() == 1);
   CHECK(h.core.balance("alice") == 0);
   // Not funded: the next SUBMIT asks for the grant again.
-  CHECK(records_of<funding>(h.submit(request("alice", "r2", 1), "c1")).size() == 1);
+  CHECK(records_of<transfer>(h.submit(request("alice", "r2", 1), "c1")).size() == 1);
 }
 
 // ======================================================================================
@@ -1000,10 +1014,10 @@ TEST_CASE("execution: only the admin account deposits; money counts once stored 
   CHECK(refused.records.empty());
 
   auto e = h.step(client_deposit{"a1", "admin", d});
-  auto f = records_of<funding>(e);
+  auto f = records_of<transfer>(e);
   REQUIRE(f.size() == 1);
-  CHECK(f[0].client_id == alice);
-  CHECK(f[0].amount == 5000);
+  CHECK(f[0].postings.back().account == "client:" + alice);
+  CHECK(f[0].postings.back().amount == 5000);
   CHECK(f[0].ref == "deposit:d1");
   CHECK(count_cmd(e, proto::cmd::deposited) == 0); // persist before tell
   CHECK(h.core.balance(alice) == 0);              // nor spendable before it is stored
@@ -1041,16 +1055,16 @@ TEST_CASE("execution: a deposit the store refused is not credited and is said so
   outcome bad;
   bad.what = outcome::kind::rejected;
   bad.reason = "disk full";
-  auto out = h.step(confirm_one(records_of<funding>(e)[0], bad));
+  auto out = h.step(confirm_one(records_of<transfer>(e)[0], bad));
   REQUIRE(errors_to(out, "a1").size() == 1);
   CHECK(errors_to(out, "a1")[0].code == std::string(errc::internal));
   CHECK(h.core.balance(alice) == 0);
   // Not made: the same request id may be tried again.
-  CHECK(records_of<funding>(h.step(client_deposit{"a1", "admin", {"d1", alice, 5000}})).size() == 1);
+  CHECK(records_of<transfer>(h.step(client_deposit{"a1", "admin", {"d1", alice, 5000}})).size() == 1);
 
   snapshot s;
   s.client_balances[alice] = 5000;
-  s.deposits["deposit:d1"] = {alice, 5000};
+  s.deposits["deposit:d1"] = {"client:" + alice, 5000};
   harness r{execution_core::recover(cfg, s, t0), t0};
   auto replay = r.step(client_deposit{"a9", "admin", {"d1", alice, 5000}});
   CHECK(replay.records.empty());
@@ -1086,16 +1100,16 @@ TEST_CASE("execution: a client's hold is the sum of max_price over its open jobs
   // Executed is still open: the hold stays until the block that settles it commits.
   h.deliver(p, orders[0]);
   CHECK(h.core.held("alice") == 750);
-  h.step(jobs_settled{{settled_job{orders[0].job_id, "alice", 50, "", job_state::unsampled}}});
+  h.step(jobs_settled{{settled(orders[0].job_id, "alice", 50, "", job_state::unsampled)}});
   CHECK(h.core.held("alice") == 650);
   CHECK(h.core.balance("alice") == faucet - 50);
   CHECK_FALSE(h.core.job(orders[0].job_id).has_value());
 
   // A disputed job settles charging nothing: only the hold goes, and its client is told.
   h.deliver(p, orders[1]);
-  CHECK(count_cmd(h.step(jobs_settled{{settled_job{orders[0].job_id, "alice", 50, "", job_state::unsampled}}}),
+  CHECK(count_cmd(h.step(jobs_settled{{settled(orders[0].job_id, "alice", 50, "", job_state::unsampled)}}),
                   proto::cmd::notice) == 0);
-  auto told = h.step(jobs_settled{{settled_job{orders[1].job_id, "alice", 0, "", job_state::disputed}}});
+  auto told = h.step(jobs_settled{{settled(orders[1].job_id, "alice", 0, "", job_state::disputed)}});
   REQUIRE(count_cmd(told, proto::cmd::notice, "ca") == 1);
   auto notice = proto::parse_notice(told.messages[0].msg).value();
   CHECK(notice.job_id == orders[1].job_id);
@@ -1103,7 +1117,7 @@ TEST_CASE("execution: a client's hold is the sum of max_price over its open jobs
   CHECK(h.core.held("alice") == 400);
   CHECK(h.core.balance("alice") == faucet - 50);
   // A settled job this core does not hold changes nothing.
-  h.step(jobs_settled{{settled_job{999, "alice", 77, "", job_state::unsampled}}});
+  h.step(jobs_settled{{settled(999, "alice", 77, "", job_state::unsampled)}});
   CHECK(h.core.held("alice") == 400);
   CHECK(h.core.balance("alice") == faucet - 50);
   CHECK(h.core.held("bob") == 300);
@@ -1733,12 +1747,12 @@ TEST_CASE("execution recovery rebuilds jobs, holds and balances exactly") {
   harness h(std::move(c), w.at);
   // Funded before: no second grant; ids continue after the stored ones.
   auto e = h.submit(request("alice", "new", 100), "ca");
-  CHECK(records_of<funding>(e).empty());
+  CHECK(records_of<transfer>(e).empty());
   REQUIRE(records_of<job_insert>(e).size() == 1);
   CHECK(records_of<job_insert>(e)[0].spec.id == 100);
   CHECK(h.core.held("alice") == 800);
   // Settling a recovered job captures its escrow.
-  h.step(jobs_settled{{settled_job{13, "bob", 100, "", job_state::unsampled}}});
+  h.step(jobs_settled{{settled(13, "bob", 100, "", job_state::unsampled)}});
   CHECK(h.core.held("bob") == 500);
   CHECK(h.core.balance("bob") == 1900);
 }
@@ -1952,14 +1966,22 @@ TEST_CASE("execution: READY, HEARTBEAT, DONE and FAIL from a node without a sess
   CHECK(h.core.sessions() == 0);
 }
 
-TEST_CASE("execution: a HELLO that claims the verifier role is refused on the provider side") {
+TEST_CASE("execution: a verifier's HELLO is admitted here and handed to the verification core; another role is refused") {
   harness h;
   provider v{"v1"};
   auto e = h.step(node_hello{v.identity, caps_of(v, "verifier")});
-  CHECK(errors_to(e, v.identity).at(0).code == std::string(errc::bad_input));
-  CHECK(count_cmd(e, proto::cmd::welcome) == 0);
-  CHECK(e.records.empty());
-  CHECK(h.core.sessions() == 0);
+  CHECK(errors_to(e, v.identity).empty());
+  REQUIRE(e.admitted_verifiers.size() == 1);
+  CHECK(e.admitted_verifiers[0].identity == v.identity);
+  CHECK(count_cmd(e, proto::cmd::welcome) == 0); // the verification core welcomes it
+  CHECK(h.core.sessions() == 0);                 // no provider session
+  CHECK(h.core.stakes().present(v.key.public_key_hex));
+
+  provider x{"x1"};
+  auto odd = h.step(node_hello{x.identity, caps_of(x, "auditor")});
+  CHECK(errors_to(odd, x.identity).at(0).code == std::string(errc::bad_input));
+  CHECK(odd.admitted_verifiers.empty());
+  CHECK(odd.records.empty());
 }
 
 TEST_CASE("execution: a STATUS is answered from Postgres through a look-up, never from memory") {
@@ -2052,7 +2074,7 @@ TEST_CASE("execution: a lost dispute lowers a provider's reputation; matching pr
   provider p1{"p1"}, p2{"p2"}; // the same price
   CHECK(h.core.reputation_of(p1.key.public_key_hex) == 1000);
   // p1 is caught once: its reputation falls below the floor.
-  h.step(jobs_settled{{settled_job{77, "alice", 0, p1.key.public_key_hex, job_state::disputed}}});
+  h.step(jobs_settled{{settled(77, "alice", 0, p1.key.public_key_hex, job_state::disputed)}});
   CHECK(h.core.reputation_of(p1.key.public_key_hex) == 90);
   h.join(p1, 4);
   h.join(p2, 1);
@@ -2067,10 +2089,10 @@ TEST_CASE("execution: a lost dispute lowers a provider's reputation; matching pr
   CHECK(h.core.job(id2)->state == job_state::queued);
   // Verified jobs bring it back: (v + 1) / (v + 1 + 10) >= 0.5 from v = 10.
   for (int i = 0; i < 10; ++i)
-    h.step(jobs_settled{{settled_job{1000 + i, "alice", 10, p1.key.public_key_hex, job_state::verified}}});
+    h.step(jobs_settled{{settled(1000 + i, "alice", 10, p1.key.public_key_hex, job_state::verified)}});
   CHECK(h.core.reputation_of(p1.key.public_key_hex) == 523);
   // Unsampled jobs say nothing about it.
-  h.step(jobs_settled{{settled_job{2000, "alice", 10, p1.key.public_key_hex, job_state::unsampled}}});
+  h.step(jobs_settled{{settled(2000, "alice", 10, p1.key.public_key_hex, job_state::unsampled)}});
   CHECK(h.core.reputation_of(p1.key.public_key_hex) == 523);
 }
 
@@ -2081,4 +2103,246 @@ TEST_CASE("execution: reputations are rebuilt from the settled verdicts of the s
   auto c = execution_core::recover(config(), s, t0);
   CHECK(c.reputation_of(k) == 909);
   CHECK(c.reputation_of("someone new") == 1000);
+}
+
+// ======================================================================================
+// Stake: held when a node joins, released after a cool-down, slashed after a ruling
+// ======================================================================================
+
+namespace {
+
+constexpr micros min_stake = 1000;
+
+execution_config staked_config() {
+  execution_config cfg = config();
+  cfg.stake = {min_stake, 5000};
+  return cfg;
+}
+
+// The one transfer of `e` with this ref prefix ("stake:", "unstake:", "slash:<job>:provider").
+transfer only_transfer(const effects& e, const std::string& prefix) {
+  std::vector<transfer> found;
+  for (const auto& t : records_of<transfer>(e))
+    if (t.ref.rfind(prefix, 0) == 0)
+      found.push_back(t);
+  REQUIRE(found.size() == 1);
+  CHECK(market::balanced(found[0].postings));
+  return found[0];
+}
+
+micros amount_to(const transfer& t, const std::string& account) {
+  micros sum = 0;
+  for (const auto& p : t.postings)
+    if (p.account == account)
+      sum += p.amount;
+  return sum;
+}
+
+// Funds a node's account through a committed DEPOSIT.
+void fund_node(harness& h, const provider& p, micros amount) {
+  auto e = h.step(client_deposit{"admin-conn", "admin", {"fund-" + p.identity, p.key.public_key_hex, amount, "node"}});
+  auto done = h.step(all_ok(e));
+  REQUIRE(count_cmd(done, proto::cmd::deposited) == 1);
+}
+
+// A node joins with its stake held: the HELLO's hold, committed.
+effects join_staked(harness& h, const provider& p, const std::string& role = "provider") {
+  auto hello = h.step(node_hello{p.identity, caps_of(p, role)});
+  CHECK(count_cmd(hello, proto::cmd::welcome) == 0);
+  CHECK(hello.admitted_verifiers.empty());
+  only_transfer(hello, "stake:");
+  return h.persisted(h.step(all_ok(hello)));
+}
+
+settled_job judged_against(const provider& provider_node, std::int64_t job, micros price, ruling_parties r) {
+  auto s = settled(job, "alice", 0, provider_node.key.public_key_hex,
+                   r.provider_lost ? job_state::disputed : job_state::verified);
+  s.price = price;
+  s.ruling = std::move(r);
+  return s;
+}
+
+} // namespace
+
+TEST_CASE("stake: a node joins only once its stake is held from its account; without the money it is refused") {
+  harness h{staked_config()};
+  provider p{"p1"};
+  const auto key = p.key.public_key_hex;
+
+  auto broke = h.step(node_hello{p.identity, caps_of(p)});
+  REQUIRE(errors_to(broke, p.identity).size() == 1);
+  CHECK(errors_to(broke, p.identity)[0].code == std::string(errc::insufficient_funds));
+  CHECK(broke.records.empty());
+  CHECK(h.core.sessions() == 0);
+
+  fund_node(h, p, 2500);
+  CHECK(h.core.stakes().balance(key) == 2500);
+  auto hello = h.step(node_hello{p.identity, caps_of(p)});
+  const auto hold = only_transfer(hello, "stake:" + key);
+  CHECK(amount_to(hold, market::provider_account(key)) == -min_stake);
+  CHECK(amount_to(hold, market::stake_account(key)) == min_stake);
+  CHECK(count_cmd(hello, proto::cmd::welcome) == 0); // persist before tell
+  CHECK(h.core.sessions() == 0);
+  // A second HELLO while the hold is in flight holds nothing more; both are answered by its commit.
+  auto again = h.step(node_hello{p.identity, caps_of(p)});
+  CHECK(again.records.empty());
+  auto welcomed = h.step(all_ok(hello));
+  CHECK(count_cmd(welcomed, proto::cmd::welcome, p.identity) >= 1);
+  CHECK(h.core.sessions() == 1);
+  CHECK(h.core.stakes().staked(key) == min_stake);
+  CHECK(h.core.stakes().balance(key) == 2500 - min_stake);
+  // Reconnecting with the stake in place holds nothing.
+  auto back = h.step(node_hello{p.identity, caps_of(p)});
+  CHECK(records_of<transfer>(back).empty());
+  CHECK(count_cmd(back, proto::cmd::welcome, p.identity) == 1);
+
+  // A verifier the same way; once held it is handed to the verification core.
+  provider v{"v1"};
+  fund_node(h, v, min_stake);
+  auto vh = h.step(node_hello{v.identity, caps_of(v, "verifier")});
+  CHECK(vh.admitted_verifiers.empty());
+  auto vdone = h.step(all_ok(vh));
+  REQUIRE(vdone.admitted_verifiers.size() == 1);
+  CHECK(h.core.stakes().staked(v.key.public_key_hex) == min_stake);
+  CHECK(h.core.stakes().balance(v.key.public_key_hex) == 0);
+}
+
+TEST_CASE("stake: a hold the store did not keep is taken back and its HELLO refused") {
+  harness h{staked_config()};
+  provider p{"p1"};
+  fund_node(h, p, min_stake);
+  auto hello = h.step(node_hello{p.identity, caps_of(p)});
+  outcome bad;
+  bad.what = outcome::kind::rejected;
+  bad.reason = "disk full";
+  auto out = h.step(confirm_one(only_transfer(hello, "stake:"), bad));
+  CHECK(count_cmd(out, proto::cmd::welcome) == 0);
+  CHECK(errors_to(out, p.identity).size() == 1);
+  CHECK(h.core.sessions() == 0);
+  CHECK(h.core.stakes().staked(p.key.public_key_hex) == 0);
+  CHECK(h.core.stakes().balance(p.key.public_key_hex) == min_stake);
+}
+
+TEST_CASE("stake: released to the account after the node left and the cool-down passed, not before") {
+  harness h{staked_config()};
+  provider p{"p1"};
+  const auto key = p.key.public_key_hex;
+  fund_node(h, p, min_stake);
+  join_staked(h, p);
+  h.now += 60'000 * ms; // connected for a long time: nothing is released while it stays
+  h.step(node_heartbeat{p.identity});
+  CHECK(records_of<transfer>(h.step(tick{})).empty());
+
+  h.step(node_gone{p.identity, "bye"});
+  h.now += 4999 * ms;
+  CHECK(records_of<transfer>(h.step(tick{})).empty());
+  h.now += 1 * ms;
+  auto released = h.step(tick{});
+  const auto t = only_transfer(released, "unstake:" + key);
+  CHECK(amount_to(t, market::stake_account(key)) == -min_stake);
+  CHECK(h.core.stakes().staked(key) == 0);
+  CHECK(h.core.stakes().balance(key) == min_stake);
+  CHECK(records_of<transfer>(h.step(tick{})).empty()); // once
+
+  // A verifier's cool-down starts when the verification core says it left.
+  provider v{"v1"};
+  fund_node(h, v, min_stake);
+  join_staked(h, v, "verifier");
+  h.now += 10'000 * ms;
+  CHECK(records_of<transfer>(h.step(tick{})).empty());
+  h.step(node_left{v.key.public_key_hex, "verifier"});
+  h.now += 5000 * ms;
+  only_transfer(h.step(tick{}), "unstake:" + v.key.public_key_hex);
+}
+
+TEST_CASE("stake: a ruling is paid from the loser's stake, as far as it goes; a provider below the minimum is dropped") {
+  harness h{staked_config()};
+  provider p{"p1"}, v{"v1"}, liar{"v2"};
+  const auto pk = p.key.public_key_hex, vk = v.key.public_key_hex, lk = liar.key.public_key_hex;
+  for (auto* n : {&p, &v, &liar})
+    fund_node(h, *n, min_stake);
+  join_staked(h, p);
+  join_staked(h, v, "verifier");
+  join_staked(h, liar, "verifier");
+  const micros alice_before = h.core.balance("alice");
+
+  // A lying provider: the client's compensation, then the honest verifier's reward (the price each).
+  ruling_parties provider_lied;
+  provider_lied.provider_lost = true;
+  provider_lied.honest_verifier = vk;
+  auto out = h.step(jobs_settled{{judged_against(p, 41, 300, provider_lied)}});
+  auto slash = only_transfer(out, "slash:41:provider");
+  CHECK(slash.job_id == 41);
+  CHECK(amount_to(slash, market::stake_account(pk)) == -600);
+  CHECK(amount_to(slash, market::client_account("alice")) == 300);
+  CHECK(amount_to(slash, market::provider_account(vk)) == 300);
+  CHECK(h.core.stakes().staked(pk) == 400);
+  CHECK(h.core.balance("alice") == alice_before + 300);
+  CHECK(h.core.stakes().balance(vk) == 300);
+  // Below the minimum: its session ends, with a DISCONNECT that says why.
+  CHECK(count_cmd(out, proto::cmd::disconnect, p.identity) == 1);
+  CHECK(h.core.sessions() == 0);
+
+  // The stake runs short: the client first, then what is left for the verifier.
+  out = h.step(jobs_settled{{judged_against(p, 42, 300, provider_lied)}});
+  slash = only_transfer(out, "slash:42:provider");
+  CHECK(amount_to(slash, market::client_account("alice")) == 300);
+  CHECK(amount_to(slash, market::provider_account(vk)) == 100);
+  CHECK(h.core.stakes().staked(pk) == 0);
+  // Nothing left: still written (a posting of 0), so the ruling counts as carried out.
+  out = h.step(jobs_settled{{judged_against(p, 43, 300, provider_lied)}});
+  slash = only_transfer(out, "slash:43:provider");
+  CHECK(market::sum(slash.postings) == 0);
+  CHECK(amount_to(slash, market::stake_account(pk)) == 0);
+
+  // A lying verifier loses its whole stake to the provider it lied about.
+  ruling_parties verifier_lied;
+  verifier_lied.liar_verifier = lk;
+  out = h.step(jobs_settled{{judged_against(p, 44, 300, verifier_lied)}});
+  slash = only_transfer(out, "slash:44:verifier");
+  CHECK(amount_to(slash, market::stake_account(lk)) == -min_stake);
+  CHECK(amount_to(slash, market::provider_account(pk)) == min_stake);
+  CHECK(h.core.stakes().staked(lk) == 0);
+
+  // Both lied: the provider compensates the client, and the verifier's stake goes to the client.
+  provider q{"p2"};
+  fund_node(h, q, min_stake);
+  join_staked(h, q);
+  provider w{"v3"};
+  fund_node(h, w, min_stake);
+  join_staked(h, w, "verifier");
+  ruling_parties both;
+  both.provider_lost = true;
+  both.liar_verifier = w.key.public_key_hex;
+  out = h.step(jobs_settled{{judged_against(q, 45, 200, both)}});
+  auto from_provider = only_transfer(out, "slash:45:provider");
+  CHECK(amount_to(from_provider, market::client_account("alice")) == 200);
+  CHECK(amount_to(from_provider, market::provider_account(w.key.public_key_hex)) == 0); // no reward for a liar
+  auto from_verifier = only_transfer(out, "slash:45:verifier");
+  CHECK(amount_to(from_verifier, market::client_account("alice")) == min_stake);
+}
+
+TEST_CASE("stake: after a restart, stakes and balances come from the snapshot, and owed slashes are made at once") {
+  provider p{"p1"}, v{"v1"};
+  const auto pk = p.key.public_key_hex, vk = v.key.public_key_hex;
+  snapshot s;
+  s.node_balances[pk] = 50;
+  s.node_stakes[pk] = min_stake;
+  s.node_stakes[vk] = min_stake;
+  ruling_parties r;
+  r.provider_lost = true;
+  r.honest_verifier = vk;
+  s.unslashed.push_back(judged_against(p, 7, 100, r));
+  harness h{execution_core::recover(staked_config(), s, t0), t0};
+  CHECK(h.core.stakes().staked(pk) == min_stake);
+  CHECK(h.core.stakes().balance(pk) == 50);
+  auto first = h.step(tick{});
+  auto slash = only_transfer(first, "slash:7:provider");
+  CHECK(amount_to(slash, market::stake_account(pk)) == -200);
+  CHECK(records_of<transfer>(h.step(tick{})).size() == 0); // once
+  // Its node is not back: the stake cools down from the restart.
+  h.now = t0 + 5000 * ms;
+  auto released = h.step(tick{});
+  CHECK(amount_to(only_transfer(released, "unstake:" + pk), market::provider_account(pk)) == min_stake - 200);
+  only_transfer(released, "unstake:" + vk);
 }

@@ -68,7 +68,7 @@ TEST_CASE("the protocol fee is rounded up, never silently 0, and the provider ge
 }
 
 TEST_CASE("funding from the mint is balanced") {
-  const auto ps = funding_postings("bob", 5000);
+  const auto ps = funding_postings("client:bob", 5000, "deposit");
   CHECK(balanced(ps));
   CHECK(amount_for(ps, mint_account) == -5000);
   CHECK(amount_for(ps, "client:bob") == 5000);

@@ -51,7 +51,7 @@ struct store_receipt {
 
 struct postings_group {
   std::string ref;            // "faucet:<client>" or "block:<height>:job:<id>"
-  std::int64_t job_id = 0;    // 0 for a funding
+  std::int64_t job_id = 0;    // 0 for a transfer of no job
   std::vector<market::posting> postings;
 };
 
@@ -117,6 +117,10 @@ public:
     for (const auto& [account, balance] : balances)
       if (account.rfind("client:", 0) == 0)
         s.client_balances[account.substr(7)] = balance;
+      else if (account.rfind("provider:", 0) == 0)
+        s.node_balances[account.substr(9)] = balance;
+      else if (account.rfind("stake:", 0) == 0)
+        s.node_stakes[account.substr(6)] = balance;
     for (const auto& [client, amount] : funded)
       s.funded.insert(client);
     s.next_job_id = max_id + 1;
@@ -230,14 +234,15 @@ private:
 
   core::outcome on(const core::dispute_ruling&) { return ok(); } // evidence only: no state the checks read
 
-  core::outcome on(const core::funding& f) {
-    if (!funding_refs.insert(f.ref).second)
+  core::outcome on(const core::transfer& t) {
+    if (!funding_refs.insert(t.ref).second)
       return ok();
-    auto postings = market::funding_postings(f.client_id, f.amount);
-    for (const auto& p : postings)
+    for (const auto& p : t.postings) {
       balances[p.account] += p.amount;
-    funded[f.client_id] += f.amount;
-    groups.push_back({f.ref, 0, std::move(postings)});
+      if (p.account.rfind("client:", 0) == 0)
+        funded[p.account.substr(7)] += p.amount; // money into a client outside a block
+    }
+    groups.push_back({t.ref, t.job_id, t.postings});
     return ok();
   }
 

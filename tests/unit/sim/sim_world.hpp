@@ -510,7 +510,11 @@ private:
     for (auto& j : fx.to_verification) {
       if (opt_.break_forge_settled && !forged_ && j.tier == "none") { // never disputed: it is charged
         forged_ = true;
-        const core::settled_job forged{j.job_id, j.client_id, 0, j.receipt.provider_key, core::job_state::unsampled};
+        core::settled_job forged;
+        forged.job_id = j.job_id;
+        forged.client_id = j.client_id;
+        forged.provider_key = j.receipt.provider_key;
+        forged.verdict = core::job_state::unsampled;
         trace("  BREAKAGE: a forged 'settled, charged 0' for job " + std::to_string(j.job_id));
         mailbox("forger", core_id::execution, [this, forged] { exec_step(core::jobs_settled{{forged}}); });
       }
@@ -521,6 +525,10 @@ private:
       mailbox("verification", core_id::settlement, [this, j = std::move(j)] { set_step(j); });
     if (!fx.to_execution.empty())
       mailbox("settlement", core_id::execution, [this, js = std::move(fx.to_execution)] { exec_step(core::jobs_settled{js}); });
+    for (auto& h : fx.admitted_verifiers)
+      mailbox("execution", core_id::verification, [this, h = std::move(h)] { ver_step(h); });
+    for (auto& l : fx.nodes_left)
+      mailbox("verification", core_id::execution, [this, l = std::move(l)] { exec_step(l); });
     for (const auto& l : fx.lookups)
       coord_after(range(100, ms(2)), [this, l] { answer_lookup(l); });
     for (auto& t : fx.referee_tasks)
@@ -1012,10 +1020,7 @@ private:
             ver_step(ev);
           } else if constexpr (std::is_same_v<T, core::node_hello>) {
             roles_[ev.identity] = ev.caps.role;
-            if (ev.caps.role == "verifier")
-              ver_step(ev);
-            else
-              exec_step(ev);
+            exec_step(ev); // every HELLO: the execution core admits nodes, and hands verifiers on
           } else {
             auto r = roles_.find(ev.identity);
             const bool verifier = r != roles_.end() && r->second == "verifier";
@@ -1638,8 +1643,8 @@ private:
                    core::state_name(x.from) + "->" + core::state_name(x.to) + " attempt " + std::to_string(x.attempt);
           else if constexpr (std::is_same_v<T, core::node_seen>)
             return "node_seen " + x.caps.name;
-          else if constexpr (std::is_same_v<T, core::funding>)
-            return "funding " + x.ref + " " + std::to_string(x.amount);
+          else if constexpr (std::is_same_v<T, core::transfer>)
+            return "transfer " + x.ref;
           else if constexpr (std::is_same_v<T, core::dispute_ruling>)
             return "ruling job " + std::to_string(x.job_id) + ": the " + x.loser + " lost";
           else {
