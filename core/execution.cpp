@@ -715,12 +715,12 @@ void execution_core::on(const committed& e, time_us now, effects& out) {
                                        e.outcomes.size()));
       return;
     }
-    on_commit(e.records[i], e.outcomes[i], out);
+    on_commit(e.records[i], e.outcomes[i], now, out);
   }
   dispatch(now, out);
 }
 
-void execution_core::on_commit(const record& rec, const outcome& o, effects& out) {
+void execution_core::on_commit(const record& rec, const outcome& o, time_us now, effects& out) {
   if (const auto* ins = std::get_if<job_insert>(&rec)) {
     auto it = jobs_.find(ins->spec.id);
     if (it == jobs_.end())
@@ -808,7 +808,7 @@ void execution_core::on_commit(const record& rec, const outcome& o, effects& out
     }
   }
   if (const auto* t = std::get_if<transfer>(&rec)) {
-    on_commit(*t, o, out);
+    on_commit(*t, o, now, out);
     return;
   }
   if (const auto* n = std::get_if<node_seen>(&rec)) {
@@ -817,7 +817,7 @@ void execution_core::on_commit(const record& rec, const outcome& o, effects& out
   }
 }
 
-void execution_core::on_commit(const transfer& t, const outcome& o, effects& out) {
+void execution_core::on_commit(const transfer& t, const outcome& o, time_us now, effects& out) {
   const bool stored = o.what != outcome::kind::rejected;
   if (auto d = deposits_.find(t.ref); d != deposits_.end()) {
     // A deposit is credited only now: money nobody may spend before Postgres holds it.
@@ -850,18 +850,21 @@ void execution_core::on_commit(const transfer& t, const outcome& o, effects& out
   // A stake hold: the HELLOs that waited for it are welcomed (or refused, when it failed).
   const auto key = t.ref.substr(6, t.ref.rfind(':') - 6);
   stake_.hold_done(t.ref);
-  auto waiting = awaiting_stake_.find(key);
-  if (waiting == awaiting_stake_.end())
-    return;
-  auto hellos = std::move(waiting->second);
-  awaiting_stake_.erase(waiting);
-  for (const auto& h : hellos) {
-    if (stored)
-      welcome(h, t.at_us, out);
-    else
-      out.messages.push_back(to_node(h.identity, proto::make_error(make_error(
-                                                     errc::internal, "the stake could not be held: " + o.reason))));
+  if (auto waiting = awaiting_stake_.find(key); waiting != awaiting_stake_.end()) {
+    auto hellos = std::move(waiting->second);
+    awaiting_stake_.erase(waiting);
+    for (const auto& h : hellos) {
+      if (stored)
+        welcome(h, now, out);
+      else
+        out.messages.push_back(to_node(h.identity, proto::make_error(make_error(
+                                                       errc::internal, "the stake could not be held: " + o.reason))));
+    }
   }
+  // Slashed again while this top-up was in flight: top up once more, as far as the account goes.
+  if (stored && stake_.present(key) && stake_.below_minimum(key))
+    if (auto again = stake_.admit(key, now); again.hold)
+      book(std::move(*again.hold), out);
 }
 
 void execution_core::book(transfer t, effects& out) {
@@ -879,22 +882,29 @@ void execution_core::apply(const transfer& t, int sign) {
   }
 }
 
-// A ruling's slashes, once the job's block is committed. A provider left below the minimum
-// stake loses its session; it may join again with a new deposit.
+// A ruling's slashes, once the job's block is committed. A connected provider left below the
+// minimum stake tops it up from its account, or loses its session when the account cannot pay.
 void execution_core::slash(const settled_job& s, time_us now, effects& out) {
   for (auto& t : stake_.slash(s, now)) {
     out.notes.push_back(fmt::format("job {}: slashed ({})", s.job_id, t.ref));
     book(std::move(t), out);
   }
-  if (s.ruling.provider_lost && cfg_.stake.min_stake > 0 && stake_.below_minimum(s.provider_key))
-    if (auto it = sessions_.find(s.provider_key); it != sessions_.end()) {
-      const auto identity = it->second.identity;
-      lose_session(s.provider_key, now, out, "slashed below the minimum stake");
-      out.messages.push_back(to_node(
-          identity, proto::make_disconnect(fmt::format("your stake was slashed after job {} (the referee ruled "
-                                                       "against your receipt) and is below the minimum of {}",
-                                                       s.job_id, cfg_.stake.min_stake))));
-    }
+  const auto& key = s.provider_key;
+  if (!s.ruling.provider_lost || !stake_.present(key) || !stake_.below_minimum(key) || stake_.holding(key))
+    return;
+  auto admission = stake_.admit(key, now);
+  if (admission.hold) {
+    book(std::move(*admission.hold), out);
+    return;
+  }
+  if (auto it = sessions_.find(key); it != sessions_.end()) {
+    const auto identity = it->second.identity;
+    lose_session(key, now, out, "slashed below the minimum stake");
+    out.messages.push_back(to_node(
+        identity, proto::make_disconnect(fmt::format("your stake was slashed after job {} (the referee ruled against "
+                                                     "your receipt) and your account cannot bring it back to {}",
+                                                     s.job_id, cfg_.stake.min_stake))));
+  }
 }
 
 void execution_core::on(const jobs_settled& e, time_us now, effects& out) {

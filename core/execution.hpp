@@ -119,8 +119,8 @@ private:
   void on(const tick& e, time_us now, effects& out);
   void on(const drain& e, time_us now, effects& out);
 
-  void on_commit(const record& r, const outcome& o, effects& out);
-  void on_commit(const transfer& t, const outcome& o, effects& out);
+  void on_commit(const record& r, const outcome& o, time_us now, effects& out);
+  void on_commit(const transfer& t, const outcome& o, time_us now, effects& out);
   void welcome(const node_hello& e, time_us now, effects& out); // a node with its stake: its session starts
   micros balance_of(const std::string& account) const; // client:<key> or provider:<key>
   void book(transfer t, effects& out);     // apply a transfer in memory and persist it

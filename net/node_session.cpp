@@ -84,6 +84,9 @@ void node_session::run(const std::atomic<bool>& stop) {
           spdlog::warn("{}: coordinator says: {} ({})", opts_.caps.name, e ? e->reason : "?", e ? e->code : "?");
           if (e && (e->code == errc::not_registered || e->code == errc::bad_signature))
             drop_reason = "coordinator does not know this session";
+          else if (e && !welcomed && (e->code == errc::insufficient_funds || e->code == errc::forbidden))
+            drop_reason = "HELLO refused (" + e->code + ")"; // tried again after the back-off: a deposit may come
+
         } else if (msg->command == proto::cmd::disconnect) {
           auto d = msg->header.find("reason");
           drop_reason = "coordinator disconnected us: " +

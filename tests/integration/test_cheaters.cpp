@@ -15,6 +15,7 @@
 #include "app/workload.hpp"
 #include "db/audit.hpp"
 #include "harness.hpp"
+#include "verify/signing.hpp"
 
 using namespace haca;
 
@@ -86,9 +87,11 @@ TEST_CASE("a provider cheating on 10% of jobs is caught on the sampled share (p 
   const double caught = static_cast<double>(disputed.size()) / n_cheats;
   const double sigma = std::sqrt(p * (1 - p) / n_cheats);
   CHECK_MESSAGE(std::abs(caught - p) <= 3 * sigma, "caught ", caught, " of the cheats, p = ", p, ", sigma ", sigma);
-  // A caught cheat is charged nothing; the ledger and the chain check.
+  // A caught cheat is charged nothing (no block posting; its slash, of a stake of 0 here, is
+  // one posting of 0); the ledger and the chain check.
   CHECK(test::query_value(fmt::format("select count(*) from postings p join receipts r on r.job_id = p.job_id "
-                                      "join jobs j on j.id = r.job_id where j.client_id = '{}' and r.verdict = 'mismatch'",
+                                      "join jobs j on j.id = r.job_id where j.client_id = '{}' and r.verdict = "
+                                      "'mismatch' and (p.block_height is not null or p.amount <> 0)",
                                       w.credentials.account())) == "0");
   // Bisection finds the layer the cheat corrupted (the MLP's layers are each a trace layer), the
   // referee re-runs it and rules against the provider, and the ruling is recorded.
@@ -171,4 +174,101 @@ TEST_CASE("a verifier caught lying once is dropped and refused; an honest verifi
   CHECK(test::query_value("select count(*) from disputes") == std::to_string(rulings));
   CHECK(test::query_value("select count(*) from disputes where loser <> 'verifier'") == "0");
   CHECK(liar_log.find("you verify nothing more") != std::string::npos); // its DISCONNECT
+}
+
+namespace {
+
+// The key a node of this network made for itself (its key file), once it exists.
+verify::key_pair node_key(const test::network& net, const std::string& suffix) {
+  std::string path;
+  REQUIRE(test::eventually([&] {
+    for (const auto& e : std::filesystem::directory_iterator(net.dir() + "/keys"))
+      if (e.path().filename().string().size() > suffix.size() &&
+          e.path().filename().string().ends_with(suffix + ".key") && std::filesystem::file_size(e.path()) > 0)
+        path = e.path().string();
+    return !path.empty();
+  }));
+  auto key = verify::load_or_create_key(path);
+  REQUIRE(key.ok());
+  return key.value();
+}
+
+std::int64_t balance_of(const std::string& account) {
+  const auto v = test::query_value(fmt::format("select balance from accounts where id = '{}'", account));
+  return v.empty() ? 0 : std::stoll(v);
+}
+
+} // namespace
+
+TEST_CASE("stake: nodes join only with their stake held; a cheating provider pays each caught cheat from it") {
+  constexpr std::int64_t min_stake = 100000, price = 10;
+  constexpr int jobs = 200;
+  test::network_options o;
+  o.wait_for_nodes = false;
+  o.sample_rate = 1.0;
+  o.provider_args = {{"--cheat-rate", "0.2", "--price", std::to_string(price)}};
+  o.coordinator_args = {"--min-stake", std::to_string(min_stake), "--stake-cooldown-ms", "1500"};
+  test::network net(o);
+  const auto provider = node_key(net, "-p0"), verifier = node_key(net, "-v0");
+  const auto pk = provider.public_key_hex, vk = verifier.public_key_hex;
+  // Unfunded, both are refused: nothing is recorded of them.
+  REQUIRE(test::eventually([&] {
+    return app::tail_file(net.dir() + "/logs/coordinator.log", 1 << 20).find("refused: a node needs") !=
+           std::string::npos;
+  }));
+  CHECK_FALSE(net.wait_for_registered(1, std::chrono::milliseconds(1500)));
+  CHECK(balance_of("stake:" + pk) == 0);
+
+  // The operator funds them (DEPOSIT to the node account); their next HELLO holds the stake.
+  const auto admin_key = verify::load_or_create_key(net.dir() + "/keys/coordinator.key").value();
+  auto admin = net.connect_client(net::client_credentials{admin_key, net.coordinator_key()});
+  for (const auto& [key, amount] : {std::pair{pk, 3 * min_stake}, std::pair{vk, min_stake}}) {
+    auto reply = test::round_trip(admin, proto::make_deposit({"fund-" + key.substr(0, 8), key, amount, "node"}));
+    REQUIRE(reply.has_value());
+    auto d = proto::parse_deposited(*reply);
+    REQUIRE(d.ok());
+    CHECK(d->to == "node");
+  }
+  REQUIRE(net.wait_for_registered(2, std::chrono::seconds(30)));
+  CHECK(balance_of("stake:" + pk) == min_stake);
+  CHECK(balance_of("stake:" + vk) == min_stake);
+  CHECK(balance_of("provider:" + vk) == 0);
+
+  auto w = net.workload(jobs, "full", 21);
+  auto rep = app::run_workload(w);
+  INFO(net.logs());
+  REQUIRE(rep.results == jobs);
+  const auto account = w.credentials.account();
+  REQUIRE(test::eventually([&] { return db::count_final(test::test_db(), account).value() == jobs; },
+                           std::chrono::seconds(60)));
+  const auto disputed = jobs_with_verdict(account, "mismatch");
+  MESSAGE(fmt::format("{} jobs, {} disputed and slashed", jobs, disputed.size()));
+  REQUIRE(disputed.size() > 10);
+  // Each caught cheat: the client gets the price back as compensation, the verifier the price as
+  // its reward, both from the provider's stake, recorded with the job.
+  REQUIRE(test::eventually([&] {
+    return test::query_value(fmt::format("select count(*) from postings where ref like 'slash:%:provider' and "
+                                         "account = 'stake:{}'", // the transfer's first posting holds the ref
+                                         pk)) == std::to_string(disputed.size());
+  }));
+  for (auto id : disputed)
+    CHECK(test::query_value(fmt::format("select string_agg(account || ' ' || amount, ', ' order by amount, account) from "
+                                        "postings where job_id = {} and block_height is null",
+                                        id)) ==
+          fmt::format("stake:{} -{}, client:{} {}, provider:{} {}", pk, 2 * price, account, price, vk, price));
+  const auto n = static_cast<std::int64_t>(disputed.size());
+  CHECK(balance_of("provider:" + vk) == n * price);
+  // The provider's stake was topped up from its account after each slash: still at the minimum.
+  REQUIRE(test::eventually([&] { return balance_of("stake:" + pk) == min_stake; }));
+  // A stake stays while its node is connected, and goes back to its account after it left
+  // and the cool-down passed.
+  app::stop_process(net.provider(0));
+  REQUIRE(test::eventually([&] { return balance_of("stake:" + pk) == 0; }, std::chrono::seconds(20)));
+  CHECK(balance_of("stake:" + vk) == min_stake);
+  CHECK(test::query_value(fmt::format("select count(*) from postings where ref like 'unstake:{}:%' and ref not like "
+                                      "'%/%'",
+                                      pk)) == "1"); // one transfer (its second posting's ref ends in /1)
+  auto a = db::audit(test::test_db(), account).value();
+  INFO(a.problem);
+  CHECK(a.ok());
 }

@@ -2255,7 +2255,7 @@ TEST_CASE("stake: released to the account after the node left and the cool-down 
   only_transfer(h.step(tick{}), "unstake:" + v.key.public_key_hex);
 }
 
-TEST_CASE("stake: a ruling is paid from the loser's stake, as far as it goes; a provider below the minimum is dropped") {
+TEST_CASE("stake: a ruling is paid from the loser's stake, as far as it goes; a provider below the minimum tops up or is dropped") {
   harness h{staked_config()};
   provider p{"p1"}, v{"v1"}, liar{"v2"};
   const auto pk = p.key.public_key_hex, vk = v.key.public_key_hex, lk = liar.key.public_key_hex;
@@ -2305,8 +2305,9 @@ TEST_CASE("stake: a ruling is paid from the loser's stake, as far as it goes; a 
   CHECK(h.core.stakes().staked(lk) == 0);
 
   // Both lied: the provider compensates the client, and the verifier's stake goes to the client.
+  // This provider's account can bring its stake back to the minimum: it stays, topped up.
   provider q{"p2"};
-  fund_node(h, q, min_stake);
+  fund_node(h, q, 2 * min_stake);
   join_staked(h, q);
   provider w{"v3"};
   fund_node(h, w, min_stake);
@@ -2320,6 +2321,11 @@ TEST_CASE("stake: a ruling is paid from the loser's stake, as far as it goes; a 
   CHECK(amount_to(from_provider, market::provider_account(w.key.public_key_hex)) == 0); // no reward for a liar
   auto from_verifier = only_transfer(out, "slash:45:verifier");
   CHECK(amount_to(from_verifier, market::client_account("alice")) == min_stake);
+  const auto top_up = only_transfer(out, "stake:" + q.key.public_key_hex);
+  CHECK(amount_to(top_up, market::stake_account(q.key.public_key_hex)) == 200);
+  CHECK(count_cmd(out, proto::cmd::disconnect) == 0);
+  CHECK(h.core.sessions() == 1);
+  CHECK(h.core.stakes().staked(q.key.public_key_hex) == min_stake);
 }
 
 TEST_CASE("stake: after a restart, stakes and balances come from the snapshot, and owed slashes are made at once") {
