@@ -25,6 +25,7 @@ struct demo_options {
   int client_port = 7700;
   int node_port = 7701;
   int providers = 2;
+  std::int64_t min_stake = 100000; // each node's stake, deposited to its node account by the demo
   double sample_rate = 1.0;
   std::size_t window = 1000;
   int settle_timeout_s = 120;
@@ -93,25 +94,50 @@ int run_demo(const demo_options& o) {
     if (!loaded)
       throw std::runtime_error("coordinator key: " + loaded.err().reason);
     coordinator_key = loaded.value();
-    const auto& server_key = coordinator_key.public_key_hex;
     children.push_back(start_process("coordinator", exe,
                                      {"coordinator", "--db", o.db, "--models", models_dir, "--client-port",
                                       std::to_string(o.client_port), "--node-port", std::to_string(o.node_port),
-                                      "--sample-rate", std::to_string(o.sample_rate), "--key", key("coordinator")},
+                                      "--sample-rate", std::to_string(o.sample_rate), "--key", key("coordinator"),
+                                      "--min-stake", std::to_string(o.min_stake)},
                                      log("coordinator")));
-    for (int i = 1; i <= o.providers; ++i) {
-      auto name = fmt::format("provider-{}", i);
-      children.push_back(start_process(name, exe,
-                                       {"provider", "--connect", node_endpoint, "--coordinator-key", server_key,
-                                        "--models", models_dir, "--name", name,
-                                        "--key", key(name), "--price", std::to_string(8 + 2 * i)},
-                                       log(name)));
+  } catch (const std::exception& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    stop_all();
+    return 1;
+  }
+  const auto client_endpoint = fmt::format("tcp://127.0.0.1:{}", o.client_port);
+  const net::client_credentials admin{coordinator_key, coordinator_key.public_key_hex};
+  // DEPOSIT by the admin key (the coordinator's own, the default): what a real operator does.
+  auto deposit = [&](const std::string& to, const std::string& account, std::int64_t amount) {
+    auto r = ask_coordinator(client_endpoint, admin,
+                             proto::make_deposit({"demo-" + to + "-" + account.substr(0, 16), account, amount, to}));
+    if (!r)
+      throw std::runtime_error(fmt::format("the deposit to {} account {}.. failed: {} {}", to, account.substr(0, 16),
+                                           r.err().code, r.err().reason));
+  };
+  std::vector<std::pair<std::string, std::string>> nodes; // (name, role)
+  for (int i = 1; i <= o.providers; ++i)
+    nodes.emplace_back(fmt::format("provider-{}", i), "provider");
+  nodes.emplace_back("verifier-1", "verifier");
+  try {
+    // Each node's key is made here, so its stake can be deposited before it joins: with
+    // --min-stake, a node whose account cannot pay for the stake is refused.
+    for (const auto& [name, role] : nodes) {
+      auto node_key = verify::load_or_create_key(key(name));
+      if (!node_key)
+        throw std::runtime_error(name + " key: " + node_key.err().reason);
+      if (o.min_stake > 0)
+        deposit("node", node_key->public_key_hex, o.min_stake);
     }
-    children.push_back(start_process("verifier-1", exe,
-                                     {"verifier", "--connect", node_endpoint, "--coordinator-key", server_key,
-                                      "--models", models_dir, "--name",
-                                      "verifier-1", "--key", key("verifier-1")},
-                                     log("verifier-1")));
+    int i = 0;
+    for (const auto& [name, role] : nodes) {
+      std::vector<std::string> args{role, "--connect", node_endpoint, "--coordinator-key",
+                                    coordinator_key.public_key_hex, "--models", models_dir, "--name", name, "--key",
+                                    key(name)};
+      if (role == "provider")
+        args.insert(args.end(), {"--price", std::to_string(8 + 2 * ++i)});
+      children.push_back(start_process(name, exe, args, log(name)));
+    }
   } catch (const std::exception& e) {
     std::cerr << "error: " << e.what() << "\n";
     stop_all();
@@ -125,23 +151,22 @@ int run_demo(const demo_options& o) {
       stop_all();
       return 1;
     }
-  std::cerr << fmt::format("haca demo: coordinator on :{} / :{}, {} providers, 1 verifier; logs in {}/logs\n",
-                           o.client_port, o.node_port, o.providers, o.work_dir);
+  std::cerr << fmt::format("haca demo: coordinator on :{} / :{}, {} providers, 1 verifier, each with {} micro-units "
+                           "at stake; logs in {}/logs\n",
+                           o.client_port, o.node_port, o.providers, o.min_stake, o.work_dir);
   std::cerr << fmt::format("model '{}' {} ({} -> {}), {} jobs, sample rate {}\n", model->name, model->hash.substr(0, 16),
                            model->input_dim(), model->output_dim(), o.jobs, o.sample_rate);
 
   workload_options w;
-  w.endpoint = fmt::format("tcp://127.0.0.1:{}", o.client_port);
-  // A client account of this run (a fresh key), funded as a real one is: a DEPOSIT signed, in
-  // effect, by the coordinator's admin key (here its own key, the default).
+  w.endpoint = client_endpoint;
+  // A client account of this run (a fresh key), funded as a real one is: a DEPOSIT by the admin key.
   w.credentials = {verify::generate_key_pair(), coordinator_key.public_key_hex};
   const auto account = w.credentials.account();
   const std::int64_t funds = 100 * static_cast<std::int64_t>(o.jobs) + 1000;
-  auto deposit = ask_coordinator(w.endpoint, {coordinator_key, coordinator_key.public_key_hex},
-                                 proto::make_deposit({"demo-" + account.substr(0, 16), account, funds}));
-  if (!deposit) {
-    std::cerr << fmt::format("error: the deposit to the demo account failed: {} {}\n", deposit.err().code,
-                             deposit.err().reason);
+  try {
+    deposit("client", account, funds);
+  } catch (const std::exception& e) {
+    std::cerr << "error: " << e.what() << "\n";
     stop_all();
     return 1;
   }
@@ -240,6 +265,9 @@ void add_demo_command(CLI::App& app) {
   cmd->add_option("--client-port", o->client_port, "coordinator client port")->capture_default_str();
   cmd->add_option("--node-port", o->node_port, "coordinator node port")->capture_default_str();
   cmd->add_option("--providers", o->providers, "provider processes")->check(CLI::Range(1, 16))->capture_default_str();
+  cmd->add_option("--min-stake", o->min_stake, "micro-units each node must have at stake (deposited for it here)")
+      ->check(CLI::Range(std::int64_t{0}, proto::max_deposit))
+      ->capture_default_str();
   cmd->add_option("--sample-rate", o->sample_rate, "share of jobs re-executed by the verifier")
       ->check(CLI::Range(0.0, 1.0))
       ->capture_default_str();
