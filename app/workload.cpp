@@ -62,6 +62,7 @@ workload_report run_workload(const workload_options& o) {
   workload_report rep;
   rep.jobs.resize(o.inputs.size());
   std::map<std::string, std::size_t> by_request;
+  std::map<std::string, std::size_t> by_rerun; // a re-run's request id -> the disputed job's index
   std::vector<clock::time_point> sent(o.inputs.size());
   std::map<std::size_t, clock::time_point> retry_at; // refused for now: send again then
   std::size_t next = 0, finished = 0, unanswered = 0;
@@ -145,6 +146,13 @@ workload_report run_workload(const workload_options& o) {
         rep.jobs[by_request[a->request_id]].job_id = a->job_id;
     } else if (m.command == proto::cmd::result) {
       auto r = proto::parse_result(m);
+      if (r && by_rerun.count(r->request_id)) { // the re-run of a disputed job of ours
+        auto& job = rep.jobs[by_rerun[r->request_id]];
+        job.rerun_done = true;
+        job.rerun_classes = r->classes;
+        job.rerun_receipt = r->receipt;
+        continue;
+      }
       if (!r || !by_request.count(r->request_id))
         continue;
       auto i = by_request[r->request_id];
@@ -172,6 +180,9 @@ workload_report run_workload(const workload_options& o) {
         auto& job = rep.jobs[by_request[n->request_id]];
         rep.disputed += job.disputed ? 0 : 1;
         job.disputed = true;
+        job.rerun_request_id = n->rerun_request_id;
+        if (!n->rerun_request_id.empty())
+          by_rerun[n->rerun_request_id] = by_request[n->request_id];
       }
     } else if (m.command == proto::cmd::error) {
       auto e = proto::parse_error(m);

@@ -42,6 +42,10 @@ struct job_outcome {
   bool receipt_valid = false;
   std::int64_t latency_us = 0;         // SUBMIT sent -> RESULT received
   bool disputed = false;               // a NOTICE said the referee ruled its RESULT wrong
+  std::string rerun_request_id;        // the NOTICE's: the job runs again under this request id
+  bool rerun_done = false;             // the re-run's RESULT arrived (within notice_wait_ms)
+  std::vector<std::int32_t> rerun_classes;
+  verify::receipt rerun_receipt;
 };
 
 struct workload_report {

@@ -95,7 +95,8 @@ std::vector<core::judged_job> seed(db::store& store, std::int64_t first_id, std:
     verify::sign_receipt(r, provider);
     const bool verified = id % 10 == 0;
     judged.push_back({id, 0, 4, s.client_id, r, verified ? core::job_state::verified
-                                                                        : core::job_state::unsampled});
+                                                                        : core::job_state::unsampled,
+                      {}});
     records.push_back(core::job_insert{std::move(s)});
     core::job_transition a{id, 2, core::job_state::queued, core::job_state::assigned, 0, provider.public_key_hex,
                            r.price, "bench", t0 + id, std::nullopt};

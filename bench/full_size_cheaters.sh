@@ -3,24 +3,36 @@
 # root after a build: a coordinator, one provider (cpu backend, --cheat-rate CHEAT) and one
 # verifier (reference backend, --lie-rate LIE) on ports 7810/7811, JOBS random jobs of tier
 # "sampled" at sample rate P, in a scratch database (needs the local Postgres superuser, as
-# deploy/setup.sh sets it up). It prints how many cheats were sampled and disputed, how many
-# lies were ruled against the verifier, and the audit. Defaults: JOBS=10000 P=0.2 CHEAT=0.1
-# LIE=0.1. The honest run: CHEAT=0 LIE=0 P=1.0.
+# deploy/setup.sh sets it up). Both nodes stake STAKE (default 10^9 micro-units, deposited to
+# their node accounts with a reserve of 10 stakes for top-ups). It prints how many cheats were
+# sampled, disputed and slashed, how many lies were ruled against the verifier and slashed, the
+# stake accounts, and the audit. Defaults: JOBS=10000 P=0.2 CHEAT=0.1 LIE=0.1. The honest
+# run: CHEAT=0 LIE=0 P=1.0.
 set -euo pipefail
 trap 'pkill -f "$D/" || true' EXIT
 H=${HACA:-$PWD/build/haca}
 D=${WORK:-/tmp/haca-cheaters}
+STAKE=${STAKE:-1000000000}
 rm -rf $D; mkdir -p $D/models $D/keys $D/logs
 DB=haca_fig_$$
 runuser -u postgres -- createdb -O haca $DB
 URL=postgresql:///$DB
 for f in $PWD/db/migrations/*.sql; do psql -q -d $URL -f $f >/dev/null; done
 $H model gen --out $D/models/mlp.safetensors > /dev/null
-$H coordinator --db $URL --models $D/models --client-port 7810 --node-port 7811 --sample-rate ${P:-0.2} --demo-faucet 100000000000 --max-verifier-lies 0 --key $D/keys/coordinator.key > $D/logs/coordinator.log 2>&1 &
+$H coordinator --db $URL --models $D/models --client-port 7810 --node-port 7811 --sample-rate ${P:-0.2} --demo-faucet 100000000000 --max-verifier-lies 0 --min-stake $STAKE --key $D/keys/coordinator.key > $D/logs/coordinator.log 2>&1 &
 sleep 1
 $H provider --connect tcp://127.0.0.1:7811 --coordinator-key $D/keys/coordinator.key.pub --models $D/models --name p1 --key $D/keys/p1.key --backend cpu --cheat-rate ${CHEAT:-0.1} > $D/logs/p1.log 2>&1 &
 $H verifier --connect tcp://127.0.0.1:7811 --coordinator-key $D/keys/coordinator.key.pub --models $D/models --name v1 --key $D/keys/v1.key --backend reference --lie-rate ${LIE:-0.1} > $D/logs/v1.log 2>&1 &
-sleep 2
+sleep 1
+# The nodes are refused until their stake can be held: fund their node accounts (the key file is
+# seed||public key, in hex), and they join at their next HELLO.
+for n in p1 v1; do
+  $H deposit --connect tcp://127.0.0.1:7810 --coordinator-key $D/keys/coordinator.key.pub --key $D/keys/coordinator.key --node --account $(cut -c65-128 $D/keys/$n.key) --amount $((STAKE * 11)) > /dev/null
+done
+for i in $(seq 1 100); do
+  [ "$(psql -qAtX -d $URL -c "select count(*) from providers")" = 2 ] && break
+  sleep 0.2
+done
 $H submit --connect tcp://127.0.0.1:7810 --key $D/keys/client.key --coordinator-key $D/keys/coordinator.key.pub --model $D/models/mlp.safetensors --random ${JOBS:-10000} --tier sampled --json > $D/results.jsonl 2> $D/submit.err || true
 sleep 5
 q() { psql -qAtX -d $URL -c "$1"; }
@@ -37,6 +49,9 @@ q "select job_id from disputes where loser in ('verifier','both') order by 1" | 
 q "select r.job_id from receipts r where r.verdict in ('verified','mismatch') order by 1" | sort > $D/sampled.txt
 echo "disputed not cheated: $(comm -23 $D/disputed.txt $D/cheats.txt | wc -l)"
 echo "sampled cheats: $(comm -12 $D/sampled.txt $D/cheats.txt | wc -l), of them disputed: $(comm -12 $D/disputed.txt $D/cheats.txt | wc -l)"
+echo "slashed providers: $(q "select count(*) from postings where ref like 'slash:%:provider'"), verifiers: $(q "select count(*) from postings where ref like 'slash:%:verifier'")"
+echo "stakes: $(q "select string_agg(id || ' ' || balance, ', ') from accounts where id like 'stake:%'")"
+echo "compensation paid to the client: $(q "select coalesce(sum(amount), 0) from postings where ref like 'slash:%' and account like 'client:%'"), rewards to the verifier: $(q "select coalesce(sum(amount), 0) from postings where memo = 'slash: verifier''s reward'")"
 echo "lies (on jobs the verifier judged): $(wc -l < $D/lies.txt), ruled against the verifier: $(comm -12 $D/lies.txt $D/verifier_lost.txt | wc -l), rulings against the verifier without a lie: $(comm -13 $D/lies.txt $D/verifier_lost.txt | wc -l)"
 $H audit --db $URL --coordinator-key $(cat $D/keys/coordinator.key.pub) 2>&1 | tail -3
 pkill -f "$D/" || true

@@ -82,6 +82,7 @@ execution_core execution_core::recover(execution_config cfg, const snapshot& s, 
     c.escrow_.credit(client, balance);
   c.stake_.restore(s, now);
   c.unslashed_ = s.unslashed; // slashed at the first tick
+  c.reruns_ = s.reruns;       // re-run at the first tick
   c.last_beat_ = now;
   const time_us liveness = static_cast<time_us>(proto::heartbeat_liveness) * c.cfg_.heartbeat_ms * 1000;
   for (const auto& stored : s.open_jobs) {
@@ -214,6 +215,13 @@ void execution_core::on(const client_submit& e, time_us now, effects& out) {
     ++lookups_[{client, r.request_id}].in_flight;
     out.request_lookups.push_back({e.identity, client, r.request_id, make_error(code, std::move(reason))});
   };
+  // "rerun:<job id>" is the coordinator's: a SUBMIT may only resend it (to fetch the re-run's replies).
+  if (r.request_id.rfind(proto::rerun_prefix, 0) == 0) {
+    refuse_unless_stored(errc::bad_input, fmt::format("request ids that start with '{}' name the coordinator's "
+                                                      "re-runs of disputed jobs, and '{}' is not one of yours",
+                                                      proto::rerun_prefix, r.request_id));
+    return;
+  }
   const auto waiting_of_client = client_waiting_.find(client);
   const std::size_t client_waiting = waiting_of_client == client_waiting_.end() ? 0 : waiting_of_client->second;
   if (waiting_ >= cfg_.max_waiting || client_waiting >= cfg_.max_client_waiting || jobs_.size() >= cfg_.max_open) {
@@ -240,10 +248,7 @@ void execution_core::on(const client_submit& e, time_us now, effects& out) {
          out);
   }
   escrow_.hold(client, r.max_price);
-
-  job_entry j;
-  auto& spec = j.spec;
-  spec.id = next_job_id_++;
+  job_spec spec;
   spec.client_id = client;
   spec.request_id = r.request_id;
   spec.model = r.model;
@@ -251,22 +256,63 @@ void execution_core::on(const client_submit& e, time_us now, effects& out) {
   spec.max_price = r.max_price;
   spec.deadline_us = now + (r.deadline_ms > 0 ? r.deadline_ms : cfg_.default_deadline_ms) * 1000;
   spec.input = r.input;
+  enqueue(std::move(spec), e.identity, now, out);
+}
+
+// A job admitted (its hold taken): stored, queued, and dispatched when a provider can take it.
+void execution_core::enqueue(job_spec spec, const std::string& reply_to, time_us now, effects& out,
+                             std::string avoid_provider) {
+  job_entry j;
+  spec.id = next_job_id_++;
   spec.input_hash = verify::sha256_hex(spec.input.data);
   spec.submitted_us = now;
-  j.reply_to = e.identity;
+  j.spec = std::move(spec);
+  j.reply_to = reply_to;
+  j.avoid_provider = std::move(avoid_provider);
   j.waiting = true;
   j.seq = 1; // the insert's events are SUBMITTED (0) and QUEUED (1)
-  const auto id = spec.id;
-  out.records.push_back(job_insert{spec});
+  const auto id = j.spec.id;
+  const auto& client = j.spec.client_id;
+  out.records.push_back(job_insert{j.spec});
   ++waiting_;
   ++client_waiting_[client];
-  by_request_[{client, r.request_id}] = id;
-  if (auto l = lookups_.find({client, r.request_id}); l != lookups_.end())
+  by_request_[{client, j.spec.request_id}] = id;
+  if (auto l = lookups_.find({client, j.spec.request_id}); l != lookups_.end())
     l->second.stale = true;
-  deadlines_.insert({spec.deadline_us, id});
+  deadlines_.insert({j.spec.deadline_us, id});
   queue_.push(client, id);
   jobs_.emplace(id, std::move(j));
   dispatch(now, out);
+}
+
+// A job whose provider lost a referee's ruling runs again for its client, as a new job with the
+// request id "rerun:<job id>" on another provider, paid for as any job (the disputed one was
+// not). It needs the client's funds for max_price, like a SUBMIT; without them there is no
+// re-run (the NOTICE says so). The request id makes it idempotent: one re-run per job.
+std::string execution_core::rerun(const job_spec& parent, kernels::tensor input, const std::string& reply_to,
+                                  const std::string& avoid_provider, time_us now, effects& out) {
+  const auto request_id = proto::rerun_prefix + std::to_string(parent.id);
+  if (by_request_.count({parent.client_id, request_id}))
+    return request_id; // made before
+  if (input.data.empty())
+    return {};
+  if (draining_ || !escrow_.hold(parent.client_id, parent.max_price).ok()) {
+    out.notes.push_back(fmt::format("job {}: no re-run ({})", parent.id,
+                                    draining_ ? "draining" : "the client cannot cover max_price"));
+    return {};
+  }
+  job_spec spec;
+  spec.client_id = parent.client_id;
+  spec.request_id = request_id;
+  spec.model = parent.model;
+  spec.tier = parent.tier;
+  spec.max_price = parent.max_price;
+  const time_us allowed = parent.deadline_us - parent.submitted_us; // the same time the client gave the job
+  spec.deadline_us = now + (allowed > 0 ? allowed : cfg_.default_deadline_ms * 1000);
+  spec.input = std::move(input);
+  out.notes.push_back(fmt::format("job {}: re-run as request {} (its provider lost the ruling)", parent.id, request_id));
+  enqueue(std::move(spec), reply_to, now, out, avoid_provider);
+  return request_id;
 }
 
 void execution_core::on(const client_query& e, time_us, effects& out) {
@@ -409,6 +455,7 @@ void execution_core::welcome(const node_hello& e, time_us now, effects& out) {
   const auto& caps = e.caps;
   if (caps.role == "verifier") {
     stake_.joined(caps.public_key, caps.role);
+    verifier_identity_[caps.public_key] = e.identity;
     out.admitted_verifiers.push_back(e);
     return;
   }
@@ -432,7 +479,11 @@ void execution_core::welcome(const node_hello& e, time_us now, effects& out) {
                                   stake_.staked(caps.public_key)));
 }
 
-void execution_core::on(const node_left& e, time_us now, effects&) { stake_.left(e.key, e.role, now); }
+void execution_core::on(const node_left& e, time_us now, effects&) {
+  stake_.left(e.key, e.role, now);
+  if (e.role == "verifier")
+    verifier_identity_.erase(e.key);
+}
 
 void execution_core::on(const node_ready& e, time_us now, effects& out) {
   auto* s = session_of(e.identity);
@@ -694,6 +745,11 @@ void execution_core::dispatch(time_us now, effects& out) {
     if (j.spec.deadline_us && j.spec.deadline_us <= now)
       return false; // the next tick expires it
     auto m = scheduler::match({j.spec.model, "", j.spec.max_price, cfg_.min_reputation}, views);
+    if (m.provider_key && *m.provider_key == j.avoid_provider) { // a re-run: any provider but the one that lost
+      auto others = views;
+      std::erase_if(others, [&](const auto& v) { return v.key == j.avoid_provider; });
+      m = scheduler::match({j.spec.model, "", j.spec.max_price, cfg_.min_reputation}, others);
+    }
     if (!m.provider_key)
       return false;
     for (auto& v : views)
@@ -882,28 +938,40 @@ void execution_core::apply(const transfer& t, int sign) {
   }
 }
 
-// A ruling's slashes, once the job's block is committed. A connected provider left below the
-// minimum stake tops it up from its account, or loses its session when the account cannot pay.
+// A ruling's slashes, once the job's block is committed. A connected node left below the
+// minimum stake tops it up from its account, or is sent DISCONNECT when the account cannot pay
+// (its next HELLO is refused until a deposit comes).
 void execution_core::slash(const settled_job& s, time_us now, effects& out) {
   for (auto& t : stake_.slash(s, now)) {
     out.notes.push_back(fmt::format("job {}: slashed ({})", s.job_id, t.ref));
     book(std::move(t), out);
   }
-  const auto& key = s.provider_key;
-  if (!s.ruling.provider_lost || !stake_.present(key) || !stake_.below_minimum(key) || stake_.holding(key))
+  if (s.ruling.provider_lost)
+    top_up(s.provider_key, s.job_id, now, out);
+  if (!s.ruling.liar_verifier.empty())
+    top_up(s.ruling.liar_verifier, s.job_id, now, out);
+}
+
+void execution_core::top_up(const std::string& key, std::int64_t job_id, time_us now, effects& out) {
+  if (!stake_.present(key) || !stake_.below_minimum(key) || stake_.holding(key))
     return;
   auto admission = stake_.admit(key, now);
   if (admission.hold) {
     book(std::move(*admission.hold), out);
     return;
   }
+  const auto why = fmt::format("your stake was slashed after job {} (the referee ruled against you) and your "
+                               "account cannot bring it back to {}",
+                               job_id, cfg_.stake.min_stake);
   if (auto it = sessions_.find(key); it != sessions_.end()) {
     const auto identity = it->second.identity;
     lose_session(key, now, out, "slashed below the minimum stake");
-    out.messages.push_back(to_node(
-        identity, proto::make_disconnect(fmt::format("your stake was slashed after job {} (the referee ruled against "
-                                                     "your receipt) and your account cannot bring it back to {}",
-                                                     s.job_id, cfg_.stake.min_stake))));
+    out.messages.push_back(to_node(identity, proto::make_disconnect(why)));
+  }
+  if (auto v = verifier_identity_.find(key); v != verifier_identity_.end()) {
+    // The verification core drops the session once the verifier, gone, stops heartbeating.
+    out.messages.push_back(to_node(v->second, proto::make_disconnect(why)));
+    verifier_identity_.erase(v);
   }
 }
 
@@ -923,12 +991,20 @@ void execution_core::on(const jobs_settled& e, time_us now, effects& out) {
       continue;
     const auto& j = it->second;
     escrow_.capture(j.spec.client_id, j.spec.max_price, s.charged);
-    if (s.verdict == job_state::disputed) // its block is committed: the client may be told
+    if (s.verdict == job_state::disputed) { // its block is committed: the client may be told
+      const auto rerun_id = s.ruling.provider_lost
+                                ? rerun(j.spec, s.ruling.input, j.reply_to, s.provider_key, now, out)
+                                : std::string();
       out.messages.push_back(to_client(
-          j.reply_to, proto::make_notice({j.spec.id, j.spec.request_id, "disputed", s.charged,
-                                          "a verifier disagreed with this job's result and the referee ruled against "
-                                          "the provider: do not use the RESULT; you were charged " +
-                                              std::to_string(s.charged) + " (STATUS shows the evidence)"})));
+          j.reply_to,
+          proto::make_notice({j.spec.id, j.spec.request_id, "disputed", s.charged,
+                              "a verifier disagreed with this job's result and the referee ruled against the "
+                              "provider: do not use the RESULT; you were charged " +
+                                  std::to_string(s.charged) + " (STATUS shows the evidence); " +
+                                  (rerun_id.empty() ? "it is not re-run"
+                                                    : "it runs again on another provider as request " + rerun_id),
+                              rerun_id})));
+    }
     drop_job(s.job_id);
   }
 }
@@ -971,6 +1047,8 @@ void execution_core::on(const tick&, time_us now, effects& out) {
   }
   for (const auto& settled : std::exchange(unslashed_, {}))
     slash(settled, now, out);
+  for (auto& owed : std::exchange(reruns_, {}))
+    rerun(owed.parent, std::move(owed.parent.input), {}, owed.provider_key, now, out);
   for (auto& t : stake_.releases_due(now)) {
     out.notes.push_back(fmt::format("stake released ({}): its node left {} ms ago or more", t.ref,
                                     cfg_.stake.cooldown_ms));
@@ -998,7 +1076,7 @@ time_us execution_core::next_wake() const {
   if (!deadlines_.empty())
     earlier(deadlines_.begin()->first);
   earlier(stake_.next_release());
-  if (!unslashed_.empty())
+  if (!unslashed_.empty() || !reruns_.empty())
     earlier(1);
   return wake;
 }

@@ -94,6 +94,7 @@ private:
     std::string end_code;             // failed/expired/cancelled: the ERROR owed to the client
     std::string end_reason;
     std::optional<execution_result> result;
+    std::string avoid_provider;       // a re-run: not the provider that lost the ruling
   };
   struct session {
     std::string identity;
@@ -126,6 +127,10 @@ private:
   void book(transfer t, effects& out);     // apply a transfer in memory and persist it
   void apply(const transfer& t, int sign); // +1: apply it, -1: take it back
   void slash(const settled_job& s, time_us now, effects& out);
+  void enqueue(job_spec spec, const std::string& reply_to, time_us now, effects& out, std::string avoid_provider = {});
+  std::string rerun(const job_spec& parent, kernels::tensor input, const std::string& reply_to,
+                    const std::string& avoid_provider, time_us now, effects& out);
+  void top_up(const std::string& key, std::int64_t job_id, time_us now, effects& out);
   bool transition(job_entry& j, job_state to, time_us now, effects& out, std::string detail = {},
                   std::optional<execution_result> result = std::nullopt);
   void requeue(job_entry& j, time_us now, effects& out, const std::string& why);
@@ -159,7 +164,9 @@ private:
   std::map<std::string, deposit_entry> deposits_;                 // by ref "deposit:<request_id>", all ever made
   std::map<std::string, session> sessions_;                        // by provider key
   stake_book stake_;                                               // nodes' accounts and stakes
+  std::map<std::string, std::string> verifier_identity_;           // admitted verifiers: key -> identity (a DISCONNECT after a slash)
   std::vector<settled_job> unslashed_;                             // from the snapshot: slashed at the first tick
+  std::vector<rerun_owed> reruns_;                                 // from the snapshot: re-run at the first tick
   std::map<std::string, std::vector<node_hello>> awaiting_stake_;  // by node key: HELLOs welcomed once its hold commits
   std::map<std::string, std::string> key_of_;                      // identity -> provider key
   // Jobs found ASSIGNED at recovery, by provider key: no session holds them, yet losing that

@@ -99,7 +99,15 @@ struct ruling_parties {
   bool provider_lost = false;    // its stake pays the client's compensation (and the verifier's reward)
   std::string honest_verifier;   // the verifier that was right against a lying provider: rewarded
   std::string liar_verifier;     // a verifier the referee caught: its stake is taken
+  kernels::tensor input;         // provider_lost: the job's input, for its re-run on another provider
   bool any() const { return provider_lost || !liar_verifier.empty(); }
+};
+
+// A job settled DISPUTED against its provider whose re-run is not stored yet (a restart came
+// in between): its spec with the input, and the provider to avoid.
+struct rerun_owed {
+  job_spec parent;
+  std::string provider_key;
 };
 
 // One receipt settled in a block.
@@ -303,6 +311,7 @@ struct snapshot {
   std::map<std::string, micros> node_balances;  // by node key: accounts provider:<key>
   std::map<std::string, micros> node_stakes;    // by node key: accounts stake:<key>
   std::vector<settled_job> unslashed;           // settled after a ruling whose slashes are not stored
+  std::vector<rerun_owed> reruns;               // settled against the provider, re-run not stored
 };
 
 } // namespace haca::core

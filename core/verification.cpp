@@ -171,7 +171,7 @@ void verification_core::on(const executed_job& e, time_us now, effects& out) {
     // receipt, so a restart draws the same; the block that settles the job records UNSAMPLED
     // with SETTLED (one write per job fewer on the busiest path).
     out.to_settlement.push_back(judged_job{e.job_id, e.attempt, e.seq + 1, e.client_id, e.receipt,
-                                           job_state::unsampled});
+                                           job_state::unsampled, {}});
     return;
   }
   if (pending_.size() >= cfg_.max_pending) {
@@ -519,6 +519,8 @@ void verification_core::rule(dispute d, const referee_result& r, time_us now, ef
     ruling_parties parties;
     parties.provider_lost = !ok;
     parties.liar_verifier = v.verifier_key;
+    if (!ok)
+      parties.input = job.input;
     judge(job, ok ? job_state::verified : job_state::disputed,
           "by the referee, which re-ran the whole job after verifier " + d.verifier_who + " lied: trace root " +
               shown(r.trace_root) + (ok ? ", as the receipt says" : ", the receipt says " + shown(receipt.trace_root)),
@@ -568,6 +570,8 @@ void verification_core::rule(dispute d, const referee_result& r, time_us now, ef
   }
   ruling_parties parties;
   parties.provider_lost = !provider_ok;
+  if (!provider_ok)
+    parties.input = job.input;
   if (!verifier_ok)
     parties.liar_verifier = v.verifier_key;
   else if (!provider_ok)

@@ -617,9 +617,36 @@ result<core::snapshot> store::load_snapshot() {
       j.price = row["price"].as<std::int64_t>();
       j.updated_us = row["updated_us"].as<std::int64_t>();
       j.result = result_of(row, spec.id);
-      if (auto r = rulings.find(spec.id); r != rulings.end())
+      if (auto r = rulings.find(spec.id); r != rulings.end()) {
         j.ruling = r->second;
+        if (j.ruling.provider_lost)
+          j.ruling.input = spec.input; // for its re-run
+      }
       s.open_jobs.push_back(std::move(j));
+    }
+    // Jobs settled DISPUTED after a ruling whose re-run ("rerun:<id>") is not stored.
+    for (const auto& row : tx.exec(
+             "select j.id, j.client_id, j.client_req_id, j.model_hash, j.tier, j.max_price, coalesce(" +
+             us("j.deadline") + ", 0), " + us("j.submitted_at") +
+             ", j.input, j.input_shape, r.provider_key from jobs j join receipts r on r.job_id = j.id and r.attempt = "
+             "j.attempt where j.state = 'SETTLED' and r.verdict = 'mismatch' and exists (select 1 from disputes d "
+             "where d.job_id = j.id) and not exists (select 1 from jobs c where c.client_id = j.client_id and "
+             "c.client_req_id = 'rerun:' || j.id) order by j.id")) {
+      core::rerun_owed owed;
+      auto& spec = owed.parent;
+      spec.id = row[0].as<std::int64_t>();
+      spec.client_id = row[1].c_str();
+      spec.request_id = row[2].c_str();
+      spec.model = row[3].c_str();
+      spec.tier = row[4].c_str();
+      spec.max_price = row[5].as<std::int64_t>();
+      spec.deadline_us = row[6].as<std::int64_t>();
+      spec.submitted_us = row[7].as<std::int64_t>();
+      spec.input.type = kernels::dtype::i8;
+      spec.input.data = bytes_of(row[8]);
+      spec.input.shape = parse_shape(row[9].c_str());
+      owed.provider_key = row[10].c_str();
+      s.reruns.push_back(std::move(owed));
     }
     return s;
   } catch (const std::exception& e) {

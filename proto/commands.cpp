@@ -479,7 +479,8 @@ message make_notice(const dispute_notice& n) {
                             {"request_id", n.request_id},
                             {"verdict", n.verdict},
                             {"charged", n.charged},
-                            {"detail", bounded_text(n.detail)}});
+                            {"detail", bounded_text(n.detail)},
+                            {"rerun_request_id", n.rerun_request_id}});
 }
 
 result<dispute_notice> parse_notice(const message& m) {
@@ -491,6 +492,7 @@ result<dispute_notice> parse_notice(const message& m) {
   n.verdict = r.one_of("verdict", {"disputed"});
   n.charged = r.integer("charged", 0, int64_max);
   n.detail = r.text("detail");
+  n.rerun_request_id = r.id("rerun_request_id", std::string(), true);
   if (r.err) return *r.err;
   return n;
 }

@@ -116,7 +116,10 @@ struct dispute_notice {
   std::string verdict = "disputed";
   std::int64_t charged = 0;   // micro-units the client paid for it: 0
   std::string detail;         // text: what happened; STATUS has the ruling's evidence
+  std::string rerun_request_id; // the job runs again under this request id ("rerun:<job_id>"); "" = no re-run
 };
+// Request ids the coordinator gives its re-runs of disputed jobs: "rerun:<job id>".
+inline constexpr const char* rerun_prefix = "rerun:";
 message make_notice(const dispute_notice& n);
 result<dispute_notice> parse_notice(const message& m);
 

@@ -200,16 +200,18 @@ std::int64_t balance_of(const std::string& account) {
 
 } // namespace
 
-TEST_CASE("stake: nodes join only with their stake held; a cheating provider pays each caught cheat from it") {
+TEST_CASE("stake: nodes join only with their stake held; a cheating provider pays each caught cheat from it, "
+          "and the job runs again on an honest provider") {
   constexpr std::int64_t min_stake = 100000, price = 10;
   constexpr int jobs = 200;
   test::network_options o;
   o.wait_for_nodes = false;
   o.sample_rate = 1.0;
-  o.provider_args = {{"--cheat-rate", "0.2", "--price", std::to_string(price)}};
+  o.providers = 2; // p0 cheats and is the cheaper; p1 is honest
+  o.provider_args = {{"--cheat-rate", "0.5", "--price", std::to_string(price)}, {"--price", std::to_string(price + 5)}};
   o.coordinator_args = {"--min-stake", std::to_string(min_stake), "--stake-cooldown-ms", "1500"};
   test::network net(o);
-  const auto provider = node_key(net, "-p0"), verifier = node_key(net, "-v0");
+  const auto provider = node_key(net, "-p0"), honest = node_key(net, "-p1"), verifier = node_key(net, "-v0");
   const auto pk = provider.public_key_hex, vk = verifier.public_key_hex;
   // Unfunded, both are refused: nothing is recorded of them.
   REQUIRE(test::eventually([&] {
@@ -222,28 +224,47 @@ TEST_CASE("stake: nodes join only with their stake held; a cheating provider pay
   // The operator funds them (DEPOSIT to the node account); their next HELLO holds the stake.
   const auto admin_key = verify::load_or_create_key(net.dir() + "/keys/coordinator.key").value();
   auto admin = net.connect_client(net::client_credentials{admin_key, net.coordinator_key()});
-  for (const auto& [key, amount] : {std::pair{pk, 3 * min_stake}, std::pair{vk, min_stake}}) {
+  for (const auto& [key, amount] :
+       {std::pair{pk, 3 * min_stake}, std::pair{honest.public_key_hex, min_stake}, std::pair{vk, min_stake}}) {
     auto reply = test::round_trip(admin, proto::make_deposit({"fund-" + key.substr(0, 8), key, amount, "node"}));
     REQUIRE(reply.has_value());
     auto d = proto::parse_deposited(*reply);
     REQUIRE(d.ok());
     CHECK(d->to == "node");
   }
-  REQUIRE(net.wait_for_registered(2, std::chrono::seconds(30)));
+  REQUIRE(net.wait_for_registered(3, std::chrono::seconds(30)));
   CHECK(balance_of("stake:" + pk) == min_stake);
   CHECK(balance_of("stake:" + vk) == min_stake);
   CHECK(balance_of("provider:" + vk) == 0);
 
   auto w = net.workload(jobs, "full", 21);
+  w.notice_wait_ms = 8000; // the NOTICEs, and the re-runs' RESULTs
   auto rep = app::run_workload(w);
   INFO(net.logs());
   REQUIRE(rep.results == jobs);
   const auto account = w.credentials.account();
-  REQUIRE(test::eventually([&] { return db::count_final(test::test_db(), account).value() == jobs; },
-                           std::chrono::seconds(60)));
   const auto disputed = jobs_with_verdict(account, "mismatch");
   MESSAGE(fmt::format("{} jobs, {} disputed and slashed", jobs, disputed.size()));
-  REQUIRE(disputed.size() > 10);
+  REQUIRE(disputed.size() >= 5);
+  // Each disputed job ran again, as "rerun:<id>", on the honest provider: the client got that
+  // RESULT (the same prediction an honest run gives), and pays for it, not for the disputed one.
+  std::size_t reruns = 0;
+  for (const auto& j : rep.jobs) {
+    if (!j.disputed)
+      continue;
+    CHECK(j.rerun_request_id == fmt::format("rerun:{}", j.job_id));
+    CHECK_MESSAGE(j.rerun_done, "job ", j.job_id, ": no RESULT of its re-run");
+    CHECK(j.rerun_receipt.provider_key == honest.public_key_hex);
+    reruns += j.rerun_done ? 1 : 0;
+  }
+  CHECK(reruns == disputed.size());
+  const auto all_jobs = jobs + static_cast<std::int64_t>(disputed.size());
+  REQUIRE(test::eventually([&] { return db::count_final(test::test_db(), account).value() == all_jobs; },
+                           std::chrono::seconds(60)));
+  CHECK(test::query_value(fmt::format("select count(*) from jobs j join receipts r on r.job_id = j.id where "
+                                      "j.client_id = '{}' and j.client_req_id like 'rerun:%' and r.verdict = "
+                                      "'verified'",
+                                      account)) == std::to_string(disputed.size()));
   // Each caught cheat: the client gets the price back as compensation, the verifier the price as
   // its reward, both from the provider's stake, recorded with the job.
   REQUIRE(test::eventually([&] {

@@ -2303,6 +2303,7 @@ TEST_CASE("stake: a ruling is paid from the loser's stake, as far as it goes; a 
   CHECK(amount_to(slash, market::stake_account(lk)) == -min_stake);
   CHECK(amount_to(slash, market::provider_account(pk)) == min_stake);
   CHECK(h.core.stakes().staked(lk) == 0);
+  CHECK(count_cmd(out, proto::cmd::disconnect, liar.identity) == 1); // its account cannot top the stake up
 
   // Both lied: the provider compensates the client, and the verifier's stake goes to the client.
   // This provider's account can bring its stake back to the minimum: it stays, topped up.
@@ -2323,7 +2324,8 @@ TEST_CASE("stake: a ruling is paid from the loser's stake, as far as it goes; a 
   CHECK(amount_to(from_verifier, market::client_account("alice")) == min_stake);
   const auto top_up = only_transfer(out, "stake:" + q.key.public_key_hex);
   CHECK(amount_to(top_up, market::stake_account(q.key.public_key_hex)) == 200);
-  CHECK(count_cmd(out, proto::cmd::disconnect) == 0);
+  CHECK(count_cmd(out, proto::cmd::disconnect, q.identity) == 0);
+  CHECK(count_cmd(out, proto::cmd::disconnect, w.identity) == 1); // the verifier's account is empty
   CHECK(h.core.sessions() == 1);
   CHECK(h.core.stakes().staked(q.key.public_key_hex) == min_stake);
 }
@@ -2351,4 +2353,53 @@ TEST_CASE("stake: after a restart, stakes and balances come from the snapshot, a
   auto released = h.step(tick{});
   CHECK(amount_to(only_transfer(released, "unstake:" + pk), market::provider_account(pk)) == min_stake - 200);
   only_transfer(released, "unstake:" + vk);
+}
+
+TEST_CASE("re-run: a job settled DISPUTED against its provider runs again for its client on another provider") {
+  harness h;
+  provider cheat{"p1", 50}, honest{"p2", 80};
+  h.join(cheat, 1);
+  effects all;
+  const auto req = request("alice", "r1", 500);
+  const auto id = h.admit(req, "ca", &all);
+  const auto order = only_job(all, cheat.identity); // the cheaper one
+  h.deliver(cheat, order);
+  h.join(honest, 4);
+  const micros before = h.core.balance("alice");
+
+  auto s = settled(id, "alice", 0, cheat.key.public_key_hex, job_state::disputed);
+  s.price = 50;
+  s.ruling.provider_lost = true;
+  s.ruling.input = req.input;
+  h.join(cheat, 4); // credit again: it would be the cheapest for the re-run
+  auto out = h.step(jobs_settled{{s}});
+  // The NOTICE names the re-run; the re-run is a new job of the same client, input and model.
+  REQUIRE(count_cmd(out, proto::cmd::notice, "ca") == 1);
+  proto::dispute_notice notice;
+  for (const auto& m : out.messages)
+    if (m.msg.command == proto::cmd::notice)
+      notice = proto::parse_notice(m.msg).value();
+  CHECK(notice.rerun_request_id == "rerun:" + std::to_string(id));
+  auto inserts = records_of<job_insert>(out);
+  REQUIRE(inserts.size() == 1);
+  const auto& spec = inserts[0].spec;
+  CHECK(spec.client_id == "alice");
+  CHECK(spec.request_id == notice.rerun_request_id);
+  CHECK(spec.model == req.model);
+  CHECK(spec.input.data == req.input.data);
+  CHECK(spec.max_price == req.max_price);
+  CHECK(h.core.held("alice") == req.max_price); // held like any job; the disputed one cost nothing
+  CHECK(h.core.balance("alice") == before);
+  // It goes to the honest provider, not to the one that lost the ruling, though that is cheaper.
+  auto done = h.persisted(out);
+  CHECK(jobs_to(done, cheat.identity).empty());
+  REQUIRE(jobs_to(done, honest.identity).size() == 1);
+  CHECK(acks(done, "ca").size() == 1); // the re-run's ACK, under its own request id
+  // Settled again (a resent hand-off): no second re-run.
+  CHECK(records_of<job_insert>(h.step(jobs_settled{{s}})).empty());
+  // A client may not take a request id of that form for itself.
+  auto refused = h.submit(request("alice", "rerun:77", 100), "ca");
+  REQUIRE(refused.request_lookups.size() == 1); // unless Postgres holds it: then that job's replies
+  CHECK(refused.request_lookups[0].refusal.code == std::string(errc::bad_input));
+  CHECK(records_of<job_insert>(refused).empty());
 }

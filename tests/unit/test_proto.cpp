@@ -610,7 +610,7 @@ TEST_CASE("each parser names a missing or mistyped field with its error code") {
                {"client_id", "tier", "deadline_ms"});
   check_fields(make_deposit({"d1", model_hash, 5}), checker(parse_deposit), {"to"});
   check_fields(make_probe({4, model_hash, 2, input}), checker(parse_probe));
-  check_fields(make_notice({4, "r1", "disputed", 0, "why"}), checker(parse_notice));
+  check_fields(make_notice({4, "r1", "disputed", 0, "why", "rerun:4"}), checker(parse_notice), {"rerun_request_id"});
   check_fields(make_activation({4, 2, output}), checker(parse_activation));
   check_fields(make_deposited({"d1", model_hash, 5, -3, true}), checker(parse_deposited), {"to"});
   check_fields(make_ack({"r1", 3}), checker(parse_ack));

@@ -99,7 +99,7 @@ TEST_CASE("the simulated coordinator keeps every invariant across thousands of s
   std::set<std::uint64_t> done;
   long long jobs = 0, settled = 0, failed = 0, expired = 0, crashes = 0, drains = 0, steps = 0, blocks = 0;
   long long dups = 0, lost = 0, failed_commits = 0, in_crash = 0, queue_full = 0, not_registered = 0, stale = 0,
-            requeued = 0, disputes = 0, refused = 0, lookups = 0;
+            requeued = 0, disputes = 0, refused = 0, lookups = 0, reruns = 0;
   for (auto seed : seeds) {
     if (!done.insert(seed).second)
       continue;
@@ -123,6 +123,7 @@ TEST_CASE("the simulated coordinator keeps every invariant across thousands of s
     disputes += r.disputes;
     refused += r.refused;
     lookups += r.request_lookups;
+    reruns += r.reruns;
     steps += static_cast<long long>(r.steps);
     blocks += r.blocks;
     if (!r.ok) {
@@ -136,10 +137,10 @@ TEST_CASE("the simulated coordinator keeps every invariant across thousands of s
               "after a dispute), %lld blocks, %lld crashes and %lld drains, %lld core steps; %zu seeds failed\n"
               "  paths taken: %lld duplicate inserts, %lld lost commit confirmations, %lld failed commits, %lld commits "
               "applied in a crash, %lld re-queues, %lld stale DONEs, %lld not_registered, %lld queue_full, %lld "
-              "refused for funds, %lld request lookups\n",
+              "refused for funds, %lld request lookups, %lld re-runs of disputed jobs seen by their clients\n",
               done.size(), secs, jobs, settled, failed, expired, disputes, blocks, crashes, drains, steps,
               failures.size(), dups, lost, failed_commits, in_crash, requeued, stale, not_registered, queue_full,
-              refused, lookups);
+              refused, lookups, reruns);
   std::map<std::string, std::vector<std::uint64_t>> kinds;
   for (const auto& f : failures)
     kinds[kind_of(f.failure)].push_back(f.seed);

@@ -100,6 +100,7 @@ struct sim_client {
   int gen = 0;
   std::vector<sim_request> reqs;
   std::map<std::string, std::size_t> by_request;
+  std::map<std::string, sim_request> reruns; // the coordinator's re-runs of its disputed jobs ("rerun:<job id>")
   std::size_t next = 0;                // next request to start
   int window = 1;                      // requests in flight at most
   time_us resend_us = 1000000;

@@ -75,7 +75,7 @@ struct sim_report {
   // how often the interesting paths ran
   int duplicates = 0;                // job_insert outcomes `duplicate` (a request the core had forgotten)
   int lost_confirmations = 0, failed_commits = 0, applied_in_crash = 0;
-  int queue_full = 0, not_registered = 0, stale_done = 0, requeued = 0, resent = 0, request_lookups = 0;
+  int queue_full = 0, not_registered = 0, stale_done = 0, requeued = 0, resent = 0, request_lookups = 0, reruns = 0;
   bool broke = false;                // a breakage option actually fired in this run
   time_us sim_us = 0;
 };
@@ -1092,7 +1092,22 @@ private:
     auto& c = clients_[static_cast<std::size_t>(i)];
     auto find = [&](const std::string& request_id) -> sim_request* {
       auto it = c.by_request.find(request_id);
-      return it == c.by_request.end() ? nullptr : &c.reqs[it->second];
+      if (it != c.by_request.end())
+        return &c.reqs[it->second];
+      // A re-run the coordinator made of one of this client's jobs: the same model and input.
+      if (request_id.rfind(proto::rerun_prefix, 0) != 0)
+        return nullptr;
+      if (auto r = c.reruns.find(request_id); r != c.reruns.end())
+        return &r->second;
+      auto parent = store_.jobs.find(std::stoll(request_id.substr(std::string(proto::rerun_prefix).size())));
+      if (parent == store_.jobs.end() || parent->second.spec.client_id != c.id)
+        return nullptr;
+      const auto& spec = parent->second.spec;
+      sim_request r;
+      r.req = {c.id, request_id, spec.model, spec.tier, spec.max_price, 0, spec.input};
+      r.started = true;
+      ++report_.reruns;
+      return &c.reruns.emplace(request_id, std::move(r)).first->second;
     };
     if (m.command == proto::cmd::ack) {
       auto a = proto::parse_ack(m);
