@@ -70,8 +70,12 @@ void stake_book::left(const std::string& key, const std::string& role, time_us n
   auto it = nodes_.find(key);
   if (it == nodes_.end() || !it->second.roles.erase(role))
     return;
-  if (it->second.roles.empty())
-    it->second.left_at = now;
+  auto& n = it->second;
+  if (!n.roles.empty())
+    return;
+  n.left_at = now;
+  if (n.balance == 0 && n.staked == 0 && n.holding.empty())
+    nodes_.erase(it); // nothing to keep: HELLOs from ever new keys leave no trace in memory
 }
 
 bool stake_book::present(const std::string& key) const {

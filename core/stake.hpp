@@ -65,6 +65,7 @@ public:
   micros balance(const std::string& key) const;
   micros staked(const std::string& key) const;
   const stake_config& config() const { return cfg_; }
+  std::size_t known_nodes() const { return nodes_.size(); } // memory: nodes connected or with money
 
 private:
   struct node {

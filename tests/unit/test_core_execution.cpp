@@ -2403,3 +2403,21 @@ TEST_CASE("re-run: a job settled DISPUTED against its provider runs again for it
   CHECK(refused.request_lookups[0].refusal.code == std::string(errc::bad_input));
   CHECK(records_of<job_insert>(refused).empty());
 }
+
+TEST_CASE("stake: HELLOs from ever new keys without money leave nothing in memory once they are gone") {
+  for (micros minimum : {micros{0}, min_stake}) {
+    execution_config cfg = config();
+    cfg.stake = {minimum, 5000};
+    harness h{cfg};
+    for (int i = 0; i < 200; ++i) {
+      provider n{"n" + std::to_string(i)};
+      auto e = h.step(node_hello{n.identity, caps_of(n, i % 2 ? "verifier" : "provider")});
+      if (i % 2)
+        h.step(node_left{n.key.public_key_hex, "verifier"});
+      else
+        h.step(node_gone{n.identity, "bye"});
+    }
+    CHECK(h.core.stakes().known_nodes() == 0);
+    CHECK(h.core.sessions() == 0);
+  }
+}
