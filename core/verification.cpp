@@ -411,7 +411,7 @@ void verification_core::on(const node_verdict& e, time_us now, effects& out) {
 
 void verification_core::start_dispute(flight f, const verify::verdict& v, const session& s, time_us now, effects& out) {
   const auto id = f.t.job.job_id;
-  dispute d{std::move(f.t), v, s.identity, who(s.caps), -1, 0, false};
+  dispute d{std::move(f.t), v, s.identity, who(s.caps), -1, 0, false, std::nullopt};
   const auto& provider = d.t.job.provider_layers;
   const auto& verifier = d.verdict.layer_hashes;
   out.notes.push_back("verification: job " + std::to_string(id) + " disputed: verifier " + d.verifier_who + " got trace root " +
@@ -489,6 +489,21 @@ void verification_core::on(const referee_checked& e, time_us now, effects& out) 
   }
   dispute d = std::move(it->second);
   disputes_.erase(it);
+  if (!e.result && d.provider_lost) {
+    // The layer ruling against the provider stands; only the check of the verifier's later
+    // layers could not be made.
+    auto ruling = *d.provider_lost;
+    ruling.loser = "provider";
+    ruling.detail = proto::bounded_text("the provider lost: " + ruling.detail + " (the verifier's later layers "
+                                        "were not checked: " + e.problem + ")");
+    ruling_parties parties;
+    parties.provider_lost = true;
+    parties.honest_verifier = d.verdict.verifier_key;
+    parties.input = d.t.job.input;
+    out.records.push_back(ruling);
+    judge(d.t.job, job_state::disputed, ruling.detail, now, out, std::move(parties));
+    return;
+  }
   if (!e.result) {
     // No ruling possible here (the coordinator lacks the model, say): the mismatch stands
     // against the receipt, as before referees.
@@ -514,6 +529,31 @@ void verification_core::rule(dispute d, const referee_result& r, time_us now, ef
   auto whole_run_matches = [&](const std::string& trace_root, const std::string& output_hash) {
     return r.trace_root == trace_root && r.output_hash == output_hash;
   };
+  if (whole && d.provider_lost) {
+    // The verifier was right where the provider first went wrong; its trace root and output
+    // hash, checked against the referee's whole run, say whether it lied after that.
+    auto ruling = *d.provider_lost;
+    const bool verifier_ok = whole_run_matches(v.trace_root, v.output_hash);
+    ruling.loser = verifier_ok ? "provider" : "both";
+    ruling.detail = proto::bounded_text(
+        "the " + ruling.loser + " lost: " + ruling.detail +
+        (verifier_ok ? "; the referee's whole run agrees with the verifier"
+                     : "; the referee's whole run has trace root " + shown(r.trace_root) + ", the verifier signed " +
+                           shown(v.trace_root)));
+    ruling_parties parties;
+    parties.provider_lost = true;
+    parties.input = job.input;
+    if (verifier_ok)
+      parties.honest_verifier = v.verifier_key;
+    else
+      parties.liar_verifier = v.verifier_key;
+    out.records.push_back(ruling);
+    out.notes.push_back("verification: job " + std::to_string(job.job_id) + ": " + ruling.detail);
+    if (!verifier_ok)
+      count_lie(v.verifier_key, job.job_id, out);
+    judge(job, job_state::disputed, ruling.detail, now, out, std::move(parties));
+    return;
+  }
   if (whole && d.verifier_lost) {
     const bool ok = whole_run_matches(receipt.trace_root, receipt.output_hash);
     ruling_parties parties;
@@ -555,19 +595,25 @@ void verification_core::rule(dispute d, const referee_result& r, time_us now, ef
   const std::string evidence = "the referee re-ran " + where + " and got " + shown(ruling.referee_hash) +
                                "; provider " + shown(receipt.provider_key) + " signed " + shown(ruling.provider_hash) +
                                ", verifier " + d.verifier_who + " signed " + shown(ruling.verifier_hash);
+  if (!provider_ok && verifier_ok && !whole) {
+    // Recorded once the referee's whole run has checked the verifier's later layers too.
+    ruling.detail = evidence;
+    const auto id = job.job_id;
+    d.provider_lost = std::move(ruling);
+    d.layer = -1;
+    auto input = d.t.job.input;
+    auto& kept = disputes_[id] = std::move(d);
+    referee(kept, referee_task::mode::whole_job, std::move(input), out);
+    return;
+  }
   if (!provider_ok || !verifier_ok) {
     ruling.loser = !provider_ok && !verifier_ok ? "both" : !provider_ok ? "provider" : "verifier";
     ruling.detail = proto::bounded_text("the " + ruling.loser + " lost: " + evidence);
     out.records.push_back(ruling);
     out.notes.push_back("verification: job " + std::to_string(job.job_id) + ": " + ruling.detail);
   }
-  if (!verifier_ok && ++lies_[v.verifier_key] && barred(v.verifier_key) && sessions_.count(v.verifier_key)) {
-    const auto identity = sessions_.at(v.verifier_key).identity;
-    lose_session(v.verifier_key, out, "caught lying by the referee");
-    out.messages.push_back(to_node(identity, proto::make_disconnect(
-                                                 "you signed wrong hashes for job " + std::to_string(job.job_id) +
-                                                 " (the referee's ruling); you verify nothing more here")));
-  }
+  if (!verifier_ok)
+    count_lie(v.verifier_key, job.job_id, out);
   ruling_parties parties;
   parties.provider_lost = !provider_ok;
   if (!provider_ok)
@@ -591,6 +637,19 @@ void verification_core::rule(dispute d, const referee_result& r, time_us now, ef
   auto input = d.t.job.input;
   auto& kept = disputes_[id] = std::move(d);
   referee(kept, referee_task::mode::whole_job, std::move(input), out);
+}
+
+// A ruling against a verifier: one more lie on its count; past --max-verifier-lies it is dropped.
+void verification_core::count_lie(const std::string& verifier_key, std::int64_t job_id, effects& out) {
+  ++lies_[verifier_key];
+  if (!barred(verifier_key) || !sessions_.count(verifier_key))
+    return;
+  const auto identity = sessions_.at(verifier_key).identity;
+  lose_session(verifier_key, out, "caught lying by the referee");
+  out.messages.push_back(to_node(identity, proto::make_disconnect("you signed wrong hashes for job " +
+                                                                  std::to_string(job_id) +
+                                                                  " (the referee's ruling); you verify nothing more "
+                                                                  "here")));
 }
 
 void verification_core::retry_elsewhere(flight f, time_us now, effects& out) {

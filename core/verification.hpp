@@ -93,10 +93,14 @@ private:
     std::int32_t layer = -1;          // the trace layer in question; -1: the whole job
     time_us probe_deadline = 0;       // while a PROBE is out
     bool verifier_lost = false;       // ruled against the verifier: the referee re-runs the whole job
+    // Ruled against the provider on `layer`, where the verifier was right: whether the verifier
+    // lied on a later layer shows only in a whole run, which the referee makes before recording it.
+    std::optional<dispute_ruling> provider_lost;
   };
   void start_dispute(flight f, const verify::verdict& v, const session& s, time_us now, effects& out);
   void referee(dispute& d, referee_task::mode how, kernels::tensor entering, effects& out);
   void rule(dispute d, const referee_result& r, time_us now, effects& out);
+  void count_lie(const std::string& verifier_key, std::int64_t job_id, effects& out);
 
   void judge(const executed_job& job, job_state verdict, std::string detail, time_us now, effects& out,
              ruling_parties ruling = {});

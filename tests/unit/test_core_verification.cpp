@@ -458,7 +458,29 @@ TEST_CASE("the referee's ruling: a lying provider's job is DISPUTED, with the ev
   dispute_fixture f;
   f.c.step(node_activation{f.v.identity, {4, 0, layer_activation(4, 0)}}, t0 + 20);
   // The referee computes what the verifier signed for layer 1: the provider's receipt is wrong.
-  auto e = f.c.step(layer_result(4, f.reply.verdict->layer_hashes[1], f.reply.verdict->output_hash), t0 + 30);
+  auto layer = f.c.step(layer_result(4, f.reply.verdict->layer_hashes[1], f.reply.verdict->output_hash), t0 + 30);
+  // Before the ruling is recorded, a whole run checks the verifier's later layers.
+  CHECK(records_of<dispute_ruling>(layer).empty());
+  CHECK(transitions(layer).empty());
+  REQUIRE(layer.referee_tasks.size() == 1);
+  CHECK(layer.referee_tasks[0].how == referee_task::mode::whole_job);
+  const auto& v = *f.reply.verdict;
+  SUBCASE("the verifier lied after the provider's bad layer: both lost") {
+    auto e = f.c.step(referee_checked{4, referee_result{{}, v.output_hash, verify::sha256_hex("honest root")}, {}},
+                      t0 + 35);
+    REQUIRE(records_of<dispute_ruling>(e).size() == 1);
+    CHECK(records_of<dispute_ruling>(e)[0].loser == "both");
+    CHECK(records_of<dispute_ruling>(e)[0].layer == 1);
+    REQUIRE(transitions(e).size() == 1);
+    CHECK(transitions(e)[0].to == job_state::disputed);
+    auto done = f.c.step(all_ok(e), t0 + 40);
+    REQUIRE(done.to_settlement.size() == 1);
+    CHECK(done.to_settlement[0].ruling.provider_lost);
+    CHECK(done.to_settlement[0].ruling.liar_verifier == f.v.key.public_key_hex);
+    CHECK(done.to_settlement[0].ruling.honest_verifier.empty());
+    return;
+  }
+  auto e = f.c.step(referee_checked{4, referee_result{{}, v.output_hash, v.trace_root}, {}}, t0 + 35);
   auto rulings = records_of<dispute_ruling>(e);
   REQUIRE(rulings.size() == 1);
   CHECK(rulings[0].loser == "provider");
@@ -477,6 +499,9 @@ TEST_CASE("the referee's ruling: a lying provider's job is DISPUTED, with the ev
   auto done = f.c.step(all_ok(e), t0 + 40);
   REQUIRE(done.to_settlement.size() == 1);
   CHECK(done.to_settlement[0].verdict == job_state::disputed);
+  CHECK(done.to_settlement[0].ruling.provider_lost);
+  CHECK(done.to_settlement[0].ruling.honest_verifier == f.v.key.public_key_hex);
+  CHECK(done.to_settlement[0].ruling.input.data == input_of(4).data); // for the re-run
   CHECK(f.c.backlog() == 0);
 }
 
@@ -552,7 +577,10 @@ TEST_CASE("disputes at layer 0, on the output alone, and without the provider's 
     CHECK(p[0].layer == 0); // entering layer 1, the last
     f.c.step(node_activation{f.v.identity, {4, 0, layer_activation(4, 0)}}, t0 + 20);
     // Same layer hash, the verifier's output: the provider's output hash is the wrong one.
-    auto e = f.c.step(layer_result(4, trace_layers(4)[1], f.reply.verdict->output_hash), t0 + 30);
+    auto layer = f.c.step(layer_result(4, trace_layers(4)[1], f.reply.verdict->output_hash), t0 + 30);
+    REQUIRE(layer.referee_tasks.size() == 1); // the verifier's whole run is checked before the ruling
+    const auto& v = *f.reply.verdict;
+    auto e = f.c.step(referee_checked{4, referee_result{{}, v.output_hash, v.trace_root}, {}}, t0 + 35);
     REQUIRE(records_of<dispute_ruling>(e).size() == 1);
     CHECK(records_of<dispute_ruling>(e)[0].loser == "provider");
     CHECK(transitions(e).at(0).to == job_state::disputed);
