@@ -905,7 +905,7 @@ void execution_core::on_commit(const transfer& t, const outcome& o, time_us now,
     return;
   // A stake hold: the HELLOs that waited for it are welcomed (or refused, when it failed).
   const auto key = t.ref.substr(6, t.ref.rfind(':') - 6);
-  stake_.hold_done(t.ref);
+  stake_.hold_done(key, t.ref);
   if (auto waiting = awaiting_stake_.find(key); waiting != awaiting_stake_.end()) {
     auto hellos = std::move(waiting->second);
     awaiting_stake_.erase(waiting);

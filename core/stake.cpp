@@ -56,12 +56,9 @@ bool stake_book::holding(const std::string& key) const {
   return it != nodes_.end() && !it->second.holding.empty();
 }
 
-void stake_book::hold_done(const std::string& ref) {
-  for (auto& [key, n] : nodes_)
-    if (n.holding == ref) {
-      n.holding.clear();
-      return;
-    }
+void stake_book::hold_done(const std::string& key, const std::string& ref) {
+  if (auto it = nodes_.find(key); it != nodes_.end() && it->second.holding == ref)
+    it->second.holding.clear();
 }
 
 void stake_book::joined(const std::string& key, const std::string& role) { nodes_[key].roles.insert(role); }

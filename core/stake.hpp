@@ -45,7 +45,7 @@ public:
   admission admit(const std::string& key, time_us now);
   // A hold whose commit is not confirmed yet: a HELLO meanwhile waits for it.
   bool holding(const std::string& key) const;
-  void hold_done(const std::string& ref); // committed or not: the next HELLO may ask again
+  void hold_done(const std::string& key, const std::string& ref); // committed or not: the next HELLO may ask again
 
   void joined(const std::string& key, const std::string& role);
   void left(const std::string& key, const std::string& role, time_us now);
