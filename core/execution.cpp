@@ -95,6 +95,7 @@ execution_core execution_core::recover(execution_config cfg, const snapshot& s, 
     j.seq = stored.seq;
     j.inserted = true;
     j.result = stored.result;
+    j.avoid_provider = stored.avoid_provider;
     const auto id = j.spec.id;
     // Holds are not stored: they are the max_price of every job not yet settled or final.
     c.escrow_.restore_hold(j.spec.client_id, j.spec.max_price);

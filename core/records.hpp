@@ -295,6 +295,7 @@ struct stored_job {
   time_us updated_us = 0;
   std::optional<execution_result> result; // the receipt and output, once executed
   ruling_parties ruling;         // judged after a referee's ruling (disputes table)
+  std::string avoid_provider;    // a re-run ("rerun:<id>"): the provider that lost that job's ruling
 };
 
 // Everything the cores need after a restart: what Postgres committed, nothing else.

@@ -587,7 +587,9 @@ result<core::snapshot> store::load_snapshot() {
         "coalesce(j.price, 0) as price, coalesce(p.capabilities->>'operator_key', '') as provider_operator, " +
         us("j.updated_at") +
         " as updated_us, " + result_columns +
-        " "
+        ", case when j.client_req_id ~ '^rerun:[0-9]{1,18}$' then (select pr.provider_key from jobs pj join receipts "
+        "pr on pr.job_id = pj.id and pr.attempt = pj.attempt where pj.id = substr(j.client_req_id, 7)::bigint) end "
+        "as avoid_provider "
         "from jobs j left join receipts r on r.job_id = j.id and r.attempt = j.attempt "
         "left join providers p on p.public_key = j.provider_key "
         "where j.state not in ('SETTLED', 'FAILED', 'EXPIRED', 'CANCELLED') order by j.id");
@@ -617,6 +619,8 @@ result<core::snapshot> store::load_snapshot() {
       j.price = row["price"].as<std::int64_t>();
       j.updated_us = row["updated_us"].as<std::int64_t>();
       j.result = result_of(row, spec.id);
+      if (!row["avoid_provider"].is_null())
+        j.avoid_provider = row["avoid_provider"].c_str(); // a re-run: not on the provider that lost
       if (auto r = rulings.find(spec.id); r != rulings.end()) {
         j.ruling = r->second;
         if (j.ruling.provider_lost)

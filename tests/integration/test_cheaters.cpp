@@ -1,8 +1,10 @@
 // A cheating provider (`--cheat-rate`, a test switch) against blind sampled verification: the
 // share of its cheats that is caught is the sample rate, every caught cheat is DISPUTED and
 // charged nothing, and no honest job is disputed.
+#include <atomic>
 #include <cmath>
 #include <filesystem>
+#include <thread>
 #include <sstream>
 #include <fstream>
 #include <regex>
@@ -289,6 +291,81 @@ TEST_CASE("stake: nodes join only with their stake held; a cheating provider pay
   CHECK(test::query_value(fmt::format("select count(*) from postings where ref like 'unstake:{}:%' and ref not like "
                                       "'%/%'",
                                       pk)) == "1"); // one transfer (its second posting's ref ends in /1)
+  auto a = db::audit(test::test_db(), account).value();
+  INFO(a.problem);
+  CHECK(a.ok());
+}
+
+TEST_CASE("stake: a coordinator killed (SIGKILL) twice while disputes are ruled, slashed and re-run recovers: each "
+          "ruling slashed once, each disputed job re-run once, stakes intact, the audit clean") {
+  constexpr std::int64_t min_stake = 100000;
+  constexpr std::size_t jobs = 600;
+  test::network_options o;
+  o.wait_for_nodes = false;
+  o.sample_rate = 1.0;
+  o.providers = 2;
+  o.provider_args = {{"--cheat-rate", "0.3", "--price", "10"}, {"--price", "15"}};
+  o.coordinator_args = {"--min-stake", std::to_string(min_stake)};
+  test::network net(o);
+  const auto admin_key = verify::load_or_create_key(net.dir() + "/keys/coordinator.key").value();
+  {
+    auto admin = net.connect_client(net::client_credentials{admin_key, net.coordinator_key()});
+    for (const auto* suffix : {"-p0", "-p1", "-v0"}) {
+      const auto key = node_key(net, suffix).public_key_hex;
+      auto reply = test::round_trip(admin, proto::make_deposit({"fund-" + key.substr(0, 8), key, 100 * min_stake, "node"}));
+      REQUIRE(reply.has_value());
+      REQUIRE(proto::parse_deposited(*reply).ok());
+    }
+  }
+  REQUIRE(net.wait_for_registered(3, std::chrono::seconds(30)));
+
+  auto w = net.workload(jobs, "full", 23);
+  std::atomic<std::size_t> answered{0};
+  w.progress = [&](std::size_t n, std::size_t) { answered = n; };
+  app::workload_report rep;
+  std::thread client([&] { rep = app::run_workload(w); });
+  for (std::size_t at : {jobs / 3, 2 * jobs / 3}) {
+    for (int i = 0; i < 3000 && answered < at; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    app::kill_hard(net.coordinator());
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    net.restart_coordinator();
+  }
+  client.join();
+  INFO(net.logs());
+  CHECK(rep.results == jobs);
+  const auto account = w.credentials.account();
+  const auto count = [](const std::string& sql) { return std::stoll(test::query_value(sql)); };
+  // Every disputed job is re-run exactly once, and every job (re-runs too) ends.
+  const auto disputed_sql = fmt::format("select count(*) from jobs j join receipts r on r.job_id = j.id and "
+                                        "r.attempt = j.attempt where j.client_id = '{}' and r.verdict = 'mismatch' "
+                                        "and exists (select 1 from disputes d where d.job_id = j.id)",
+                                        account);
+  REQUIRE(test::eventually(
+      [&] {
+        return count(fmt::format("select count(*) from jobs where client_id = '{}' and state not in ('SETTLED', "
+                                 "'FAILED', 'EXPIRED')",
+                                 account)) == 0 &&
+               count(fmt::format("select count(*) from jobs where client_id = '{}' and client_req_id like 'rerun:%'",
+                                 account)) == count(disputed_sql);
+      },
+      std::chrono::seconds(90)));
+  const auto disputed = count(disputed_sql);
+  MESSAGE(fmt::format("{} jobs, {} disputed, slashed and re-run across two coordinator crashes", jobs, disputed));
+  CHECK(disputed >= 5);
+  // Every re-run parent is a disputed job, and none has two.
+  CHECK(count(fmt::format("select count(distinct client_req_id) from jobs where client_id = '{}' and client_req_id "
+                          "like 'rerun:%'",
+                          account)) == disputed);
+  // Every ruling against the provider is slashed exactly once (the ref is unique; none is missing).
+  CHECK(count("select count(*) from disputes d join jobs j on j.id = d.job_id where d.loser in ('provider', 'both') "
+              "and j.state = 'SETTLED' and not exists (select 1 from postings p where p.ref = 'slash:' || d.job_id "
+              "|| ':provider')") == 0);
+  CHECK(count("select count(*) from postings where ref like 'slash:%:provider'") ==
+        count("select count(*) from disputes where loser in ('provider', 'both')"));
+  // The stakes were not held twice by the nodes' HELLOs after each restart.
+  CHECK(count(fmt::format("select balance from accounts where id = 'stake:{}'", node_key(net, "-v0").public_key_hex)) ==
+        min_stake);
   auto a = db::audit(test::test_db(), account).value();
   INFO(a.problem);
   CHECK(a.ok());

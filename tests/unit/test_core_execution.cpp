@@ -2421,3 +2421,20 @@ TEST_CASE("stake: HELLOs from ever new keys without money leave nothing in memor
     CHECK(h.core.sessions() == 0);
   }
 }
+
+TEST_CASE("re-run: after a restart a queued re-run still avoids the provider that lost its ruling") {
+  provider cheat{"p1", 50}, honest{"p2", 80};
+  snapshot s;
+  s.client_balances["alice"] = 10000;
+  auto rerun_job = stored(21, "alice", job_state::queued, 500);
+  rerun_job.spec.request_id = "rerun:20";
+  rerun_job.avoid_provider = cheat.key.public_key_hex; // as load_snapshot finds it from job 20's receipt
+  s.open_jobs.push_back(rerun_job);
+  s.next_job_id = 22;
+  harness h{execution_core::recover(config(), s, t0), t0};
+  auto to_cheat = h.persisted(h.join(cheat, 4));
+  CHECK(jobs_to(to_cheat, cheat.identity).empty()); // the cheaper one, but not for this job
+  auto to_honest = h.persisted(h.join(honest, 4));
+  REQUIRE(jobs_to(to_honest, honest.identity).size() == 1);
+  CHECK(jobs_to(to_honest, honest.identity)[0].job_id == 21);
+}
