@@ -47,7 +47,7 @@ struct execution_result {
   std::vector<std::int32_t> classes;
   kernels::tensor output;
   verify::receipt receipt;
-  std::vector<std::string> layer_hashes; // the provider's, from its DONE (not stored: lost at a restart)
+  std::vector<std::string> layer_hashes; // the provider's, from its DONE (stored with the receipt, for disputes)
 };
 
 // ---- records ----
@@ -197,7 +197,7 @@ struct executed_job {
   verify::receipt receipt;
   std::string provider_operator; // the operator key the provider declared, or ""
   kernels::tensor input;         // for blind re-execution
-  std::vector<std::string> provider_layers; // its trace layer hashes, for bisection ("" after a restart)
+  std::vector<std::string> provider_layers; // its trace layer hashes, for bisection (also after a restart: stored with the receipt)
 };
 
 // verification -> settlement: a job with its verdict.

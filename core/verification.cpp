@@ -113,6 +113,7 @@ verification_core verification_core::recover(verification_config cfg, const snap
     e.receipt = j.result->receipt;
     e.provider_operator = j.provider_operator;
     e.input = j.spec.input;
+    e.provider_layers = j.result->layer_hashes; // stored with the receipt: disputes still bisect
     c.on(e, now, c.carry_);
   }
   return c;

@@ -1,6 +1,10 @@
 #include "db/rows.hpp"
 
+#include <sstream>
+
 #include <nlohmann/json.hpp>
+
+#include "verify/merkle.hpp"
 
 namespace haca::db {
 
@@ -44,6 +48,15 @@ std::optional<core::execution_result> result_of(const pqxx::row& row, std::int64
   if (!row["classes"].is_null())
     for (const auto& c : nlohmann::json::parse(row["classes"].c_str()))
       r.classes.push_back(c.get<std::int32_t>());
+  // The provider's layer hashes, kept only when their Merkle root is the signed trace root (a
+  // row edited by hand gives none: a dispute is then ruled on the whole job).
+  if (!row["layer_hashes"].is_null()) {
+    std::stringstream in(row["layer_hashes"].c_str());
+    for (std::string h; std::getline(in, h, ',');)
+      r.layer_hashes.push_back(h);
+    if (r.layer_hashes.empty() || verify::merkle_root(r.layer_hashes) != rc.trace_root)
+      r.layer_hashes.clear();
+  }
   return r;
 }
 

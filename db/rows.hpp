@@ -21,6 +21,6 @@ std::optional<core::execution_result> result_of(const pqxx::row& row, std::int64
 inline constexpr const char* result_columns =
     "r.classes, r.output, r.output_shape, r.model_hash as r_model_hash, r.input_hash as r_input_hash, "
     "r.output_hash, r.trace_root, r.provider_key as r_provider_key, r.price as r_price, r.attempt as r_attempt, "
-    "r.started_at, r.finished_at, r.signature";
+    "r.started_at, r.finished_at, r.signature, r.layer_hashes";
 
 } // namespace haca::db

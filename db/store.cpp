@@ -147,15 +147,16 @@ public:
     output_bytes_.bytes(t.result->output.data);
     shape_.str(kernels::shape_string(t.result->output.shape));
     classes_.str(nlohmann::json(t.result->classes).dump());
+    layers_.str(fmt::format("{}", fmt::join(t.result->layer_hashes, ",")));
   }
   void append_to(params& p) const {
     append(p, job_, attempt_, hash_, model_, input_, output_, trace_, key_, price_, started_, finished_, signature_,
-           output_bytes_, shape_, classes_);
+           output_bytes_, shape_, classes_, layers_);
   }
 
 private:
   array_param job_, attempt_, hash_, model_, input_, output_, trace_, key_, price_, started_, finished_, signature_,
-      output_bytes_, shape_, classes_;
+      output_bytes_, shape_, classes_, layers_;
 };
 
 // ---- statements (prepared once per connection) ----
@@ -170,7 +171,7 @@ std::string placeholders(int n) {
 
 void prepare(pqxx::connection& c) {
   // One commit's jobs, transitions and receipts (db/migrations/003_write.sql).
-  c.prepare("write", "select haca_write(" + placeholders(39) + ")");
+  c.prepare("write", "select haca_write(" + placeholders(40) + ")");
   c.prepare("transitions", "select haca_transitions(" + placeholders(8) + ")");
   // The job that holds each (client, request id), with its receipt when it has one.
   c.prepare("find_requests",

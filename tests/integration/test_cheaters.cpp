@@ -370,3 +370,32 @@ TEST_CASE("stake: a coordinator killed (SIGKILL) twice while disputes are ruled,
   INFO(a.problem);
   CHECK(a.ok());
 }
+
+TEST_CASE("a dispute over a job executed before a coordinator restart is still bisected to the cheated layer") {
+  test::network_options o;
+  o.verifiers = 0; // the jobs wait EXECUTED, unverified, across the restart
+  o.sample_rate = 1.0;
+  o.provider_args = {{"--cheat-rate", "0.5"}};
+  test::network net(o);
+  auto w = net.workload(60, "full", 24);
+  auto rep = app::run_workload(w);
+  REQUIRE(rep.results == 60);
+  const auto account = w.credentials.account();
+  // The provider's layer hashes are stored with each receipt, and give its signed trace root.
+  CHECK(test::query_value(fmt::format("select count(*) from receipts r join jobs j on j.id = r.job_id where "
+                                      "j.client_id = '{}' and r.layer_hashes like '%,%'",
+                                      account)) == "60");
+  app::kill_hard(net.coordinator());
+  net.restart_coordinator();
+  auto verifier = net.start_verifier(test::unique_id("late-v"));
+  INFO(net.logs());
+  REQUIRE(test::eventually([&] { return db::count_final(test::test_db(), account).value() == 60; },
+                           std::chrono::seconds(60)));
+  const auto cheats = corrupted_jobs(net.dir() + "/logs");
+  REQUIRE(!cheats.empty());
+  for (const auto& [id, layer] : cheats) {
+    const auto ruling = test::query_value(fmt::format("select layer || ' ' || loser from disputes where job_id = {}", id));
+    CHECK_MESSAGE(ruling == fmt::format("{} provider", layer), "job ", id, ": ", ruling);
+  }
+  app::stop_process(verifier);
+}
