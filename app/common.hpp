@@ -4,6 +4,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 #include <caf/actor_system_config.hpp>
@@ -60,5 +61,10 @@ result<proto::message> ask_coordinator(const client_login& login, const proto::m
 result<proto::message> ask_coordinator(const std::string& endpoint, const net::client_credentials& credentials,
                                        const proto::message& request);
 void add_train_commands(CLI::App& app);     // train, eval (Fashion-MNIST models)
+// --config FILE (TOML, toml++): call before the commands are added. config-example prints every key.
+void add_config_support(CLI::App& app);
+void add_config_example_command(CLI::App& app);
+std::string explain_config_error(const std::string& message); // names the unknown key plainly
+std::vector<std::string> arguments_with_config(int argc, char** argv); // HACA_CONFIG as --config
 
 } // namespace haca::app
