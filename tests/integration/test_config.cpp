@@ -2,6 +2,7 @@
 // every key, flags win over the file, and a typo or a bad value is refused before anything runs.
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include <doctest/doctest.h>
 #include <fmt/format.h>
@@ -70,4 +71,28 @@ TEST_CASE("config: a typo, a bad value or broken TOML is refused with the key, t
   auto missing = run_haca("--config /nonexistent/haca.toml audit");
   CHECK(missing.exit_code != 0);
   CHECK(missing.output.find("/nonexistent/haca.toml") != std::string::npos);
+}
+
+TEST_CASE("deploy: each systemd unit starts a haca command with flags that command has") {
+  const std::string dir = std::string(HACA_SOURCE_DIR) + "/deploy/systemd";
+  int units = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    std::ifstream in(entry.path());
+    std::string exec;
+    for (std::string line; std::getline(in, line);)
+      if (line.rfind("ExecStart=", 0) == 0)
+        exec = line.substr(10);
+    INFO(entry.path().string());
+    REQUIRE(exec.rfind("/usr/local/bin/haca ", 0) == 0);
+    std::istringstream words(exec.substr(20));
+    std::string command;
+    words >> command;
+    const auto help = run_haca(command + " --help");
+    REQUIRE(help.exit_code == 0);
+    for (std::string w; words >> w;)
+      if (w.rfind("--", 0) == 0)
+        CHECK_MESSAGE(help.output.find(w + " ") != std::string::npos, command, " has no flag ", w);
+    ++units;
+  }
+  CHECK(units == 3);
 }
