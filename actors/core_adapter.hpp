@@ -12,6 +12,7 @@
 
 #include "actors/gateway.hpp"
 #include "actors/messages.hpp"
+#include "actors/metrics.hpp"
 
 namespace haca::actors {
 
@@ -33,8 +34,12 @@ public:
       ++unconfirmed_;
       self->send(peers_.store, persist_atom::value, std::move(fx.records));
     }
-    for (const auto& m : fx.messages)
+    for (const auto& m : fx.messages) {
+      if (peers_.stats && m.msg.command == proto::cmd::error)
+        if (auto c = m.msg.header.find("code"); c != m.msg.header.end() && c->is_string())
+          peers_.stats->error_sent(c->get<std::string>());
       out_.send(m.to, m.identity, m.msg);
+    }
     if (!fx.to_verification.empty())
       self->send(peers_.verifier_pool, handoff_atom::value, std::move(fx.to_verification));
     if (!fx.to_settlement.empty())
@@ -52,7 +57,12 @@ public:
     arm(self, fx.wake_at_us);
   }
 
-  void confirmed() { --unconfirmed_; }
+  // The store's answer to one persist batch: what committed counts in the metrics.
+  void confirmed(const records& recs, const outcomes& outs) {
+    --unconfirmed_;
+    if (peers_.stats)
+      peers_.stats->committed(recs, outs);
+  }
 
   // A tick arrived: the timer that sent it is spent.
   void ticked(std::int64_t now) {
@@ -60,7 +70,13 @@ public:
       armed_at_.reset();
   }
 
-  void send(core::port to, const std::string& identity, const proto::message& m) { out_.send(to, identity, m); }
+  // A reply the actor makes itself (a message that did not decode into an event).
+  void send(core::port to, const std::string& identity, const proto::message& m) {
+    if (peers_.stats && m.command == proto::cmd::error)
+      if (auto c = m.header.find("code"); c != m.header.end() && c->is_string())
+        peers_.stats->error_sent(c->get<std::string>());
+    out_.send(to, identity, m);
+  }
 
 private:
   void arm(caf::event_based_actor* self, std::int64_t wake_at) {

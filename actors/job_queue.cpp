@@ -19,10 +19,41 @@ struct job_queue_state {
 
 using self_ptr = caf::stateful_actor<job_queue_state>*;
 
+// The execution core's gauges; its tables (per client, per provider) on each tick; the
+// latency of each RESULT sent.
+void publish(self_ptr self, const core::execution_event& ev, const core::effects& fx, std::int64_t now) {
+  auto& st = self->state;
+  auto* m = st.io.peer().stats.get();
+  if (!m)
+    return;
+  for (const auto& out : fx.messages)
+    if (out.msg.command == proto::cmd::result)
+      if (auto id = out.msg.header.find("job_id"); id != out.msg.header.end() && id->is_number_integer())
+        if (auto j = st.core->job(id->get<std::int64_t>()))
+          m->result_latency(static_cast<double>(now - j->submitted_us) / 1e6);
+  m->jobs_waiting = static_cast<std::int64_t>(st.core->waiting());
+  m->jobs_open = static_cast<std::int64_t>(st.core->open_jobs());
+  m->provider_sessions = static_cast<std::int64_t>(st.core->sessions());
+  m->staked_total = st.core->stakes().total_staked();
+  if (!std::holds_alternative<core::tick>(ev))
+    return;
+  std::map<std::string, std::int64_t> queues;
+  for (const auto& [client, n] : st.core->waiting_by_client())
+    if (n > 0)
+      queues.emplace(client, static_cast<std::int64_t>(n));
+  m->set_queues(std::move(queues));
+  std::map<std::string, metrics::provider_row> rows;
+  for (const auto& [key, s] : st.core->session_views())
+    rows.emplace(key, metrics::provider_row{s.credit, static_cast<double>(now - s.last_heard) / 1e6});
+  m->set_providers(std::move(rows));
+}
+
 void step(self_ptr self, const core::execution_event& ev) {
   auto& st = self->state;
-  auto fx = st.core->step(ev, now_us());
+  const auto now = now_us();
+  auto fx = st.core->step(ev, now);
   st.io.carry_out(self, fx);
+  publish(self, ev, fx, now);
   if (st.drained && st.core->drained() && st.io.unconfirmed() == 0) {
     st.drained->deliver(true);
     st.drained.reset();
@@ -102,7 +133,7 @@ caf::behavior job_queue(self_ptr self, core::execution_core core, std::shared_pt
         });
       },
       [=](committed_atom, records& recs, outcomes& outs) {
-        self->state.io.confirmed();
+        self->state.io.confirmed(recs, outs);
         guarded(self, "job_queue", [&] { step(self, core::committed{std::move(recs), std::move(outs)}); });
       },
       [=](core::request_found& found) {

@@ -43,13 +43,17 @@ using settled_jobs = std::vector<core::settled_job>;
 using admitted_verifiers = std::vector<core::node_hello>; // execution -> verification
 using left_nodes = std::vector<core::node_left>;          // verification -> execution
 
-// The actors of one coordinator, handed to each after they are all spawned.
+class metrics;
+
+// The actors of one coordinator, handed to each after they are all spawned, and the metrics
+// they write.
 struct peers {
   caf::actor store;
   caf::actor reader;
   caf::actor job_queue;
   caf::actor verifier_pool;
   caf::actor settlement;
+  std::shared_ptr<metrics> stats;
 };
 
 // Inbound messages the gateway has handed to an actor and that it has not handled yet: the

@@ -18,6 +18,10 @@ using self_ptr = caf::stateful_actor<settlement_state>*;
 void step(self_ptr self, const core::settlement_event& ev) {
   auto fx = self->state.core->step(ev, now_us());
   self->state.io.carry_out(self, fx);
+  if (auto* m = self->state.io.peer().stats.get()) {
+    m->settlement_backlog = static_cast<std::int64_t>(self->state.core->backlog());
+    m->chain_height = self->state.core->next_height() - 1;
+  }
   // A block the store refuses as a whole (a fork, a broken store) stops the chain: fail fast,
   // and a restart rebuilds the chain head from what Postgres committed.
   if (self->state.core->stopped())
@@ -38,7 +42,7 @@ caf::behavior settlement_batcher(self_ptr self, core::settlement_core core) {
         });
       },
       [=](committed_atom, records& recs, outcomes& outs) {
-        self->state.io.confirmed();
+        self->state.io.confirmed(recs, outs);
         guarded(self, "settlement", [&] { step(self, core::committed{std::move(recs), std::move(outs)}); });
       },
       [=](tick_atom) {

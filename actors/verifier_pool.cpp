@@ -23,6 +23,10 @@ void step(self_ptr self, const core::verification_event& ev) {
   auto fx = self->state.core->step(ev, now_us());
   auto referee_tasks = std::move(fx.referee_tasks);
   self->state.io.carry_out(self, fx);
+  if (auto* m = self->state.io.peer().stats.get()) {
+    m->verification_backlog = static_cast<std::int64_t>(self->state.core->backlog());
+    m->verifier_sessions = static_cast<std::int64_t>(self->state.core->sessions());
+  }
   // A dispute's referee re-runs one trace layer here: milliseconds, and only on a dispute.
   for (const auto& task : referee_tasks)
     step(self, self->state.referee->run(task));
@@ -86,7 +90,7 @@ caf::behavior verifier_pool(self_ptr self, core::verification_core core, std::sh
         });
       },
       [=](committed_atom, records& recs, outcomes& outs) {
-        self->state.io.confirmed();
+        self->state.io.confirmed(recs, outs);
         guarded(self, "verifier_pool", [&] { step(self, core::committed{std::move(recs), std::move(outs)}); });
       },
       [=](farewell_atom) {

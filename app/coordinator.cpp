@@ -5,10 +5,12 @@
 #include <thread>
 
 #include <fmt/format.h>
+#include <httplib.h>
 #include <spdlog/spdlog.h>
 
 #include "actors/coordinator.hpp"
 #include "actors/gateway.hpp"
+#include "actors/metrics.hpp"
 #include "app/common.hpp"
 #include "verify/hash.hpp"
 
@@ -39,6 +41,7 @@ struct coordinator_options {
   std::size_t max_client_queue = 10000;
   std::int64_t assign_timeout_ms = 30000;
   int drain_ms = 5000;
+  int metrics_port = 0; // /metrics over HTTP on --bind; 0 = none
   std::int64_t max_tensor_bytes = 1 << 20;
   std::string log_level = "info";
 };
@@ -140,6 +143,29 @@ int run_coordinator(const coordinator_options& o) {
     return 2;
   }
 
+  // /metrics (Prometheus text format) on its own port, read from what the actors publish.
+  auto stats = std::make_shared<actors::metrics>();
+  auto gateway_counts = std::make_shared<actors::gateway_stats>();
+  httplib::Server http;
+  std::thread http_thread;
+  if (o.metrics_port > 0) {
+    http.Get("/metrics", [stats, gateway_counts](const httplib::Request&, httplib::Response& res) {
+      res.set_content(stats->render(*gateway_counts), "text/plain; version=0.0.4; charset=utf-8");
+    });
+    if (!http.bind_to_port(o.bind, o.metrics_port)) {
+      spdlog::error("coordinator: cannot listen on {}:{} for /metrics (in use?); --metrics-port 0 turns it off", o.bind,
+                    o.metrics_port);
+      return 2;
+    }
+    http_thread = std::thread([&http] { http.listen_after_bind(); });
+  }
+  const auto stop_http = [&] {
+    if (http_thread.joinable()) {
+      http.stop();
+      http_thread.join();
+    }
+  };
+
   auto sys_cfg = responsive_actor_config();
   caf::actor_system sys{sys_cfg};
   auto client_backlog = std::make_shared<actors::inbound_backlog>();
@@ -152,12 +178,12 @@ int run_coordinator(const coordinator_options& o) {
       std::make_shared<const std::map<std::string, kernels::model>>(std::move(models.value())));
   p.verifier_pool = actors::spawn_verifier_pool(sys, std::move(verification), referee, node_backlog);
   p.settlement = actors::spawn_settlement_batcher(sys, std::move(settlement));
+  p.stats = stats;
   for (const auto& a : {p.job_queue, p.verifier_pool, p.settlement})
     caf::anon_send(a, actors::peers_atom::value, p);
-  auto stats = std::make_shared<actors::gateway_stats>();
   auto gateway = actors::spawn_gateway(sys, sockets.value(), limits,
                                        {p.job_queue, p.job_queue, p.verifier_pool, client_backlog, node_backlog},
-                                       stats);
+                                       gateway_counts);
 
   // Fail fast: if any actor dies, say why and exit non-zero; a supervisor restarts the
   // coordinator and recovery takes over from what Postgres committed.
@@ -215,8 +241,10 @@ int run_coordinator(const coordinator_options& o) {
     self->demonitor(a);
   for (const auto& a : {p.job_queue, p.verifier_pool, p.settlement, p.store, p.reader})
     caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
-  spdlog::info("coordinator: stopped ({} messages received, {} rejected, {} sent, {} dropped)", stats->received.load(),
-               stats->rejected.load(), stats->sent.load(), stats->dropped.load());
+  stop_http();
+  spdlog::info("coordinator: stopped ({} messages received, {} rejected, {} sent, {} dropped)",
+               gateway_counts->received.load(), gateway_counts->rejected.load(), gateway_counts->sent.load(),
+               gateway_counts->dropped.load());
   return 0;
 }
 
@@ -281,6 +309,10 @@ void add_coordinator_command(CLI::App& app) {
   cmd->add_option("--max-client-queue", o->max_client_queue, "the same, per client")->capture_default_str();
   cmd->add_option("--assign-timeout-ms", o->assign_timeout_ms,
                   "an assigned job without DONE or FAIL after this long runs again elsewhere")
+      ->capture_default_str();
+  cmd->add_option("--metrics-port", o->metrics_port,
+                  "TCP port of the HTTP endpoint /metrics (Prometheus text format), on --bind; 0 = none")
+      ->check(CLI::Range(0, 65535))
       ->capture_default_str();
   cmd->add_option("--drain-ms", o->drain_ms, "on SIGTERM, how long to wait for providers to finish what they hold")
       ->capture_default_str();

@@ -136,7 +136,15 @@ std::optional<execution_core::job_view> execution_core::job(std::int64_t id) con
   auto it = jobs_.find(id);
   if (it == jobs_.end())
     return std::nullopt;
-  return job_view{it->second.state, it->second.durable, it->second.attempt, it->second.provider_key};
+  return job_view{it->second.state, it->second.durable, it->second.attempt, it->second.provider_key,
+                  it->second.spec.submitted_us};
+}
+
+std::map<std::string, execution_core::session_view> execution_core::session_views() const {
+  std::map<std::string, session_view> out;
+  for (const auto& [key, s] : sessions_)
+    out.emplace(key, session_view{s.credit, s.last_heard});
+  return out;
 }
 
 bool execution_core::drained() const {

@@ -66,6 +66,7 @@ public:
     job_state durable;
     std::int32_t attempt;
     std::string provider_key;
+    time_us submitted_us;
   };
   std::optional<job_view> job(std::int64_t id) const;
   std::size_t open_jobs() const { return jobs_.size(); }
@@ -73,6 +74,12 @@ public:
   micros held(const std::string& client) const { return escrow_.held(client); }
   micros balance(const std::string& client) const { return escrow_.balance(client); }
   const stake_book& stakes() const { return stake_; }
+  const std::map<std::string, std::size_t>& waiting_by_client() const { return client_waiting_; }
+  struct session_view {
+    std::int32_t credit;
+    time_us last_heard;
+  };
+  std::map<std::string, session_view> session_views() const; // by provider key
   std::size_t sessions() const { return sessions_.size(); }
   bool drained() const; // draining and no job is out with a provider
   std::vector<outbound> farewell() const; // DISCONNECT to every session, the last thing sent

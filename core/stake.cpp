@@ -141,6 +141,13 @@ bool stake_book::apply(const market::posting& p) {
   return false;
 }
 
+micros stake_book::total_staked() const {
+  micros sum = 0;
+  for (const auto& [key, n] : nodes_)
+    sum += n.staked;
+  return sum;
+}
+
 micros stake_book::balance(const std::string& key) const {
   auto it = nodes_.find(key);
   return it == nodes_.end() ? 0 : it->second.balance;

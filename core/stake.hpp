@@ -66,6 +66,7 @@ public:
   micros staked(const std::string& key) const;
   const stake_config& config() const { return cfg_; }
   std::size_t known_nodes() const { return nodes_.size(); } // memory: nodes connected or with money
+  micros total_staked() const;
 
 private:
   struct node {

@@ -48,6 +48,7 @@ public:
 
   std::string client_endpoint() const;
   std::string node_endpoint() const;
+  int metrics_port() const { return metrics_port_; } // the coordinator's /metrics
   const std::string& db_url() const { return db_.url(); }
   const std::string& model_hash() const { return model_.hash; }
   int input_dim() const { return model_.input_dim(); }
@@ -76,7 +77,7 @@ public:
 
 private:
   scratch_database db_;
-  int client_port_, node_port_;
+  int client_port_, node_port_, metrics_port_ = 0;
   std::string dir_, models_dir_, tag_, coordinator_key_, outer_db_;
   kernels::model model_;
   int providers_ = 0;

@@ -1,0 +1,95 @@
+// The coordinator's /metrics as Prometheus scrapes it: the text format passes promtool, and
+// the counters and gauges move with the jobs that run.
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+
+#include <doctest/doctest.h>
+#include <fmt/format.h>
+#include <httplib.h>
+
+#include "app/workload.hpp"
+#include "db/audit.hpp"
+#include "harness.hpp"
+#include "verify/hash.hpp"
+
+using namespace haca;
+
+namespace {
+
+std::string scrape(const test::network& net) {
+  httplib::Client http("127.0.0.1", net.metrics_port());
+  http.set_connection_timeout(5);
+  auto res = http.Get("/metrics");
+  REQUIRE(res);
+  CHECK(res->status == 200);
+  CHECK(res->get_header_value("Content-Type").find("text/plain") == 0);
+  return res->body;
+}
+
+// The value of one sample (name with its labels, as printed), or -1 when absent.
+double sample(const std::string& body, const std::string& series) {
+  std::istringstream in(body);
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind(series + " ", 0) == 0)
+      return std::stod(line.substr(series.size() + 1));
+  return -1;
+}
+
+} // namespace
+
+TEST_CASE("metrics: /metrics passes promtool and its counters move as jobs run") {
+  test::network_options o;
+  o.sample_rate = 1.0;
+  test::network net(o);
+  const auto before = scrape(net);
+  CHECK(sample(before, "haca_job_transitions_total{state=\"SETTLED\"}") == 0);
+  CHECK(sample(before, "haca_chain_height") == -1);
+
+  constexpr int jobs = 120;
+  auto w = net.workload(jobs, "full", 31);
+  auto rep = app::run_workload(w);
+  REQUIRE(rep.results == jobs);
+  REQUIRE(test::eventually([&] { return db::count_final(test::test_db(), w.credentials.account()).value() == jobs; }));
+  // A refused SUBMIT counts as an ERROR sent, by its code.
+  auto c = net.connect_client(w.credentials);
+  auto bad = test::round_trip(c, proto::make_submit({"", "bad-model", verify::sha256_hex("no such model"), "none", 10, 0,
+                                                     w.inputs.front()}));
+  REQUIRE(bad.has_value());
+
+  std::string after;
+  REQUIRE(test::eventually([&] {
+    after = scrape(net);
+    return sample(after, "haca_job_transitions_total{state=\"SETTLED\"}") >= jobs &&
+           sample(after, "haca_errors_sent_total{code=\"unknown_model\"}") >= 1 &&
+           sample(after, "haca_provider_sessions") == 1 &&
+           after.find("haca_provider_credit{") != std::string::npos; // tables: refreshed every heartbeat
+  }));
+  INFO(after);
+  CHECK(sample(after, "haca_job_transitions_total{state=\"QUEUED\"}") >= jobs);
+  CHECK(sample(after, "haca_job_transitions_total{state=\"EXECUTED\"}") >= jobs);
+  CHECK(sample(after, "haca_job_transitions_total{state=\"VERIFIED\"}") >= jobs);
+  CHECK(sample(after, "haca_result_latency_seconds_count") >= jobs);
+  CHECK(sample(after, "haca_result_latency_seconds_bucket{le=\"+Inf\"}") ==
+        sample(after, "haca_result_latency_seconds_count"));
+  CHECK(sample(after, "haca_chain_height") >= 0);
+  CHECK(sample(after, "haca_verifier_sessions") == 1);
+  CHECK(sample(after, "haca_jobs_waiting") == 0);
+  CHECK(sample(after, "haca_settlement_backlog") == 0);
+  CHECK(sample(after, "haca_gateway_messages_total{event=\"received\"}") > jobs);
+  CHECK(std::regex_search(after, std::regex("haca_provider_credit\\{provider=\"[0-9a-f]{64}\"\\} [0-9]+")));
+  CHECK(std::regex_search(after, std::regex("haca_provider_silent_seconds\\{provider=\"[0-9a-f]{64}\"\\} [0-9.e-]+")));
+
+  // Prometheus's own linter on the live output.
+  if (std::system("command -v promtool > /dev/null 2>&1") != 0) {
+    MESSAGE("promtool is not installed (Debian package prometheus, installed by deploy/setup.sh): the format was "
+            "not linted here");
+    return;
+  }
+  const auto path = net.dir() + "/metrics.txt";
+  std::ofstream(path) << after;
+  auto lint = test::run_command(fmt::format("promtool check metrics < {} 2>&1", path));
+  INFO(lint.output);
+  CHECK(lint.exit_code == 0);
+}
