@@ -5,12 +5,12 @@
 #include <thread>
 
 #include <fmt/format.h>
-#include <httplib.h>
 #include <spdlog/spdlog.h>
 
 #include "actors/coordinator.hpp"
 #include "actors/gateway.hpp"
 #include "actors/metrics.hpp"
+#include "app/admin_http.hpp"
 #include "app/common.hpp"
 #include "verify/hash.hpp"
 
@@ -41,7 +41,9 @@ struct coordinator_options {
   std::size_t max_client_queue = 10000;
   std::int64_t assign_timeout_ms = 30000;
   int drain_ms = 5000;
-  int metrics_port = 0; // /metrics over HTTP on --bind; 0 = none
+  int http_port = 0;       // /metrics and the admin API over HTTP on --bind; 0 = none
+  std::string read_token;  // bearer token that reads the admin API (and /metrics); "" = no API
+  std::string admin_token; // bearer token with the admin scope
   std::int64_t max_tensor_bytes = 1 << 20;
   std::string log_level = "info";
 };
@@ -143,21 +145,26 @@ int run_coordinator(const coordinator_options& o) {
     return 2;
   }
 
-  // /metrics (Prometheus text format) on its own port, read from what the actors publish.
+  // The HTTP port: /metrics (Prometheus text format) and the admin API's reads.
   auto stats = std::make_shared<actors::metrics>();
   auto gateway_counts = std::make_shared<actors::gateway_stats>();
   httplib::Server http;
   std::thread http_thread;
-  if (o.metrics_port > 0) {
-    http.Get("/metrics", [stats, gateway_counts](const httplib::Request&, httplib::Response& res) {
-      res.set_content(stats->render(*gateway_counts), "text/plain; version=0.0.4; charset=utf-8");
-    });
-    if (!http.bind_to_port(o.bind, o.metrics_port)) {
-      spdlog::error("coordinator: cannot listen on {}:{} for /metrics (in use?); --metrics-port 0 turns it off", o.bind,
-                    o.metrics_port);
+  if (o.http_port > 0) {
+    for (const auto* t : {&o.read_token, &o.admin_token})
+      if (!t->empty() && t->size() < 16) {
+        spdlog::error("coordinator: a bearer token needs 16 characters or more");
+        return 2;
+      }
+    serve_http(http, {o.read_token, o.admin_token}, std::make_shared<db::admin_reads>(o.db), stats, gateway_counts);
+    if (!http.bind_to_port(o.bind, o.http_port)) {
+      spdlog::error("coordinator: cannot listen on {}:{} for HTTP (in use?); --http-port 0 turns it off", o.bind,
+                    o.http_port);
       return 2;
     }
     http_thread = std::thread([&http] { http.listen_after_bind(); });
+    spdlog::info("coordinator: HTTP on {}:{}: /metrics{}", o.bind, o.http_port,
+                 o.read_token.empty() ? " (open; no admin API without read-token)" : " and /api (bearer tokens)");
   }
   const auto stop_http = [&] {
     if (http_thread.joinable()) {
@@ -310,10 +317,14 @@ void add_coordinator_command(CLI::App& app) {
   cmd->add_option("--assign-timeout-ms", o->assign_timeout_ms,
                   "an assigned job without DONE or FAIL after this long runs again elsewhere")
       ->capture_default_str();
-  cmd->add_option("--metrics-port", o->metrics_port,
-                  "TCP port of the HTTP endpoint /metrics (Prometheus text format), on --bind; 0 = none")
+  cmd->add_option("--http-port", o->http_port,
+                  "TCP port for HTTP on --bind: /metrics (Prometheus text format) and the admin API /api; 0 = none")
       ->check(CLI::Range(0, 65535))
       ->capture_default_str();
+  cmd->add_option("--read-token", o->read_token,
+                  "bearer token that reads the admin API and /metrics (16+ characters; put it in the config file, not "
+                  "on the command line); without it there is no API and /metrics is open");
+  cmd->add_option("--admin-token", o->admin_token, "bearer token with the admin scope (16+ characters)");
   cmd->add_option("--drain-ms", o->drain_ms, "on SIGTERM, how long to wait for providers to finish what they hold")
       ->capture_default_str();
   cmd->add_option("--max-tensor-bytes", o->max_tensor_bytes, "largest tensor a message may carry")

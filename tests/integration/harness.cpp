@@ -50,9 +50,9 @@ network::network(network_options o) : client_port_(app::free_port()), node_port_
   current_db = db_.url();
   while (node_port_ == client_port_)
     node_port_ = app::free_port();
-  metrics_port_ = app::free_port();
-  while (metrics_port_ == client_port_ || metrics_port_ == node_port_)
-    metrics_port_ = app::free_port();
+  http_port_ = app::free_port();
+  while (http_port_ == client_port_ || http_port_ == node_port_)
+    http_port_ = app::free_port();
   tag_ = unique_id("it");
   dir_ = (std::filesystem::temp_directory_path() / tag_).string();
   models_dir_ = dir_ + "/models";
@@ -71,7 +71,8 @@ network::network(network_options o) : client_port_(app::free_port()), node_port_
                                 std::to_string(client_port_), "--node-port", std::to_string(node_port_),
                                 "--sample-rate", std::to_string(o.sample_rate), "--demo-faucet", "1000000000",
                                 "--key", dir_ + "/keys/coordinator.key", "--heartbeat-ms", "500", "--batch-ms", "100",
-                                "--metrics-port", std::to_string(metrics_port_)};
+                                "--http-port", std::to_string(http_port_), "--read-token", read_token,
+                                "--admin-token", admin_token};
   args.insert(args.end(), o.coordinator_args.begin(), o.coordinator_args.end());
   coordinator_args_ = args;
   verifier_args_ = o.verifier_args;

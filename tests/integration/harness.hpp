@@ -48,7 +48,9 @@ public:
 
   std::string client_endpoint() const;
   std::string node_endpoint() const;
-  int metrics_port() const { return metrics_port_; } // the coordinator's /metrics
+  int http_port() const { return http_port_; } // the coordinator's /metrics and /api
+  static constexpr const char* read_token = "read-token-of-the-tests";   // its bearer tokens
+  static constexpr const char* admin_token = "admin-token-of-the-tests";
   const std::string& db_url() const { return db_.url(); }
   const std::string& model_hash() const { return model_.hash; }
   int input_dim() const { return model_.input_dim(); }
@@ -77,7 +79,7 @@ public:
 
 private:
   scratch_database db_;
-  int client_port_, node_port_, metrics_port_ = 0;
+  int client_port_, node_port_, http_port_ = 0;
   std::string dir_, models_dir_, tag_, coordinator_key_, outer_db_;
   kernels::model model_;
   int providers_ = 0;

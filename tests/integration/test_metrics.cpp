@@ -19,8 +19,9 @@ using namespace haca;
 namespace {
 
 std::string scrape(const test::network& net) {
-  httplib::Client http("127.0.0.1", net.metrics_port());
+  httplib::Client http("127.0.0.1", net.http_port());
   http.set_connection_timeout(5);
+  http.set_bearer_token_auth(test::network::read_token);
   auto res = http.Get("/metrics");
   REQUIRE(res);
   CHECK(res->status == 200);

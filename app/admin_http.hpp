@@ -1,0 +1,25 @@
+#pragma once
+// The coordinator's HTTP port: /metrics and the admin API's reads (app/admin_http.cpp).
+#include <memory>
+#include <string>
+
+#include <httplib.h>
+
+#include "actors/metrics.hpp"
+#include "db/admin_reads.hpp"
+
+namespace haca::actors {
+struct gateway_stats;
+}
+
+namespace haca::app {
+
+struct http_options {
+  std::string read_token;  // reads /api and /metrics; "" = no API, /metrics open
+  std::string admin_token; // also reads (admin actions come with it later)
+};
+
+void serve_http(httplib::Server& http, const http_options& o, std::shared_ptr<db::admin_reads> reads,
+                std::shared_ptr<actors::metrics> stats, std::shared_ptr<actors::gateway_stats> gateway);
+
+} // namespace haca::app

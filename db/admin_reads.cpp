@@ -1,0 +1,228 @@
+#include "db/admin_reads.hpp"
+
+#include <algorithm>
+
+#include <fmt/format.h>
+#include <pqxx/pqxx>
+
+namespace haca::db {
+namespace {
+
+using json = nlohmann::json;
+
+// A text cell as JSON (null when SQL NULL); a number cell as an integer.
+json text(const pqxx::field& f) { return f.is_null() ? json(nullptr) : json(f.c_str()); }
+json integer(const pqxx::field& f) { return f.is_null() ? json(nullptr) : json(f.as<std::int64_t>()); }
+
+// Rows beyond `limit` only say that a next page exists: its key is the last row returned.
+json page(const pqxx::result& rows, int limit, const char* key, const std::function<json(const pqxx::row&)>& item) {
+  json out{{"items", json::array()}, {"next", nullptr}};
+  const auto n = std::min<std::size_t>(rows.size(), static_cast<std::size_t>(limit));
+  for (std::size_t i = 0; i < n; ++i)
+    out["items"].push_back(item(rows[static_cast<pqxx::result::size_type>(i)]));
+  if (rows.size() > n)
+    out["next"] = rows[static_cast<pqxx::result::size_type>(n - 1)][key].c_str();
+  return out;
+}
+
+int bounded(int limit) { return std::clamp(limit, 1, max_page); }
+
+std::string iso(const char* column) { return fmt::format("to_char({} at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')", column); }
+
+} // namespace
+
+struct admin_reads::connection {
+  explicit connection(const std::string& url) : db(url) {}
+  pqxx::connection db;
+};
+
+admin_reads::admin_reads(std::string url) : url_(std::move(url)) {}
+admin_reads::~admin_reads() = default;
+
+template <class F>
+result<json> admin_reads::read(F&& f) {
+  std::lock_guard lock(mu_);
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    try {
+      if (!conn_)
+        conn_ = std::make_unique<connection>(url_);
+      pqxx::read_transaction tx{conn_->db};
+      return f(tx);
+    } catch (const pqxx::broken_connection& e) {
+      conn_.reset(); // one reconnect, then the error
+      if (attempt == 1)
+        return make_error(errc::unavailable, std::string("Postgres cannot be read now: ") + e.what());
+    } catch (const std::exception& e) {
+      conn_.reset();
+      return make_error(errc::unavailable, std::string("Postgres cannot be read now: ") + e.what());
+    }
+  }
+  return make_error(errc::unavailable, "Postgres cannot be read now");
+}
+
+result<json> admin_reads::providers(const page_request& p) {
+  const int limit = bounded(p.limit);
+  return read([&](pqxx::read_transaction& tx) {
+    auto rows = tx.exec_params(
+        "select n.public_key, n.role, n.name, n.device, n.price, n.capabilities->'backends' as backends, "
+        "n.capabilities->'models' as models, " + iso("n.last_seen") + " as last_seen, coalesce(s.balance, 0) as stake, "
+        "coalesce(a.balance, 0) as balance from providers n left join accounts s on s.id = 'stake:' || n.public_key "
+        "left join accounts a on a.id = 'provider:' || n.public_key where n.public_key > $1 order by n.public_key "
+        "limit $2",
+        p.after, limit + 1);
+    return page(rows, limit, "public_key", [](const pqxx::row& r) {
+      return json{{"key", text(r["public_key"])}, {"role", text(r["role"])}, {"name", text(r["name"])},
+                  {"device", text(r["device"])}, {"price", integer(r["price"])},
+                  {"backends", json::parse(r["backends"].is_null() ? "[]" : r["backends"].c_str())},
+                  {"models", json::parse(r["models"].is_null() ? "[]" : r["models"].c_str())},
+                  {"last_seen", text(r["last_seen"])}, {"stake", integer(r["stake"])},
+                  {"balance", integer(r["balance"])}};
+    });
+  });
+}
+
+result<json> admin_reads::jobs(const job_filter& f, const page_request& p) {
+  const int limit = bounded(p.limit);
+  std::int64_t after = 0;
+  if (!p.after.empty()) {
+    try {
+      after = std::stoll(p.after);
+    } catch (const std::exception&) {
+      return make_error(errc::bad_input, "'after' of jobs is a job id, got '" + p.after.substr(0, 40) + "'");
+    }
+  }
+  return read([&](pqxx::read_transaction& tx) {
+    auto rows = tx.exec_params(
+        "select id, client_id, client_req_id, state, attempt, provider_key, price, max_price, tier, " +
+            iso("submitted_at") + " as submitted_at, " + iso("updated_at") +
+            " as updated_at from jobs where id > $1 and ($2 = '' or state = $2) and ($3 = '' or client_id = $3) and "
+            "($4 = '' or provider_key = $4) order by id limit $5",
+        after, f.state, f.client, f.provider, limit + 1);
+    return page(rows, limit, "id", [](const pqxx::row& r) {
+      return json{{"id", integer(r["id"])},         {"client", text(r["client_id"])},
+                  {"request_id", text(r["client_req_id"])}, {"state", text(r["state"])},
+                  {"attempt", integer(r["attempt"])}, {"provider", text(r["provider_key"])},
+                  {"price", integer(r["price"])},   {"max_price", integer(r["max_price"])},
+                  {"tier", text(r["tier"])},        {"submitted_at", text(r["submitted_at"])},
+                  {"updated_at", text(r["updated_at"])}};
+    });
+  });
+}
+
+result<json> admin_reads::job(std::int64_t id) {
+  return read([&](pqxx::read_transaction& tx) -> json {
+    auto row = tx.exec_params("select id, client_id, client_req_id, model_hash, input_hash, state, attempt, seq, "
+                              "provider_key, price, max_price, tier, " + iso("submitted_at") + " as submitted_at, " +
+                                  iso("updated_at") + " as updated_at, " + iso("deadline") +
+                                  " as deadline from jobs where id = $1",
+                              id);
+    if (row.empty())
+      return nullptr;
+    const auto& r = row[0];
+    json out{{"id", integer(r["id"])},           {"client", text(r["client_id"])},
+             {"request_id", text(r["client_req_id"])}, {"model", text(r["model_hash"])},
+             {"input_hash", text(r["input_hash"])}, {"state", text(r["state"])},
+             {"attempt", integer(r["attempt"])},  {"seq", integer(r["seq"])},
+             {"provider", text(r["provider_key"])}, {"price", integer(r["price"])},
+             {"max_price", integer(r["max_price"])}, {"tier", text(r["tier"])},
+             {"submitted_at", text(r["submitted_at"])}, {"updated_at", text(r["updated_at"])},
+             {"deadline", text(r["deadline"])}};
+    out["timeline"] = json::array();
+    for (const auto& e : tx.exec_params("select seq, state, attempt, detail, " + iso("at") +
+                                            " as at from job_events where job_id = $1 order by seq",
+                                        id))
+      out["timeline"].push_back(json{{"seq", integer(e["seq"])}, {"state", text(e["state"])},
+                                     {"attempt", integer(e["attempt"])}, {"detail", text(e["detail"])},
+                                     {"at", text(e["at"])}});
+    out["receipts"] = json::array();
+    for (const auto& c : tx.exec_params("select attempt, receipt_hash, output_hash, trace_root, provider_key, price, "
+                                        "verdict, block_height, signature from receipts where job_id = $1 order by "
+                                        "attempt",
+                                        id))
+      out["receipts"].push_back(json{{"attempt", integer(c["attempt"])}, {"receipt_hash", text(c["receipt_hash"])},
+                                     {"output_hash", text(c["output_hash"])}, {"trace_root", text(c["trace_root"])},
+                                     {"provider", text(c["provider_key"])}, {"price", integer(c["price"])},
+                                     {"verdict", text(c["verdict"])}, {"block", integer(c["block_height"])},
+                                     {"signature", text(c["signature"])}});
+    out["disputes"] = json::array();
+    for (const auto& d : tx.exec_params("select attempt, verifier_key, provider_key, layer, provider_hash, "
+                                        "verifier_hash, referee_hash, loser, detail, " + iso("ruled_at") +
+                                            " as ruled_at from disputes where job_id = $1 order by attempt",
+                                        id))
+      out["disputes"].push_back(json{{"attempt", integer(d["attempt"])}, {"verifier", text(d["verifier_key"])},
+                                     {"provider", text(d["provider_key"])}, {"layer", integer(d["layer"])},
+                                     {"provider_hash", text(d["provider_hash"])},
+                                     {"verifier_hash", text(d["verifier_hash"])},
+                                     {"referee_hash", text(d["referee_hash"])}, {"loser", text(d["loser"])},
+                                     {"detail", text(d["detail"])}, {"ruled_at", text(d["ruled_at"])}});
+    out["postings"] = json::array();
+    for (const auto& q : tx.exec_params("select account, amount, memo, block_height from postings where job_id = $1 "
+                                        "order by id",
+                                        id))
+      out["postings"].push_back(json{{"account", text(q["account"])}, {"amount", integer(q["amount"])},
+                                     {"memo", text(q["memo"])}, {"block", integer(q["block_height"])}});
+    return out;
+  });
+}
+
+result<json> admin_reads::disputes(const page_request& p) {
+  const int limit = bounded(p.limit);
+  std::int64_t after = 0;
+  if (!p.after.empty()) {
+    try {
+      after = std::stoll(p.after);
+    } catch (const std::exception&) {
+      return make_error(errc::bad_input, "'after' of disputes is a job id, got '" + p.after.substr(0, 40) + "'");
+    }
+  }
+  return read([&](pqxx::read_transaction& tx) {
+    auto rows = tx.exec_params("select job_id, attempt, verifier_key, provider_key, layer, loser, detail, " +
+                                   iso("ruled_at") + " as ruled_at from disputes where job_id > $1 order by job_id "
+                                                     "limit $2",
+                               after, limit + 1);
+    return page(rows, limit, "job_id", [](const pqxx::row& r) {
+      return json{{"job_id", integer(r["job_id"])}, {"attempt", integer(r["attempt"])},
+                  {"verifier", text(r["verifier_key"])}, {"provider", text(r["provider_key"])},
+                  {"layer", integer(r["layer"])},   {"loser", text(r["loser"])},
+                  {"detail", text(r["detail"])},    {"ruled_at", text(r["ruled_at"])}};
+    });
+  });
+}
+
+result<json> admin_reads::blocks(const page_request& p) {
+  const int limit = bounded(p.limit);
+  std::int64_t before = std::numeric_limits<std::int64_t>::max();
+  if (!p.after.empty()) {
+    try {
+      before = std::stoll(p.after);
+    } catch (const std::exception&) {
+      return make_error(errc::bad_input, "'after' of blocks is a height, got '" + p.after.substr(0, 40) + "'");
+    }
+  }
+  return read([&](pqxx::read_transaction& tx) {
+    auto rows = tx.exec_params("select height, block_hash, prev_hash, batch_root, receipts, total_amount, signer_key, "
+                               "created_at from blocks where height < $1 order by height desc limit $2",
+                               before, limit + 1);
+    return page(rows, limit, "height", [](const pqxx::row& r) {
+      return json{{"height", integer(r["height"])},     {"hash", text(r["block_hash"])},
+                  {"prev_hash", text(r["prev_hash"])},  {"batch_root", text(r["batch_root"])},
+                  {"receipts", integer(r["receipts"])}, {"total_amount", integer(r["total_amount"])},
+                  {"signer", text(r["signer_key"])},    {"created_at_us", integer(r["created_at"])}};
+    });
+  });
+}
+
+result<json> admin_reads::accounts(const std::string& prefix, const page_request& p) {
+  const int limit = bounded(p.limit);
+  return read([&](pqxx::read_transaction& tx) {
+    // The prefix is matched literally (starts_with), not as a LIKE pattern.
+    auto rows = tx.exec_params("select id, balance from accounts where id > $1 and starts_with(id, $2) order by id "
+                               "limit $3",
+                               p.after, prefix, limit + 1);
+    return page(rows, limit, "id", [](const pqxx::row& r) {
+      return json{{"account", text(r["id"])}, {"balance", integer(r["balance"])}};
+    });
+  });
+}
+
+} // namespace haca::db

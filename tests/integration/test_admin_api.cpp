@@ -1,0 +1,124 @@
+// The admin API's reads as an operator's script meets them: bearer tokens (none or an unknown
+// one: 401), JSON pages that never return more than asked, filters, one job's timeline, and
+// answers that agree with Postgres.
+#include <doctest/doctest.h>
+#include <fmt/format.h>
+#include <httplib.h>
+#include <nlohmann/json.hpp>
+
+#include "app/workload.hpp"
+#include "db/audit.hpp"
+#include "harness.hpp"
+
+using namespace haca;
+using json = nlohmann::json;
+
+namespace {
+
+httplib::Result get(const test::network& net, const std::string& path, const char* token) {
+  httplib::Client http("127.0.0.1", net.http_port());
+  http.set_connection_timeout(5);
+  if (token)
+    http.set_bearer_token_auth(token);
+  return http.Get(path);
+}
+
+json get_json(const test::network& net, const std::string& path) {
+  auto res = get(net, path, test::network::read_token);
+  REQUIRE(res);
+  INFO(path, ": ", res->body);
+  REQUIRE(res->status == 200);
+  return json::parse(res->body);
+}
+
+} // namespace
+
+TEST_CASE("admin API: tokens, pages, filters and one job's timeline, as Postgres has them") {
+  test::network net;
+  constexpr int jobs = 30;
+  auto w = net.workload(jobs, "full", 41);
+  auto rep = app::run_workload(w);
+  REQUIRE(rep.results == jobs);
+  const auto account = w.credentials.account();
+  REQUIRE(test::eventually([&] { return db::count_final(test::test_db(), account).value() == jobs; }));
+
+  SUBCASE("no token, an unknown token: 401 on every endpoint, /metrics included") {
+    for (const auto* path : {"/api/providers", "/api/jobs", "/api/jobs/1", "/api/disputes", "/api/blocks",
+                             "/api/accounts", "/metrics"}) {
+      for (const char* token : {static_cast<const char*>(nullptr), "not-a-token-of-this-coordinator"}) {
+        auto res = get(net, path, token);
+        REQUIRE(res);
+        CHECK_MESSAGE(res->status == 401, path);
+        CHECK(json::parse(res->body)["error"]["code"] == "unauthorized");
+      }
+    }
+    // The admin token reads too.
+    auto res = get(net, "/api/providers", test::network::admin_token);
+    REQUIRE(res);
+    CHECK(res->status == 200);
+  }
+  SUBCASE("jobs: filtered by client and state, paged, never more than asked") {
+    std::vector<std::int64_t> ids;
+    std::string after;
+    int pages = 0;
+    for (;;) {
+      auto p = get_json(net, fmt::format("/api/jobs?client={}&state=SETTLED&limit=7&after={}", account, after));
+      CHECK(p["items"].size() <= 7);
+      for (const auto& j : p["items"]) {
+        CHECK(j["client"] == account);
+        CHECK(j["state"] == "SETTLED");
+        ids.push_back(j["id"].get<std::int64_t>());
+      }
+      ++pages;
+      if (p["next"].is_null())
+        break;
+      after = p["next"].get<std::string>();
+    }
+    CHECK(ids.size() == static_cast<std::size_t>(jobs));
+    CHECK(pages == 5);
+    CHECK(std::is_sorted(ids.begin(), ids.end()));
+    CHECK(std::adjacent_find(ids.begin(), ids.end()) == ids.end());
+    CHECK(get_json(net, "/api/jobs?state=QUEUED&client=" + account)["items"].empty());
+  }
+  SUBCASE("one job: its row, timeline, receipt and postings, as Postgres has them") {
+    const auto id = rep.jobs.front().job_id;
+    auto j = get_json(net, fmt::format("/api/jobs/{}", id));
+    CHECK(j["id"] == id);
+    CHECK(j["client"] == account);
+    CHECK(j["state"] == "SETTLED");
+    std::vector<std::string> states;
+    for (const auto& e : j["timeline"])
+      states.push_back(e["state"]);
+    CHECK(states == std::vector<std::string>{"SUBMITTED", "QUEUED", "ASSIGNED", "EXECUTED", "VERIFIED", "SETTLED"});
+    REQUIRE(j["receipts"].size() == 1);
+    CHECK(j["receipts"][0]["verdict"] == "verified");
+    CHECK(j["receipts"][0]["receipt_hash"] ==
+          test::query_value(fmt::format("select receipt_hash from receipts where job_id = {}", id)));
+    CHECK(j["postings"].size() == std::stoul(test::query_value(
+                                      fmt::format("select count(*) from postings where job_id = {}", id))));
+    auto missing = get(net, "/api/jobs/999999999", test::network::read_token);
+    REQUIRE(missing);
+    CHECK(missing->status == 404);
+  }
+  SUBCASE("providers, blocks and accounts agree with Postgres") {
+    auto providers = get_json(net, "/api/providers");
+    CHECK(providers["items"].size() == 2); // the provider and the verifier
+    auto blocks = get_json(net, "/api/blocks?limit=1");
+    REQUIRE(blocks["items"].size() == 1);
+    CHECK(blocks["items"][0]["height"].get<std::int64_t>() ==
+          std::stoll(test::query_value("select max(height) from blocks")));
+    auto accounts = get_json(net, "/api/accounts?prefix=client:" + account);
+    REQUIRE(accounts["items"].size() == 1);
+    CHECK(accounts["items"][0]["balance"].get<std::int64_t>() ==
+          std::stoll(test::query_value(fmt::format("select balance from accounts where id = 'client:{}'", account))));
+  }
+  SUBCASE("bad parameters are 400 with a reason, and change nothing") {
+    for (const auto* path : {"/api/jobs?limit=0", "/api/jobs?limit=100000", "/api/jobs?limit=abc",
+                             "/api/jobs?state=DONE", "/api/jobs?after=x", "/api/blocks?after=x"}) {
+      auto res = get(net, path, test::network::read_token);
+      REQUIRE(res);
+      CHECK_MESSAGE(res->status == 400, path);
+      CHECK(json::parse(res->body)["error"]["code"] == "bad_input");
+    }
+  }
+}
