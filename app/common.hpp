@@ -64,6 +64,7 @@ void add_train_commands(CLI::App& app);     // train, eval (Fashion-MNIST models
 // --config FILE (TOML, toml++): call before the commands are added. config-example prints every key.
 void add_config_support(CLI::App& app);
 void add_config_example_command(CLI::App& app);
+void add_admin_command(CLI::App& app);      // admin providers | jobs | job ID | disputes | blocks | accounts
 std::string explain_config_error(const std::string& message); // names the unknown key plainly
 std::vector<std::string> arguments_with_config(int argc, char** argv); // HACA_CONFIG as --config
 

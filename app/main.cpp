@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
   haca::app::add_audit_command(app);
   haca::app::add_proof_commands(app);
   haca::app::add_train_commands(app);
+  haca::app::add_admin_command(app);
   haca::app::add_config_example_command(app);
   auto args = haca::app::arguments_with_config(argc, argv);
   std::vector<char*> pointers;

@@ -1,6 +1,9 @@
 // The admin API's reads as an operator's script meets them: bearer tokens (none or an unknown
 // one: 401), JSON pages that never return more than asked, filters, one job's timeline, and
 // answers that agree with Postgres.
+#include <algorithm>
+#include <sstream>
+
 #include <doctest/doctest.h>
 #include <fmt/format.h>
 #include <httplib.h>
@@ -111,6 +114,30 @@ TEST_CASE("admin API: tokens, pages, filters and one job's timeline, as Postgres
     REQUIRE(accounts["items"].size() == 1);
     CHECK(accounts["items"][0]["balance"].get<std::int64_t>() ==
           std::stoll(test::query_value(fmt::format("select balance from accounts where id = 'client:{}'", account))));
+  }
+  SUBCASE("haca admin: the same reads as tables and JSON lines; a wrong token said plainly") {
+    const auto admin = fmt::format("{} admin --url http://127.0.0.1:{} --token {}", HACA_BINARY, net.http_port(),
+                                   test::network::read_token);
+    auto lines = test::run_command(fmt::format("{} --json --limit 1000 jobs --client {}", admin, account));
+    REQUIRE(lines.exit_code == 0);
+    std::istringstream in(lines.output);
+    int n = 0;
+    for (std::string line; std::getline(in, line);) {
+      CHECK(json::parse(line)["client"] == account);
+      ++n;
+    }
+    CHECK(n == jobs);
+    auto table = test::run_command(fmt::format("{} job {} 2>&1", admin, rep.jobs.front().job_id));
+    CHECK(table.exit_code == 0);
+    CHECK(table.output.find("timeline:") != std::string::npos);
+    CHECK(table.output.find("SETTLED") != std::string::npos);
+    auto few = test::run_command(fmt::format("{} --limit 3 jobs --client {} 2>/dev/null", admin, account));
+    CHECK(std::count(few.output.begin(), few.output.end(), '\n') == 4); // a header and 3 rows
+    auto refused = test::run_command(fmt::format("{} admin --url http://127.0.0.1:{} --token wrong-token-0123456789 "
+                                                 "providers 2>&1",
+                                                 HACA_BINARY, net.http_port()));
+    CHECK(refused.exit_code != 0);
+    CHECK(refused.output.find("HTTP 401 unauthorized") != std::string::npos);
   }
   SUBCASE("bad parameters are 400 with a reason, and change nothing") {
     for (const auto* path : {"/api/jobs?limit=0", "/api/jobs?limit=100000", "/api/jobs?limit=abc",
