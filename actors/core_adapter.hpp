@@ -34,12 +34,8 @@ public:
       ++unconfirmed_;
       self->send(peers_.store, persist_atom::value, std::move(fx.records));
     }
-    for (const auto& m : fx.messages) {
-      if (peers_.stats && m.msg.command == proto::cmd::error)
-        if (auto c = m.msg.header.find("code"); c != m.msg.header.end() && c->is_string())
-          peers_.stats->error_sent(c->get<std::string>());
-      out_.send(m.to, m.identity, m.msg);
-    }
+    for (const auto& m : fx.messages)
+      send(m.to, m.identity, m.msg);
     if (!fx.to_verification.empty())
       self->send(peers_.verifier_pool, handoff_atom::value, std::move(fx.to_verification));
     if (!fx.to_settlement.empty())
@@ -70,7 +66,8 @@ public:
       armed_at_.reset();
   }
 
-  // A reply the actor makes itself (a message that did not decode into an event).
+  // Every message out (a core's, or a reply the actor makes itself to a message that did not
+  // decode); an ERROR counts in the metrics by its code.
   void send(core::port to, const std::string& identity, const proto::message& m) {
     if (peers_.stats && m.command == proto::cmd::error)
       if (auto c = m.header.find("code"); c != m.header.end() && c->is_string())

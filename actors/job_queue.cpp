@@ -34,9 +34,9 @@ void publish(self_ptr self, const core::execution_event& ev, const core::effects
   m->jobs_waiting = static_cast<std::int64_t>(st.core->waiting());
   m->jobs_open = static_cast<std::int64_t>(st.core->open_jobs());
   m->provider_sessions = static_cast<std::int64_t>(st.core->sessions());
-  m->staked_total = st.core->stakes().total_staked();
   if (!std::holds_alternative<core::tick>(ev))
-    return;
+    return; // what costs a walk over every node or client, once a heartbeat only
+  m->staked_total = st.core->stakes().total_staked();
   std::map<std::string, std::int64_t> queues;
   for (const auto& [client, n] : st.core->waiting_by_client())
     if (n > 0)

@@ -1,6 +1,6 @@
 #pragma once
 // The coordinator's metrics, for `/metrics` in the Prometheus text format (served by
-// app/coordinator.cpp on --metrics-port). The actors write them as they carry out their
+// app/admin_http.cpp on --http-port). The actors write them as they carry out their
 // cores' effects (counters when records commit, gauges after a step, per-client and
 // per-provider tables on each tick); the HTTP thread only reads. Counters count since the
 // process started, as Prometheus expects (a restart resets them; rate() copes).

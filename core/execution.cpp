@@ -333,15 +333,15 @@ void execution_core::on(const client_query& e, time_us, effects& out) {
 // A deposit's reply: the account's key, which account it was, and its balance now.
 static proto::message deposited(const std::string& request_id, const std::string& account, micros amount, micros balance,
                          bool repeated) {
-  const bool node = account.rfind("provider:", 0) == 0;
-  return proto::make_deposited({request_id, account.substr(account.find(':') + 1), amount, balance, repeated,
-                                node ? "node" : "client"});
+  const auto node = market::owner_of(account, "provider:");
+  return proto::make_deposited({request_id, node.empty() ? market::owner_of(account, "client:") : node, amount, balance,
+                                repeated, node.empty() ? "client" : "node"});
 }
 
 micros execution_core::balance_of(const std::string& account) const {
-  if (account.rfind("provider:", 0) == 0)
-    return stake_.balance(account.substr(9));
-  return escrow_.balance(account.substr(account.find(':') + 1));
+  if (auto node = market::owner_of(account, "provider:"); !node.empty())
+    return stake_.balance(node);
+  return escrow_.balance(market::owner_of(account, "client:"));
 }
 
 void execution_core::on(const client_deposit& e, time_us now, effects& out) {
@@ -942,8 +942,8 @@ void execution_core::apply(const transfer& t, int sign) {
     p.amount *= sign;
     if (stake_.apply(p))
       continue;
-    if (p.account.rfind("client:", 0) == 0)
-      escrow_.credit(p.account.substr(7), p.amount);
+    if (auto client = market::owner_of(p.account, "client:"); !client.empty())
+      escrow_.credit(client, p.amount);
   }
 }
 

@@ -12,12 +12,6 @@ transfer move(const std::string& from, const std::string& to, micros amount, con
   return transfer{{{from, -amount, memo}, {to, amount, memo}}, std::move(ref), job_id, now};
 }
 
-// The node key of a node account, or "" when `account` is another kind.
-std::string node_key_of(const std::string& account, const char* prefix) {
-  const std::string p = prefix;
-  return account.rfind(p, 0) == 0 ? account.substr(p.size()) : std::string{};
-}
-
 } // namespace
 
 void stake_book::restore(const snapshot& s, time_us now) {
@@ -130,11 +124,11 @@ std::vector<transfer> stake_book::slash(const settled_job& s, time_us now) const
 }
 
 bool stake_book::apply(const market::posting& p) {
-  if (auto key = node_key_of(p.account, "provider:"); !key.empty()) {
+  if (auto key = market::owner_of(p.account, "provider:"); !key.empty()) {
     nodes_[key].balance += p.amount;
     return true;
   }
-  if (auto key = node_key_of(p.account, "stake:"); !key.empty()) {
+  if (auto key = market::owner_of(p.account, "stake:"); !key.empty()) {
     nodes_[key].staked += p.amount;
     return true;
   }

@@ -1,6 +1,8 @@
 #include "db/admin_reads.hpp"
 
 #include <algorithm>
+#include <functional>
+#include <limits>
 
 #include <fmt/format.h>
 #include <pqxx/pqxx>
@@ -26,6 +28,18 @@ json page(const pqxx::result& rows, int limit, const char* key, const std::funct
 }
 
 int bounded(int limit) { return std::clamp(limit, 1, max_page); }
+
+// A page key that is a number (a job id, a height); `fallback` when the list starts from the
+// beginning. `what` says what it is: "jobs is a job id".
+result<std::int64_t> numeric_key(const page_request& p, const char* what, std::int64_t fallback) {
+  if (p.after.empty())
+    return fallback;
+  try {
+    return std::stoll(p.after);
+  } catch (const std::exception&) {
+    return make_error(errc::bad_input, fmt::format("'after' of {}, got '{}'", what, p.after.substr(0, 40)));
+  }
+}
 
 std::string iso(const char* column) { return fmt::format("to_char({} at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')", column); }
 
@@ -83,14 +97,10 @@ result<json> admin_reads::providers(const page_request& p) {
 
 result<json> admin_reads::jobs(const job_filter& f, const page_request& p) {
   const int limit = bounded(p.limit);
-  std::int64_t after = 0;
-  if (!p.after.empty()) {
-    try {
-      after = std::stoll(p.after);
-    } catch (const std::exception&) {
-      return make_error(errc::bad_input, "'after' of jobs is a job id, got '" + p.after.substr(0, 40) + "'");
-    }
-  }
+  const auto key = numeric_key(p, "jobs is a job id", 0);
+  if (!key)
+    return key.err();
+  const std::int64_t after = key.value();
   return read([&](pqxx::read_transaction& tx) {
     auto rows = tx.exec_params(
         "select id, client_id, client_req_id, state, attempt, provider_key, price, max_price, tier, " +
@@ -167,14 +177,10 @@ result<json> admin_reads::job(std::int64_t id) {
 
 result<json> admin_reads::disputes(const page_request& p) {
   const int limit = bounded(p.limit);
-  std::int64_t after = 0;
-  if (!p.after.empty()) {
-    try {
-      after = std::stoll(p.after);
-    } catch (const std::exception&) {
-      return make_error(errc::bad_input, "'after' of disputes is a job id, got '" + p.after.substr(0, 40) + "'");
-    }
-  }
+  const auto key = numeric_key(p, "disputes is a job id", 0);
+  if (!key)
+    return key.err();
+  const std::int64_t after = key.value();
   return read([&](pqxx::read_transaction& tx) {
     auto rows = tx.exec_params("select job_id, attempt, verifier_key, provider_key, layer, loser, detail, " +
                                    iso("ruled_at") + " as ruled_at from disputes where job_id > $1 order by job_id "
@@ -191,14 +197,10 @@ result<json> admin_reads::disputes(const page_request& p) {
 
 result<json> admin_reads::blocks(const page_request& p) {
   const int limit = bounded(p.limit);
-  std::int64_t before = std::numeric_limits<std::int64_t>::max();
-  if (!p.after.empty()) {
-    try {
-      before = std::stoll(p.after);
-    } catch (const std::exception&) {
-      return make_error(errc::bad_input, "'after' of blocks is a height, got '" + p.after.substr(0, 40) + "'");
-    }
-  }
+  const auto key = numeric_key(p, "blocks is a height", std::numeric_limits<std::int64_t>::max());
+  if (!key)
+    return key.err();
+  const std::int64_t before = key.value();
   return read([&](pqxx::read_transaction& tx) {
     auto rows = tx.exec_params("select height, block_hash, prev_hash, batch_root, receipts, total_amount, signer_key, "
                                "created_at from blocks where height < $1 order by height desc limit $2",

@@ -5,6 +5,10 @@ namespace haca::market {
 std::string client_account(const std::string& client_id) { return "client:" + client_id; }
 std::string provider_account(const std::string& node_key) { return "provider:" + node_key; }
 std::string stake_account(const std::string& node_key) { return "stake:" + node_key; }
+std::string owner_of(const std::string& account, std::string_view kind) {
+  return account.size() > kind.size() && account.compare(0, kind.size(), kind) == 0 ? account.substr(kind.size())
+                                                                                     : std::string{};
+}
 
 micros sum(const std::vector<posting>& postings) {
   micros s = 0;

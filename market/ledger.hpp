@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "proto/error.hpp"
@@ -17,6 +18,8 @@ inline constexpr const char* fee_account = "protocol:fees";
 std::string client_account(const std::string& client_id);        // "client:<id>"
 std::string provider_account(const std::string& node_key);       // "provider:<key>": a node's own money
 std::string stake_account(const std::string& node_key);          // "stake:<key>": what it has at stake
+// The id in an account of one kind: owner_of("client:abc", "client:") is "abc"; "" for another kind.
+std::string owner_of(const std::string& account, std::string_view kind);
 
 struct posting {
   std::string account;
