@@ -5,8 +5,6 @@
 // Prometheus on the same host).
 #include "app/admin_http.hpp"
 
-#include <sodium.h>
-
 #include <fmt/format.h>
 
 #include "actors/gateway.hpp"
@@ -18,41 +16,9 @@ namespace {
 
 using json = nlohmann::json;
 
-void reply_error(httplib::Response& res, int status, const std::string& code, const std::string& reason) {
-  res.status = status;
-  res.set_content(json{{"error", {{"code", code}, {"reason", reason}}}}.dump(), "application/json");
-}
-
-bool same_token(const std::string& given, const std::string& want) {
-  return !want.empty() && given.size() == want.size() &&
-         sodium_memcmp(given.data(), want.data(), want.size()) == 0; // constant time
-}
-
-enum class scope { none, read, admin };
-
-scope scope_of(const httplib::Request& req, const http_options& o) {
-  const auto h = req.get_header_value("Authorization");
-  const std::string prefix = "Bearer ";
-  if (h.rfind(prefix, 0) != 0)
-    return scope::none;
-  const auto token = h.substr(prefix.size());
-  if (same_token(token, o.admin_token))
-    return scope::admin;
-  if (same_token(token, o.read_token))
-    return scope::read;
-  return scope::none;
-}
-
 // The request may read: else the 401 is written.
 bool may_read(const httplib::Request& req, httplib::Response& res, const http_options& o) {
-  if (scope_of(req, o) != scope::none)
-    return true;
-  res.set_header("WWW-Authenticate", "Bearer realm=\"haca\"");
-  reply_error(res, 401, "unauthorized",
-              req.has_header("Authorization") ? "the bearer token is not one of this coordinator's"
-                                              : "send 'Authorization: Bearer <token>' (read-token or admin-token "
-                                                "from the coordinator's config)");
-  return false;
+  return authorize(req, res, o, scope::read).has_value();
 }
 
 // A query parameter, checked: at most 128 printable characters.

@@ -6,6 +6,7 @@
 #include <httplib.h>
 
 #include "actors/metrics.hpp"
+#include "app/http_auth.hpp"
 #include "db/admin_reads.hpp"
 
 namespace haca::actors {
@@ -13,11 +14,6 @@ struct gateway_stats;
 }
 
 namespace haca::app {
-
-struct http_options {
-  std::string read_token;  // reads /api and /metrics; "" = no API, /metrics open
-  std::string admin_token; // also reads (admin actions come with it later)
-};
 
 void serve_http(httplib::Server& http, const http_options& o, std::shared_ptr<db::admin_reads> reads,
                 std::shared_ptr<actors::metrics> stats, std::shared_ptr<actors::gateway_stats> gateway);

@@ -3,6 +3,7 @@
 #include <fstream>
 #include <set>
 #include <thread>
+#include <vector>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -43,7 +44,7 @@ struct coordinator_options {
   int drain_ms = 5000;
   int http_port = 0;       // /metrics and the admin API over HTTP on --bind; 0 = none
   std::string read_token;  // bearer token that reads the admin API (and /metrics); "" = no API
-  std::string admin_token; // bearer token with the admin scope
+  std::vector<std::string> admin_tokens; // "NAME:TOKEN": the admin scope, actions recorded under NAME
   std::int64_t max_tensor_bytes = 1 << 20;
   std::string log_level = "info";
 };
@@ -151,12 +152,24 @@ int run_coordinator(const coordinator_options& o) {
   httplib::Server http;
   std::thread http_thread;
   if (o.http_port > 0) {
-    for (const auto* t : {&o.read_token, &o.admin_token})
-      if (!t->empty() && t->size() < 16) {
-        spdlog::error("coordinator: a bearer token needs 16 characters or more");
+    http_options tokens{o.read_token, {}};
+    if (!o.read_token.empty() && o.read_token.size() < 16) {
+      spdlog::error("coordinator: read-token needs 16 characters or more");
+      return 2;
+    }
+    for (const auto& text : o.admin_tokens) {
+      auto t = parse_admin_token(text);
+      if (!t) {
+        spdlog::error("coordinator: {}", t.err().reason);
         return 2;
       }
-    serve_http(http, {o.read_token, o.admin_token}, std::make_shared<db::admin_reads>(o.db), stats, gateway_counts);
+      tokens.admin_tokens.push_back(t.value());
+    }
+    if (o.read_token.empty() && !tokens.admin_tokens.empty()) {
+      spdlog::error("coordinator: admin-token needs a read-token too (without one there is no API)");
+      return 2;
+    }
+    serve_http(http, tokens, std::make_shared<db::admin_reads>(o.db), stats, gateway_counts);
     if (!http.bind_to_port(o.bind, o.http_port)) {
       spdlog::error("coordinator: cannot listen on {}:{} for HTTP (in use?); --http-port 0 turns it off", o.bind,
                     o.http_port);
@@ -324,7 +337,9 @@ void add_coordinator_command(CLI::App& app) {
   cmd->add_option("--read-token", o->read_token,
                   "bearer token that reads the admin API and /metrics (16+ characters; put it in the config file, not "
                   "on the command line); without it there is no API and /metrics is open");
-  cmd->add_option("--admin-token", o->admin_token, "bearer token with the admin scope (16+ characters)");
+  cmd->add_option("--admin-token", o->admin_tokens,
+                  "bearer token with the admin scope, as NAME:TOKEN (NAME, a-z 0-9 _ . -, is recorded with every "
+                  "action taken with it; a bare TOKEN is named 'admin'; 16+ characters; repeat for more operators)");
   cmd->add_option("--drain-ms", o->drain_ms, "on SIGTERM, how long to wait for providers to finish what they hold")
       ->capture_default_str();
   cmd->add_option("--max-tensor-bytes", o->max_tensor_bytes, "largest tensor a message may carry")

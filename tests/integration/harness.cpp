@@ -72,7 +72,7 @@ network::network(network_options o) : client_port_(app::free_port()), node_port_
                                 "--sample-rate", std::to_string(o.sample_rate), "--demo-faucet", "1000000000",
                                 "--key", dir_ + "/keys/coordinator.key", "--heartbeat-ms", "500", "--batch-ms", "100",
                                 "--http-port", std::to_string(http_port_), "--read-token", read_token,
-                                "--admin-token", admin_token};
+                                "--admin-token", std::string("tester:") + admin_token};
   args.insert(args.end(), o.coordinator_args.begin(), o.coordinator_args.end());
   coordinator_args_ = args;
   verifier_args_ = o.verifier_args;
