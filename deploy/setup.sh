@@ -12,7 +12,7 @@ packages=(build-essential cmake pkg-config git
   libcaf-dev libzmq3-dev cppzmq-dev libpqxx-dev postgresql libsodium-dev doctest-dev
   nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libcpp-httplib-dev
   libtomlplusplus-dev libdnnl-dev python3-zmq python3-nacl dataset-fashion-mnist zlib1g-dev libssl-dev
-  prometheus)
+  prometheus iproute2)
 
 if [ "${1:-}" != "--db-only" ]; then
   missing=()
