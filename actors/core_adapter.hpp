@@ -4,6 +4,7 @@
 // messages go out through the actor's own outbox in the order the core produced them,
 // hand-offs go to the next core, STATUS look-ups to the reader, and the core's next wake-up
 // becomes a timer. Decisions stay in the core: this only moves data.
+#include <map>
 #include <optional>
 #include <string>
 
@@ -46,6 +47,10 @@ public:
       self->send(peers_.verifier_pool, handoff_atom::value, std::move(fx.admitted_verifiers));
     if (!fx.nodes_left.empty())
       self->send(peers_.job_queue, handoff_atom::value, std::move(fx.nodes_left));
+    if (!fx.orders.empty()) {
+      self->send(peers_.verifier_pool, handoff_atom::value, fx.orders);
+      self->send(peers_.settlement, handoff_atom::value, std::move(fx.orders));
+    }
     for (auto& l : fx.lookups)
       self->send(peers_.reader, lookup_atom::value, std::move(l));
     for (auto& l : fx.request_lookups)
@@ -67,12 +72,33 @@ public:
   }
 
   // Every message out (a core's, or a reply the actor makes itself to a message that did not
-  // decode); an ERROR counts in the metrics by its code.
+  // decode); an ERROR counts in the metrics by its code. A message to an admin API request
+  // answers it (its header, as JSON text: an ERROR's has "code" and "reason").
   void send(core::port to, const std::string& identity, const proto::message& m) {
+    if (auto a = answers_.find(identity); a != answers_.end()) {
+      auto answer = m.header;
+      answer["command"] = m.command;
+      a->second.deliver(answer.dump());
+      answers_.erase(a);
+      return;
+    }
     if (peers_.stats && m.command == proto::cmd::error)
       if (auto c = m.header.find("code"); c != m.header.end() && c->is_string())
         peers_.stats->error_sent(c->get<std::string>());
     out_.send(to, identity, m);
+  }
+
+  // An admin API request waits for the core's answer: the identity the core answers to. The
+  // HTTP side gives up after its timeout; a promise never answered is dropped when more than
+  // max_answers wait (the HTTP side has long timed out by then).
+  std::string await_answer(caf::response_promise rp) {
+    static constexpr std::size_t max_answers = 256;
+    if (answers_.size() >= max_answers)
+      answers_.erase(answers_.begin());
+    // A zero byte first, as only ZeroMQ's own 5-byte routing ids have (a peer may not choose one).
+    auto identity = std::string("\0admin#", 7) + std::to_string(++answer_seq_);
+    answers_.emplace(identity, std::move(rp));
+    return identity;
   }
 
 private:
@@ -89,6 +115,8 @@ private:
   outbox out_;
   std::size_t unconfirmed_ = 0;
   std::optional<std::int64_t> armed_at_;
+  std::map<std::string, caf::response_promise> answers_; // by identity "\0admin#<n>"
+  std::uint64_t answer_seq_ = 0;
 };
 
 // Decodes the session commands every node speaks (HELLO, READY, HEARTBEAT, DISCONNECT) into

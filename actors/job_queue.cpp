@@ -148,6 +148,12 @@ caf::behavior job_queue(self_ptr self, core::execution_core core, std::shared_pt
             step(self, std::move(n));
         });
       },
+      [=](admin_atom, core::admin_order& order) -> caf::result<std::string> {
+        auto rp = self->make_response_promise<std::string>();
+        order.reply_to = self->state.io.await_answer(rp);
+        guarded(self, "job_queue", [&] { step(self, std::move(order)); });
+        return rp;
+      },
       [=](tick_atom) {
         self->state.io.ticked(now_us());
         guarded(self, "job_queue", [&] { step(self, core::tick{}); });

@@ -26,6 +26,7 @@ using drain_atom = caf::atom_constant<caf::atom("drain")>;         // SIGTERM: f
 using sync_atom = caf::atom_constant<caf::atom("sync")>;           // store: answer once all before is done
 using farewell_atom = caf::atom_constant<caf::atom("farewell")>;   // say DISCONNECT to the nodes
 using peers_atom = caf::atom_constant<caf::atom("peers")>;
+using admin_atom = caf::atom_constant<caf::atom("admin")>;         // an operator's action (admin API)
 
 // A decoded message from a socket, with the ZeroMQ identity of its sender.
 struct inbound {
@@ -42,6 +43,7 @@ using judged_jobs = std::vector<core::judged_job>;
 using settled_jobs = std::vector<core::settled_job>;
 using admitted_verifiers = std::vector<core::node_hello>; // execution -> verification
 using left_nodes = std::vector<core::node_left>;          // verification -> execution
+using admin_actions = std::vector<core::admin_action>;    // execution -> verification and settlement
 
 class metrics;
 
@@ -77,6 +79,8 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(haca::actors::judged_jobs)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(haca::actors::settled_jobs)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(haca::actors::admitted_verifiers)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(haca::actors::left_nodes)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(haca::actors::admin_actions)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(haca::core::admin_order)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(haca::actors::peers)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(haca::core::job_lookup)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(haca::core::request_lookup)

@@ -41,6 +41,12 @@ caf::behavior settlement_batcher(self_ptr self, core::settlement_core core) {
             step(self, std::move(j));
         });
       },
+      [=](handoff_atom, admin_actions& orders) {
+        guarded(self, "settlement", [&] {
+          for (auto& o : orders)
+            step(self, std::move(o));
+        });
+      },
       [=](committed_atom, records& recs, outcomes& outs) {
         self->state.io.confirmed(recs, outs);
         guarded(self, "settlement", [&] { step(self, core::committed{std::move(recs), std::move(outs)}); });

@@ -89,6 +89,12 @@ caf::behavior verifier_pool(self_ptr self, core::verification_core core, std::sh
             step(self, std::move(h));
         });
       },
+      [=](handoff_atom, admin_actions& orders) {
+        guarded(self, "verifier_pool", [&] {
+          for (auto& o : orders)
+            step(self, std::move(o));
+        });
+      },
       [=](committed_atom, records& recs, outcomes& outs) {
         self->state.io.confirmed(recs, outs);
         guarded(self, "verifier_pool", [&] { step(self, core::committed{std::move(recs), std::move(outs)}); });

@@ -11,6 +11,7 @@
 #include "actors/coordinator.hpp"
 #include "actors/gateway.hpp"
 #include "actors/metrics.hpp"
+#include "app/admin_actions.hpp"
 #include "app/admin_http.hpp"
 #include "app/common.hpp"
 #include "verify/hash.hpp"
@@ -146,13 +147,14 @@ int run_coordinator(const coordinator_options& o) {
     return 2;
   }
 
-  // The HTTP port: /metrics (Prometheus text format) and the admin API's reads.
   auto stats = std::make_shared<actors::metrics>();
   auto gateway_counts = std::make_shared<actors::gateway_stats>();
+  // The HTTP port: /metrics (Prometheus text format) and the admin API, bound before any actor
+  // starts (a port in use stops the coordinator here); it listens once the actors run.
   httplib::Server http;
   std::thread http_thread;
+  http_options tokens{o.read_token, {}};
   if (o.http_port > 0) {
-    http_options tokens{o.read_token, {}};
     if (!o.read_token.empty() && o.read_token.size() < 16) {
       spdlog::error("coordinator: read-token needs 16 characters or more");
       return 2;
@@ -175,17 +177,10 @@ int run_coordinator(const coordinator_options& o) {
                     o.http_port);
       return 2;
     }
-    http_thread = std::thread([&http] { http.listen_after_bind(); });
     spdlog::info("coordinator: HTTP on {}:{}: /metrics{}", o.bind, o.http_port,
-                 o.read_token.empty() ? " (open; no admin API without read-token)" : " and /api (bearer tokens)");
+                 o.read_token.empty() ? " (open; no admin API without read-token)"
+                                      : tokens.admin_tokens.empty() ? " and /api (reads)" : " and /api (reads, actions)");
   }
-  const auto stop_http = [&] {
-    if (http_thread.joinable()) {
-      http.stop();
-      http_thread.join();
-    }
-  };
-
   auto sys_cfg = responsive_actor_config();
   caf::actor_system sys{sys_cfg};
   auto client_backlog = std::make_shared<actors::inbound_backlog>();
@@ -204,6 +199,19 @@ int run_coordinator(const coordinator_options& o) {
   auto gateway = actors::spawn_gateway(sys, sockets.value(), limits,
                                        {p.job_queue, p.job_queue, p.verifier_pool, client_backlog, node_backlog},
                                        gateway_counts);
+
+  // The admin API's actions need the execution core's actor: served from now on.
+  if (o.http_port > 0) {
+    if (!tokens.admin_tokens.empty())
+      serve_admin_actions(http, tokens, sys, p.job_queue);
+    http_thread = std::thread([&http] { http.listen_after_bind(); });
+  }
+  const auto stop_http = [&] {
+    if (http_thread.joinable()) {
+      http.stop();
+      http_thread.join();
+    }
+  };
 
   // Fail fast: if any actor dies, say why and exit non-zero; a supervisor restarts the
   // coordinator and recovery takes over from what Postgres committed.
@@ -259,9 +267,9 @@ int run_coordinator(const coordinator_options& o) {
   actors::gateway_stop();
   for (const auto& [name, a] : watched)
     self->demonitor(a);
+  stop_http();
   for (const auto& a : {p.job_queue, p.verifier_pool, p.settlement, p.store, p.reader})
     caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
-  stop_http();
   spdlog::info("coordinator: stopped ({} messages received, {} rejected, {} sent, {} dropped)",
                gateway_counts->received.load(), gateway_counts->rejected.load(), gateway_counts->sent.load(),
                gateway_counts->dropped.load());

@@ -73,6 +73,14 @@ struct referee_checked {              // the answer to a referee_task
   std::optional<referee_result> result; // none: the referee could not run it (why in `problem`)
   std::string problem;
 };
+// An operator's action from the admin API (app/admin_actions.cpp). The execution core records
+// it, carries it out once committed (hands the verification and settlement cores theirs) and
+// answers `reply_to`; a deposit goes the way of a DEPOSIT from the admin key.
+struct admin_order {
+  std::string reply_to;               // the adapter's handle of the waiting HTTP request
+  admin_action action;
+  proto::deposit_request deposit;     // action deposit: checked like a DEPOSIT (proto::parse_deposit)
+};
 struct tick {};                       // timers: liveness, deadlines, timeouts, batches
 struct drain {};                      // SIGTERM: admit nothing more
 

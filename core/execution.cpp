@@ -83,6 +83,8 @@ execution_core execution_core::recover(execution_config cfg, const snapshot& s, 
   c.stake_.restore(s, now);
   c.unslashed_ = s.unslashed; // slashed at the first tick
   c.reruns_ = s.reruns;       // re-run at the first tick
+  c.banned_ = s.banned;
+  c.drained_ = s.drained;
   c.last_beat_ = now;
   const time_us liveness = static_cast<time_us>(proto::heartbeat_liveness) * c.cfg_.heartbeat_ms * 1000;
   for (const auto& stored : s.open_jobs) {
@@ -382,6 +384,35 @@ void execution_core::on(const client_deposit& e, time_us now, effects& out) {
   out.records.push_back(transfer{market::funding_postings(account, d.amount, "deposit"), ref, 0, now});
 }
 
+void execution_core::on(const admin_order& e, time_us now, effects& out) {
+  using kind = admin_action::kind;
+  const auto& a = e.action;
+  auto refuse = [&](std::string reason) {
+    out.messages.push_back(to_client(e.reply_to, proto::make_error(make_error(errc::bad_input, std::move(reason)))));
+  };
+  if (a.what == kind::deposit) {
+    // A DEPOSIT from the admin key, recorded with who asked in the same commit. A resend of
+    // the same request id is answered like one (nothing credited twice, no second record).
+    const auto before = out.records.size();
+    on(client_deposit{e.reply_to, cfg_.admin_account, e.deposit}, now, out);
+    if (out.records.size() > before) {
+      auto recorded = a;
+      recorded.target = std::get<transfer>(out.records.back()).postings.back().account;
+      out.records.push_back(std::move(recorded));
+    }
+    return;
+  }
+  const bool node_order = a.what == kind::drain || a.what == kind::undrain || a.what == kind::ban || a.what == kind::unban;
+  if (node_order && !verify::is_hash_hex(a.target))
+    return refuse(fmt::format("{}: the node key must be 64 lowercase hex characters", action_name(a.what)));
+  if (a.what == kind::fee && (a.value < 0 || a.value > 10000))
+    return refuse(fmt::format("fee: basis points from 0 to 10000, got {}", a.value));
+  if (a.what == kind::sample_rate && (a.value < 0 || a.value > 1'000'000))
+    return refuse(fmt::format("sample rate: parts per million from 0 to 1000000, got {}", a.value));
+  order_replies_[a.ref].push_back(e.reply_to);
+  out.records.push_back(a);
+}
+
 void execution_core::on(const request_found& e, time_us, effects& out) {
   if (lookups_in_flight_ > 0)
     --lookups_in_flight_;
@@ -441,6 +472,11 @@ void execution_core::on(const node_hello& e, time_us now, effects& out) {
     return;
   }
   const auto& key = caps.public_key;
+  if (banned_.count(key)) {
+    out.messages.push_back(to_node(
+        e.identity, proto::make_error(make_error(errc::forbidden, "this node key is banned by an operator"))));
+    return;
+  }
   if (stake_.holding(key)) {
     awaiting_stake_[key].push_back(e); // welcomed when the hold in flight commits
     return;
@@ -740,7 +776,7 @@ void execution_core::dispatch(time_us now, effects& out) {
   std::vector<scheduler::provider_view> views;
   std::size_t total = 0;
   for (const auto& [key, s] : sessions_) {
-    if (s.credit <= 0)
+    if (s.credit <= 0 || drained_.count(key))
       continue;
     views.push_back({key, s.caps.device, std::set<std::string>(s.caps.models.begin(), s.caps.models.end()), s.credit,
                      s.caps.price, reputation_of(key)});
@@ -880,6 +916,65 @@ void execution_core::on_commit(const record& rec, const outcome& o, time_us now,
     if (o.what != outcome::kind::ok)
       out.notes.push_back(fmt::format("node {} not recorded: {}", short_key(n->caps.public_key), o.reason));
   }
+  if (const auto* a = std::get_if<admin_action>(&rec)) {
+    if (o.what == outcome::kind::rejected) {
+      for (const auto& to : order_replies_[a->ref])
+        out.messages.push_back(to_client(to, proto::make_error(make_error(errc::internal, "not recorded: " + o.reason))));
+      order_replies_.erase(a->ref);
+      return;
+    }
+    on_commit(*a, now, out);
+  }
+}
+
+// An operator's action, carried out once its record (the audit trail) is committed; the
+// verification and settlement cores get theirs as a hand-off.
+void execution_core::on_commit(const admin_action& a, time_us now, effects& out) {
+  using kind = admin_action::kind;
+  const auto& key = a.target;
+  switch (a.what) {
+  case kind::drain:
+    drained_.insert(key);
+    break;
+  case kind::undrain:
+    drained_.erase(key);
+    break;
+  case kind::ban: {
+    banned_.insert(key);
+    const auto why = fmt::format("this node key was banned by an operator ({})", a.who);
+    if (auto it = sessions_.find(key); it != sessions_.end()) {
+      const auto identity = it->second.identity;
+      lose_session(key, now, out, "banned by " + a.who);
+      out.messages.push_back(to_node(identity, proto::make_disconnect(why)));
+    }
+    if (auto v = verifier_identity_.find(key); v != verifier_identity_.end()) {
+      out.messages.push_back(to_node(v->second, proto::make_disconnect(why)));
+      verifier_identity_.erase(v);
+    }
+    break;
+  }
+  case kind::unban:
+    banned_.erase(key);
+    break;
+  case kind::fee:
+  case kind::sample_rate:
+  case kind::deposit: // carried out by its transfer, committed with it
+    break;
+  }
+  if (a.what != kind::deposit) {
+    out.orders.push_back(a);
+    out.notes.push_back(fmt::format("operator {}: {} {} {}", a.who, action_name(a.what), short_key(key), a.value));
+  }
+  auto replies = order_replies_.find(a.ref);
+  if (replies == order_replies_.end())
+    return;
+  for (const auto& to : replies->second) {
+    proto::message m;
+    m.command = "ADMIN";
+    m.header = {{"ref", a.ref}, {"action", action_name(a.what)}, {"target", a.target}, {"value", a.value}, {"who", a.who}};
+    out.messages.push_back(to_client(to, std::move(m)));
+  }
+  order_replies_.erase(replies);
 }
 
 void execution_core::on_commit(const transfer& t, const outcome& o, time_us now, effects& out) {

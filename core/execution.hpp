@@ -44,8 +44,9 @@ struct execution_config {
   stake_config stake;                 // what a node (provider or verifier) must have at stake to join
 };
 
-using execution_event = std::variant<client_submit, client_query, client_deposit, request_found, node_hello, node_ready,
-                                     node_heartbeat, node_left, node_done, node_fail, node_gone, committed, jobs_settled, tick, drain>;
+using execution_event = std::variant<client_submit, client_query, client_deposit, admin_order, request_found, node_hello,
+                                     node_ready, node_heartbeat, node_left, node_done, node_fail, node_gone, committed,
+                                     jobs_settled, tick, drain>;
 
 class execution_core {
 public:
@@ -82,6 +83,8 @@ public:
   std::map<std::string, session_view> session_views() const; // by provider key
   std::size_t sessions() const { return sessions_.size(); }
   bool drained() const; // draining and no job is out with a provider
+  bool banned(const std::string& node_key) const { return banned_.count(node_key) > 0; }
+  bool drained(const std::string& node_key) const { return drained_.count(node_key) > 0; }
   std::vector<outbound> farewell() const; // DISCONNECT to every session, the last thing sent
 
 private:
@@ -114,6 +117,7 @@ private:
   void on(const client_submit& e, time_us now, effects& out);
   void on(const client_query& e, time_us now, effects& out);
   void on(const client_deposit& e, time_us now, effects& out);
+  void on(const admin_order& e, time_us now, effects& out);
   void on(const request_found& e, time_us now, effects& out);
   void on(const node_hello& e, time_us now, effects& out);
   void on(const node_ready& e, time_us now, effects& out);
@@ -129,6 +133,7 @@ private:
 
   void on_commit(const record& r, const outcome& o, time_us now, effects& out);
   void on_commit(const transfer& t, const outcome& o, time_us now, effects& out);
+  void on_commit(const admin_action& a, time_us now, effects& out);
   void welcome(const node_hello& e, time_us now, effects& out); // a node with its stake: its session starts
   micros balance_of(const std::string& account) const; // client:<key> or provider:<key>
   void book(transfer t, effects& out);     // apply a transfer in memory and persist it
@@ -193,6 +198,9 @@ private:
   };
   std::map<std::pair<std::string, std::string>, lookup_state> lookups_;
   bool draining_ = false;
+  std::set<std::string> banned_;                                   // node keys an operator banned: HELLO refused
+  std::set<std::string> drained_;                                  // node keys an operator drained: no new work
+  std::map<std::string, std::vector<std::string>> order_replies_;  // admin action ref -> requests awaiting its commit
 };
 
 } // namespace haca::core

@@ -147,7 +147,22 @@ struct dispute_ruling {
   time_us at_us = 0;
 };
 
-using record = std::variant<job_insert, job_transition, node_seen, transfer, block_commit, dispute_ruling>;
+// An operator's action through the admin API, with who took it: the audit trail. Idempotent by
+// ref. Bans, drains and the settings are rebuilt from these rows at a restart (the newest per
+// node or setting wins over the config file).
+struct admin_action {
+  enum class kind : std::uint8_t { drain, undrain, ban, unban, fee, sample_rate, deposit };
+  std::string ref;               // unique per action ("admin:<who>:<request id>")
+  std::string who;               // the admin token's name
+  kind what = kind::drain;
+  std::string target;            // drain..unban: a node key; deposit: the account credited; else ""
+  std::int64_t value = 0;        // fee: basis points; sample_rate: parts per million; deposit: micro-units
+  time_us at_us = 0;
+};
+const char* action_name(admin_action::kind k);
+std::optional<admin_action::kind> parse_action(const std::string& name);
+
+using record = std::variant<job_insert, job_transition, node_seen, transfer, block_commit, dispute_ruling, admin_action>;
 
 // How one record's commit turned out.
 struct existing_job {             // the job that already holds a (client, request id)
@@ -273,6 +288,7 @@ struct effects {
   std::vector<settled_job> to_execution;
   std::vector<node_hello> admitted_verifiers; // execution -> verification: staked (or no stake needed)
   std::vector<node_left> nodes_left;          // verification -> execution: a verifier's stake cools down
+  std::vector<admin_action> orders;           // execution -> verification and settlement: committed admin actions
   std::vector<job_lookup> lookups;
   std::vector<request_lookup> request_lookups;
   std::vector<referee_task> referee_tasks;
@@ -313,6 +329,11 @@ struct snapshot {
   std::map<std::string, micros> node_stakes;    // by node key: accounts stake:<key>
   std::vector<settled_job> unslashed;           // settled after a ruling whose slashes are not stored
   std::vector<rerun_owed> reruns;               // settled against the provider, re-run not stored
+  // The operators' standing orders (admin_actions): the newest per node or setting.
+  std::set<std::string> banned;                 // node keys
+  std::set<std::string> drained;                // node keys
+  std::optional<int> fee_bps;                   // set at run time, over the config's
+  std::optional<double> sample_rate;
 };
 
 } // namespace haca::core

@@ -34,6 +34,8 @@ settlement_core::settlement_core(settlement_config cfg, std::int64_t next_height
 }
 
 settlement_core settlement_core::recover(settlement_config cfg, const snapshot& s, time_us now) {
+  if (s.fee_bps)
+    cfg.fee_bps = *s.fee_bps; // an operator's, over the config file's
   settlement_core c(std::move(cfg), s.next_height, s.prev_hash);
   effects ignored; // nothing is sealed here: the first step does it
   for (const auto& j : s.open_jobs) {
@@ -208,6 +210,12 @@ void settlement_core::on(const committed& e, time_us now, effects& out) {
     in_flight_arrived_.clear();
   }
   maybe_seal(now, out);
+}
+
+// An operator's new fee: the blocks sealed from now on charge it.
+void settlement_core::on(const admin_action& a, time_us, effects&) {
+  if (a.what == admin_action::kind::fee)
+    cfg_.fee_bps = static_cast<int>(a.value);
 }
 
 void settlement_core::on(const tick&, time_us now, effects& out) { maybe_seal(now, out); }

@@ -28,7 +28,7 @@ struct settlement_config {
   verify::key_pair key;               // signs blocks
 };
 
-using settlement_event = std::variant<judged_job, committed, tick>;
+using settlement_event = std::variant<judged_job, committed, admin_action, tick>;
 
 class settlement_core {
 public:
@@ -47,6 +47,7 @@ public:
   std::size_t buffered() const { return buffer_.size(); }
   const std::optional<block_commit>& in_flight() const { return in_flight_; }
   bool stopped() const { return stopped_; } // a block was rejected for no item: nothing more is sealed
+  int fee_bps() const { return cfg_.fee_bps; }
 
 private:
   struct waiting {
@@ -56,6 +57,7 @@ private:
 
   void on(const judged_job& e, time_us now, effects& out);
   void on(const committed& e, time_us now, effects& out);
+  void on(const admin_action& e, time_us now, effects& out);
   void on(const tick& e, time_us now, effects& out);
   void maybe_seal(time_us now, effects& out);
   void seal(time_us now, effects& out);

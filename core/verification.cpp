@@ -94,8 +94,12 @@ verification_core::verification_core(verification_config cfg) : cfg_(std::move(c
 }
 
 verification_core verification_core::recover(verification_config cfg, const snapshot& s, time_us now) {
+  if (s.sample_rate)
+    cfg.sample_rate = *s.sample_rate; // an operator's, over the config file's
   verification_core c(std::move(cfg));
   c.lies_ = s.verifier_lies;
+  c.banned_ = s.banned;
+  c.drained_ = s.drained;
   for (const auto& j : s.open_jobs) {
     if (j.state != job_state::executed)
       continue;
@@ -140,6 +144,8 @@ std::int32_t verification_core::credit_of(const std::string& verifier_key) const
 }
 
 bool verification_core::barred(const std::string& verifier_key) const {
+  if (banned_.count(verifier_key))
+    return true;
   auto it = lies_.find(verifier_key);
   return cfg_.max_verifier_lies > 0 && it != lies_.end() && it->second >= cfg_.max_verifier_lies;
 }
@@ -212,7 +218,8 @@ void verification_core::judge(const executed_job& job, job_state verdict, std::s
 verification_core::session* verification_core::choose(const task& t, time_us now) {
   session* best = nullptr;
   for (auto& [key, s] : sessions_) {
-    if (s.credit <= 0 || !independent(s.caps, t.job) || !has_model(s.caps, t.job.receipt.model_hash))
+    if (s.credit <= 0 || drained_.count(key) || !independent(s.caps, t.job) ||
+        !has_model(s.caps, t.job.receipt.model_hash))
       continue;
     if (key == t.last_verifier && now < t.retry_at)
       continue; // it could not run this job a moment ago
@@ -303,8 +310,10 @@ void verification_core::on(const node_hello& e, time_us now, effects& out) {
   if (barred(key)) {
     // Every verdict of a verifier caught lying would cost the referee a whole re-run.
     out.messages.push_back(error_to(e.identity, errc::forbidden,
-                                    "this verifier lost " + std::to_string(lies_.at(key)) +
-                                        " referee rulings (it signed wrong hashes); it verifies nothing more here"));
+                                    banned_.count(key) ? std::string("this node key is banned by an operator")
+                                                       : "this verifier lost " + std::to_string(lies_.at(key)) +
+                                                             " referee rulings (it signed wrong hashes); it verifies "
+                                                             "nothing more here"));
     out.nodes_left.push_back({key, "verifier"}); // admitted for its stake, which now cools down
     return;
   }
@@ -700,6 +709,33 @@ void verification_core::on(const committed& e, time_us, effects& out) {
 }
 
 // ---- timers ----
+
+// An operator's order, committed by the execution core: a banned verifier's session ends at
+// once (its tasks go to another), a drained one gets no new VERIFY.
+void verification_core::on(const admin_action& a, time_us now, effects& out) {
+  using kind = admin_action::kind;
+  switch (a.what) {
+  case kind::ban:
+    banned_.insert(a.target);
+    lose_session(a.target, out, "banned by " + a.who);
+    break;
+  case kind::unban:
+    banned_.erase(a.target);
+    break;
+  case kind::drain:
+    drained_.insert(a.target);
+    break;
+  case kind::undrain:
+    drained_.erase(a.target);
+    break;
+  case kind::sample_rate:
+    cfg_.sample_rate = static_cast<double>(a.value) / 1e6;
+    break;
+  default:
+    return;
+  }
+  dispatch(now, out);
+}
 
 void verification_core::on(const tick&, time_us now, effects& out) {
   // Liveness: a session silent for heartbeat_liveness intervals is lost.

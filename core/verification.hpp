@@ -33,7 +33,7 @@ struct verification_config {
 };
 
 using verification_event = std::variant<executed_job, node_hello, node_ready, node_heartbeat, node_verdict,
-                                        node_activation, referee_checked, node_gone, committed, tick>;
+                                        node_activation, referee_checked, node_gone, committed, admin_action, tick>;
 
 class verification_core {
 public:
@@ -52,6 +52,7 @@ public:
   std::size_t pending() const { return pending_.size(); }
   std::optional<std::string> verifier_of(std::int64_t job_id) const; // key of the verifier it is in flight to
   std::int32_t credit_of(const std::string& verifier_key) const;     // 0 when no such session
+  double sample_rate() const { return cfg_.sample_rate; }
 
 private:
   struct task {
@@ -81,6 +82,7 @@ private:
   void on(const referee_checked& e, time_us now, effects& out);
   void on(const node_gone& e, time_us now, effects& out);
   void on(const committed& e, time_us now, effects& out);
+  void on(const admin_action& e, time_us now, effects& out);
   void on(const tick& e, time_us now, effects& out);
 
   // A mismatch between a receipt and a checked verdict: bisected to the first trace layer the
@@ -124,7 +126,8 @@ private:
   std::set<std::pair<time_us, std::int64_t>> deadlines_; // (deadline, job id) of in_flight_
   std::int64_t credit_total_ = 0;                     // sum of the sessions' credit
   std::map<std::string, int> lies_;                   // by verifier key: rulings lost (rebuilt from the disputes table)
-  bool barred(const std::string& verifier_key) const; // lost max_verifier_lies rulings
+  bool barred(const std::string& verifier_key) const; // lost max_verifier_lies rulings, or banned
+  std::set<std::string> banned_, drained_;            // by operators (admin actions)
   time_us next_heartbeat_ = 0;                        // when tick sends the next HEARTBEATs
   effects carry_;                                     // produced by recover, out with the next step
 };

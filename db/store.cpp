@@ -198,6 +198,9 @@ void prepare(pqxx::connection& c) {
             "insert into disputes (job_id, attempt, verifier_key, provider_key, layer, provider_hash, verifier_hash, "
             "referee_hash, loser, detail, ruled_at) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, "
             "to_timestamp($11::double precision / 1000000)) on conflict do nothing");
+  c.prepare("insert_admin_action",
+            "insert into admin_actions (ref, who, action, target, value, taken_at) values ($1, $2, $3, $4, $5, "
+            "to_timestamp($6::double precision / 1000000)) on conflict (ref) do nothing");
   c.prepare("open_accounts", "insert into accounts (id, balance) select unnest($1::text[]), 0 on conflict do nothing");
   c.prepare("claim_ref", "insert into postings (job_id, account, amount, memo, ref) values ($1, $2, $3, $4, $5) "
                          "on conflict (ref) where ref is not null do nothing returning id");
@@ -230,6 +233,9 @@ public:
       else if (const auto* d = std::get_if<core::dispute_ruling>(&records_[i]))
         tx_.exec_prepared("insert_ruling", d->job_id, d->attempt, d->verifier_key, d->provider_key, d->layer,
                           d->provider_hash, d->verifier_hash, d->referee_hash, d->loser, d->detail, d->at_us);
+      else if (const auto* a = std::get_if<core::admin_action>(&records_[i]))
+        tx_.exec_prepared("insert_admin_action", a->ref, a->who, core::action_name(a->what), a->target, a->value,
+                          a->at_us);
     }
     write(out);
     for (const auto& r : records_)
@@ -530,6 +536,24 @@ result<core::snapshot> store::load_snapshot() {
       s.prev_hash = head[0][1].c_str();
     }
     s.next_job_id = tx.exec1("select coalesce(max(id), 0) + 1 from jobs")[0].as<std::int64_t>();
+    // The operators' standing orders: the newest action per node (ban/unban, drain/undrain)
+    // and per setting.
+    for (const auto& row : tx.exec("select distinct on (target, action in ('ban', 'unban')) target, action from "
+                                   "admin_actions where action in ('ban', 'unban', 'drain', 'undrain') order by "
+                                   "target, action in ('ban', 'unban'), id desc")) {
+      const std::string action = row[1].c_str();
+      if (action == "ban")
+        s.banned.insert(row[0].c_str());
+      else if (action == "drain")
+        s.drained.insert(row[0].c_str());
+    }
+    for (const auto& row : tx.exec("select distinct on (action) action, value from admin_actions where action in "
+                                   "('fee', 'sample_rate') order by action, id desc")) {
+      if (std::string(row[0].c_str()) == "fee")
+        s.fee_bps = static_cast<int>(row[1].as<std::int64_t>());
+      else
+        s.sample_rate = static_cast<double>(row[1].as<std::int64_t>()) / 1e6;
+    }
     for (const auto& row : tx.exec("select substr(id, 8), balance from accounts where id like 'client:%'"))
       s.client_balances.emplace(row[0].c_str(), row[1].as<std::int64_t>());
     for (const auto& row : tx.exec("select substr(ref, 8) from postings where ref like 'faucet:%'"))

@@ -2438,3 +2438,124 @@ TEST_CASE("re-run: after a restart a queued re-run still avoids the provider tha
   REQUIRE(jobs_to(to_honest, honest.identity).size() == 1);
   CHECK(jobs_to(to_honest, honest.identity)[0].job_id == 21);
 }
+
+// ---- operators' actions (the admin API) ----
+
+namespace {
+
+admin_order order_of(admin_action::kind what, const std::string& target, std::int64_t value = 0,
+                     const std::string& reply_to = "http1") {
+  admin_order o;
+  o.reply_to = reply_to;
+  o.action.what = what;
+  o.action.who = "alice";
+  o.action.ref = "admin:" + reply_to;
+  o.action.target = target;
+  o.action.value = value;
+  o.action.at_us = t0;
+  return o;
+}
+
+std::size_t answers_to(const effects& e, const std::string& identity) { return count_cmd(e, "ADMIN", identity); }
+
+} // namespace
+
+TEST_CASE("execution: an operator's action is recorded with who took it, done only once committed, then answered") {
+  harness h;
+  provider p{"p1"};
+  h.join(p, 4);
+  auto e = h.step(order_of(admin_action::kind::drain, p.key.public_key_hex));
+  auto recorded = records_of<admin_action>(e);
+  REQUIRE(recorded.size() == 1);
+  CHECK(recorded[0].who == "alice");
+  CHECK(answers_to(e, "http1") == 0); // persist before tell
+  CHECK_FALSE(h.core.drained(p.key.public_key_hex));
+  auto done = h.step(all_ok(e));
+  CHECK(answers_to(done, "http1") == 1);
+  CHECK(h.core.drained(p.key.public_key_hex));
+  REQUIRE(done.orders.size() == 1); // handed to the verification and settlement cores
+  CHECK(done.orders[0].what == admin_action::kind::drain);
+}
+
+TEST_CASE("execution: a drained provider keeps what it holds and gets no new JOB; undrained, it does again") {
+  harness h;
+  provider p{"p1"};
+  h.join(p, 4);
+  effects first;
+  h.admit(request("alice", "r1"), "ca", &first);
+  const auto held = only_job(first, p.identity);
+  h.confirm(h.step(order_of(admin_action::kind::drain, p.key.public_key_hex)));
+  effects queued;
+  const auto id = h.admit(request("alice", "r2"), "ca", &queued);
+  CHECK(jobs_to(queued, p.identity).empty());
+  CHECK(h.core.job(id)->state == job_state::queued);
+  // What it held before the drain is still its own to deliver.
+  auto delivered = h.deliver(p, held);
+  CHECK(count_cmd(delivered, proto::cmd::result, "ca") == 1);
+  auto back = h.confirm(h.step(order_of(admin_action::kind::undrain, p.key.public_key_hex, 0, "http2")));
+  CHECK(jobs_to(back, p.identity).size() == 1);
+}
+
+TEST_CASE("execution: a banned node is disconnected, its jobs re-queued, and its HELLO refused until unbanned") {
+  harness h;
+  provider p{"p1"};
+  h.join(p, 4);
+  effects first;
+  const auto id = h.admit(request("alice", "r1"), "ca", &first);
+  only_job(first, p.identity);
+  auto banned = h.confirm(h.step(order_of(admin_action::kind::ban, p.key.public_key_hex)));
+  CHECK(count_cmd(banned, proto::cmd::disconnect, p.identity) == 1);
+  CHECK(h.core.sessions() == 0);
+  CHECK(h.core.job(id)->state == job_state::queued);
+  auto again = h.step(node_hello{"p1-new", caps_of(p)});
+  REQUIRE(errors_to(again, "p1-new").size() == 1);
+  CHECK(errors_to(again, "p1-new")[0].code == std::string(errc::forbidden));
+  CHECK(count_cmd(again, proto::cmd::welcome) == 0);
+  h.confirm(h.step(order_of(admin_action::kind::unban, p.key.public_key_hex, 0, "http2")));
+  CHECK(count_cmd(h.step(node_hello{"p1-new", caps_of(p)}), proto::cmd::welcome, "p1-new") == 1);
+}
+
+TEST_CASE("execution: a bad operator's action is refused with bad_input and records nothing") {
+  harness h;
+  for (const auto& o : {order_of(admin_action::kind::ban, "not-a-key"), order_of(admin_action::kind::fee, "", 10001),
+                        order_of(admin_action::kind::fee, "", -1),
+                        order_of(admin_action::kind::sample_rate, "", 1'000'001)}) {
+    auto e = h.step(o);
+    CHECK(e.records.empty());
+    REQUIRE(errors_to(e, "http1").size() == 1);
+    CHECK(errors_to(e, "http1")[0].code == std::string(errc::bad_input));
+  }
+}
+
+TEST_CASE("execution: an operator's deposit is a DEPOSIT from the admin key, recorded with who made it, once") {
+  harness h;
+  const auto bob = verify::sha256_hex("bob");
+  auto o = order_of(admin_action::kind::deposit, "", 7000);
+  o.deposit = proto::deposit_request{"dep-1", bob, 7000};
+  auto e = h.step(o);
+  REQUIRE(records_of<transfer>(e).size() == 1);
+  auto recorded = records_of<admin_action>(e);
+  REQUIRE(recorded.size() == 1);
+  CHECK(recorded[0].target == "client:" + bob);
+  auto done = h.step(all_ok(e));
+  CHECK(count_cmd(done, proto::cmd::deposited, "http1") == 1);
+  CHECK(h.core.balance(bob) == 7000);
+  // The same request again: answered `repeated`, no second record, nothing credited.
+  auto again = h.step(o);
+  CHECK(again.records.empty());
+  CHECK(count_cmd(again, proto::cmd::deposited, "http1") == 1);
+  CHECK(h.core.balance(bob) == 7000);
+}
+
+TEST_CASE("execution recovery: bans and drains of the snapshot hold after a restart") {
+  provider banned{"b"}, drained{"d"};
+  snapshot s;
+  s.banned = {banned.key.public_key_hex};
+  s.drained = {drained.key.public_key_hex};
+  harness h{execution_core::recover(config(), s, t0), t0};
+  CHECK(errors_to(h.step(node_hello{"b", caps_of(banned)}), "b").at(0).code == std::string(errc::forbidden));
+  h.join(drained, 4);
+  effects e;
+  h.admit(request("alice", "r1"), "ca", &e);
+  CHECK(jobs_to(e, drained.identity).empty());
+}

@@ -336,3 +336,23 @@ TEST_CASE("settlement recovery continues the chain from the snapshot with the ju
   CHECK(c.next_height() == 8);
   CHECK(c.prev_hash() == bs[0].block_hash);
 }
+
+TEST_CASE("an operator's fee applies to the blocks sealed after it, and recovery keeps it") {
+  const auto cfg = config(1);
+  settlement_core c(cfg);
+  admin_action fee;
+  fee.what = admin_action::kind::fee;
+  fee.value = 2000;
+  c.step(fee, t0);
+  CHECK(c.fee_bps() == 2000);
+  auto bs = blocks(c.step(judged(1, job_state::verified, 1000), t0));
+  REQUIRE(bs.size() == 1);
+  micros charged_fee = 0;
+  for (const auto& p : bs[0].items.at(0).postings)
+    if (p.account == market::fee_account)
+      charged_fee += p.amount;
+  CHECK(charged_fee == 200);
+  snapshot s;
+  s.fee_bps = 42;
+  CHECK(settlement_core::recover(cfg, s, t0).fee_bps() == 42);
+}

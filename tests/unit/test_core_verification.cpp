@@ -969,3 +969,48 @@ TEST_CASE("a verifier never judges a provider of the same operator, by key or by
   CHECK(verifies(j).size() == 1);
   CHECK(verifies(j, outsider.identity).size() == 1);
 }
+
+namespace {
+admin_action order(admin_action::kind what, std::string target, std::int64_t value = 0) {
+  admin_action a;
+  a.what = what;
+  a.who = "alice";
+  a.ref = "admin:x";
+  a.target = std::move(target);
+  a.value = value;
+  return a;
+}
+} // namespace
+
+TEST_CASE("an operator's sample rate applies to the next receipts; 0 samples none, 1 all") {
+  const auto provider = verify::generate_key_pair();
+  verification_core c(config(0.1));
+  c.step(order(admin_action::kind::sample_rate, "", 0), t0);
+  CHECK(c.sample_rate() == 0.0);
+  for (int id = 1; id <= 50; ++id)
+    CHECK(c.step(executed(id, "sampled", provider), t0).to_settlement.size() == 1);
+  c.step(order(admin_action::kind::sample_rate, "", 1'000'000), t0);
+  for (int id = 51; id <= 100; ++id)
+    CHECK(c.step(executed(id, "sampled", provider), t0).to_settlement.empty());
+  CHECK(c.pending() == 50);
+}
+
+TEST_CASE("a drained verifier gets no VERIFY; a banned one loses its session and its tasks go to another") {
+  const auto provider = verify::generate_key_pair();
+  verification_core c(config());
+  verifier a{verify::generate_key_pair(), "a-id", "a"}, b{verify::generate_key_pair(), "b-id", "b"};
+  join(c, a, 4, t0);
+  c.step(order(admin_action::kind::drain, a.key.public_key_hex), t0);
+  auto e = c.step(executed(1, "full", provider), t0);
+  CHECK(verifies(e).empty());
+  c.step(order(admin_action::kind::undrain, a.key.public_key_hex), t0);
+  CHECK(c.verifier_of(1) == a.key.public_key_hex); // undrained: dispatched at once
+  join(c, b, 4, t0);
+  auto banned = c.step(order(admin_action::kind::ban, a.key.public_key_hex), t0 + 1);
+  CHECK(c.sessions() == 1);
+  CHECK(verifies(banned, b.identity).size() == 1);
+  CHECK(c.verifier_of(1) == b.key.public_key_hex);
+  auto hello = c.step(node_hello{"a-new", caps_of(a.key, a.name)}, t0 + 2);
+  CHECK(count_cmd(hello, proto::cmd::welcome, "a-new") == 0);
+  CHECK(c.sessions() == 1);
+}

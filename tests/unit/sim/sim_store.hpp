@@ -233,6 +233,7 @@ private:
   }
 
   core::outcome on(const core::dispute_ruling&) { return ok(); } // evidence only: no state the checks read
+  core::outcome on(const core::admin_action&) { return ok(); }   // the simulation's operators take none
 
   core::outcome on(const core::transfer& t) {
     if (!funding_refs.insert(t.ref).second)

@@ -1662,6 +1662,8 @@ private:
             return "transfer " + x.ref;
           else if constexpr (std::is_same_v<T, core::dispute_ruling>)
             return "ruling job " + std::to_string(x.job_id) + ": the " + x.loser + " lost";
+          else if constexpr (std::is_same_v<T, core::admin_action>)
+            return std::string("admin action ") + core::action_name(x.what) + " " + x.target;
           else {
             std::string s = "block " + std::to_string(x.block.height) + " with jobs";
             for (const auto& it : x.items)

@@ -1,0 +1,184 @@
+// The admin API's actions, for an admin token only (a read token gets 403). Each is an
+// admin_order for the execution core, which records it with who took it (the token's name) in
+// admin_actions, carries it out once committed, and answers; the HTTP reply waits for that
+// answer. A timeout is 504 "unknown": resend with the same request_id (an action's ref), which
+// repeats nothing that was done.
+//
+//   POST /api/nodes/KEY/drain | undrain | ban | unban   {"request_id"?}
+//   POST /api/settings                                  {"fee_bps"? , "sample_rate"?, "request_id"?}
+//   POST /api/deposits                                  {"to", "account", "amount", "request_id"}
+#include "app/admin_actions.hpp"
+
+#include <chrono>
+
+#include <sodium.h>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "actors/messages.hpp"
+#include "core/events.hpp"
+#include "proto/commands.hpp"
+
+namespace haca::app {
+namespace {
+
+using json = nlohmann::json;
+constexpr auto answer_timeout = std::chrono::seconds(10);
+
+// The request's body as a JSON object (an empty body is {}), or the 400 is written.
+std::optional<json> body_of(const httplib::Request& req, httplib::Response& res) {
+  if (req.body.empty())
+    return json::object();
+  auto j = json::parse(req.body, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) {
+    reply_error(res, 400, errc::bad_input, "the body must be a JSON object");
+    return std::nullopt;
+  }
+  return j;
+}
+
+// The body's request_id (an id: 1-128 printable ASCII characters), or a fresh random one.
+std::optional<std::string> request_id_of(const json& body, httplib::Response& res) {
+  auto it = body.find("request_id");
+  if (it == body.end()) {
+    unsigned char raw[12];
+    randombytes_buf(raw, sizeof raw);
+    std::string hex;
+    for (auto b : raw)
+      hex += fmt::format("{:02x}", b);
+    return hex;
+  }
+  if (!it->is_string() || !proto::is_id(it->get_ref<const std::string&>())) {
+    reply_error(res, 400, errc::bad_input, "'request_id' must be 1 to 128 printable ASCII characters");
+    return std::nullopt;
+  }
+  return it->get<std::string>();
+}
+
+class actions {
+public:
+  actions(const http_options& o, caf::actor_system& sys, caf::actor job_queue)
+      : options_(o), sys_(sys), job_queue_(std::move(job_queue)) {}
+
+  // Who may act (the admin token's name), or the 401/403 is written.
+  std::optional<std::string> who(const httplib::Request& req, httplib::Response& res) const {
+    return authorize(req, res, options_, scope::admin);
+  }
+
+  // Hands the order to the execution core and writes its answer: 200 with the action, or the
+  // core's error (4xx), or 504 when no answer came in time.
+  void order(core::admin_order o, httplib::Response& res) {
+    caf::scoped_actor self{sys_};
+    std::optional<std::string> answer;
+    std::string failure;
+    self->request(job_queue_, answer_timeout, actors::admin_atom::value, std::move(o))
+        .receive([&](const std::string& a) { answer = a; }, [&](caf::error& e) { failure = sys_.render(e); });
+    if (!answer)
+      return reply_error(res, 504, "unknown",
+                         "no answer from the coordinator's core in time (" + failure +
+                             "): the action may or may not be done; resend it with the same request_id");
+    auto a = json::parse(*answer, nullptr, false);
+    if (a.is_object() && a.value("command", "") == proto::cmd::error) {
+      const auto code = a.value("code", std::string(errc::internal));
+      const int status = code == errc::forbidden ? 403 : code == errc::internal ? 503 : code == errc::duplicate_request ? 409 : 400;
+      return reply_error(res, status, code, a.value("reason", ""));
+    }
+    res.set_content(a.dump(), "application/json");
+  }
+
+private:
+  http_options options_;
+  caf::actor_system& sys_;
+  caf::actor job_queue_;
+};
+
+core::admin_action action(core::admin_action::kind what, const std::string& who, const std::string& request_id,
+                          std::string target = {}, std::int64_t value = 0) {
+  core::admin_action a;
+  a.what = what;
+  a.who = who;
+  a.ref = "admin:" + request_id;
+  a.target = std::move(target);
+  a.value = value;
+  a.at_us = std::chrono::duration_cast<std::chrono::microseconds>(
+                std::chrono::system_clock::now().time_since_epoch())
+                .count();
+  return a;
+}
+
+} // namespace
+
+void serve_admin_actions(httplib::Server& http, const http_options& o, caf::actor_system& sys, caf::actor job_queue) {
+  auto act = std::make_shared<actions>(o, sys, std::move(job_queue));
+  http.set_payload_max_length(64 * 1024);
+
+  http.Post(R"(/api/nodes/([0-9a-f]{64})/(drain|undrain|ban|unban))",
+            [act](const httplib::Request& req, httplib::Response& res) {
+              auto who = act->who(req, res);
+              if (!who)
+                return;
+              auto body = body_of(req, res);
+              auto id = body ? request_id_of(*body, res) : std::nullopt;
+              if (!id)
+                return;
+              act->order({{}, action(*core::parse_action(req.matches[2].str()), *who, *id, req.matches[1].str()), {}},
+                         res);
+            });
+
+  http.Post("/api/settings", [act](const httplib::Request& req, httplib::Response& res) {
+    auto who = act->who(req, res);
+    if (!who)
+      return;
+    auto body = body_of(req, res);
+    auto id = body ? request_id_of(*body, res) : std::nullopt;
+    if (!id)
+      return;
+    const auto fee = body->find("fee_bps");
+    const auto rate = body->find("sample_rate");
+    if (fee == body->end() && rate == body->end())
+      return reply_error(res, 400, errc::missing_field, "give 'fee_bps' (0-10000) or 'sample_rate' (0-1), or both");
+    if (fee != body->end() && (!fee->is_number_integer() || fee->get<std::int64_t>() < 0 || fee->get<std::int64_t>() > 10000))
+      return reply_error(res, 400, errc::bad_input, "'fee_bps' must be an integer from 0 to 10000");
+    if (rate != body->end() && (!rate->is_number() || !(rate->get<double>() >= 0.0 && rate->get<double>() <= 1.0)))
+      return reply_error(res, 400, errc::bad_input, "'sample_rate' must be a number from 0 to 1");
+    // Two settings are two actions, with refs of their own.
+    if (fee != body->end() && rate != body->end()) {
+      httplib::Response first;
+      act->order({{}, action(core::admin_action::kind::fee, *who, *id + "/fee", {}, fee->get<std::int64_t>()), {}}, first);
+      if (first.status >= 300) {
+        res = first;
+        return;
+      }
+      return act->order({{},
+                         action(core::admin_action::kind::sample_rate, *who, *id + "/sample_rate", {},
+                                std::llround(rate->get<double>() * 1e6)),
+                         {}},
+                        res);
+    }
+    if (fee != body->end())
+      return act->order({{}, action(core::admin_action::kind::fee, *who, *id, {}, fee->get<std::int64_t>()), {}}, res);
+    act->order({{}, action(core::admin_action::kind::sample_rate, *who, *id, {}, std::llround(rate->get<double>() * 1e6)), {}},
+               res);
+  });
+
+  http.Post("/api/deposits", [act](const httplib::Request& req, httplib::Response& res) {
+    auto who = act->who(req, res);
+    if (!who)
+      return;
+    auto body = body_of(req, res);
+    if (!body)
+      return;
+    // The same rules as a DEPOSIT on the client port (proto::parse_deposit).
+    proto::message m;
+    m.command = proto::cmd::deposit;
+    m.header = *body;
+    auto d = proto::parse_deposit(m);
+    if (!d)
+      return reply_error(res, 400, d.err().code, d.err().reason);
+    auto a = action(core::admin_action::kind::deposit, *who, "deposit:" + d->request_id, {}, d->amount);
+    act->order({{}, std::move(a), d.value()}, res);
+  });
+}
+
+} // namespace haca::app
