@@ -1,7 +1,9 @@
 // `haca admin ...`: the operator's command line over the coordinator's admin API (its HTTP
-// port, app/admin_http.cpp). Tables for people, `--json` (one JSON object per line) for
-// scripts. Reads only, as the API today.
+// port, app/admin_http.cpp and app/admin_actions.cpp). Tables for people, `--json` (one JSON
+// object per line) for scripts. Actions need an admin token.
 #include <iostream>
+
+#include <sodium.h>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -22,14 +24,15 @@ struct admin_cli {
   int limit = 50;
 };
 
-// One GET: the parsed body, or the API's error said plainly (exit code 1).
-std::optional<json> fetch(const admin_cli& o, const std::string& path) {
+// One GET (or, with a body, a POST): the parsed body, or the API's error said plainly (exit
+// code 1).
+std::optional<json> fetch(const admin_cli& o, const std::string& path, const std::optional<json>& post = std::nullopt) {
   httplib::Client http(o.url);
   http.set_connection_timeout(5);
   http.set_read_timeout(30);
   if (!o.token.empty())
     http.set_bearer_token_auth(o.token);
-  auto res = http.Get(path);
+  auto res = post ? http.Post(path, post->dump(), "application/json") : http.Get(path);
   if (!res) {
     std::cerr << fmt::format("error: no answer from {} ({}); is the coordinator running with --http-port?\n", o.url,
                              httplib::to_string(res.error()));
@@ -123,6 +126,34 @@ int show_job(const admin_cli& o, std::int64_t id) {
   return 0;
 }
 
+// An action: POSTed and its answer printed. When no answer came the action may or may not be
+// done: the request id is printed, and the same command with it repeats nothing (drain, ban and
+// the settings are the same whatever the repeats; a deposit takes --request-id).
+int act(const admin_cli& o, const std::string& path, json body) {
+  if (!body.contains("request_id")) {
+    unsigned char raw[12];
+    randombytes_buf(raw, sizeof raw);
+    std::string id = "cli-";
+    for (auto b : raw)
+      id += fmt::format("{:02x}", b);
+    body["request_id"] = id;
+  }
+  auto answer = fetch(o, path, body);
+  if (!answer) {
+    std::cerr << fmt::format("request id: {}\n", body["request_id"].get<std::string>());
+    return 1;
+  }
+  if (o.as_json)
+    std::cout << answer->dump() << "\n";
+  else if (answer->value("command", "") == "DEPOSITED")
+    std::cout << fmt::format("deposited {} to {}: balance {}{}\n", cell((*answer)["amount"]), cell((*answer)["account"]),
+                             cell((*answer)["balance"]), answer->value("repeated", false) ? " (repeated: nothing new)" : "");
+  else
+    std::cout << fmt::format("done: {} {} {} (by {}, ref {})\n", cell((*answer)["action"]), cell((*answer)["target"]),
+                             cell((*answer)["value"]), cell((*answer)["who"]), cell((*answer)["ref"]));
+  return 0;
+}
+
 } // namespace
 
 void add_admin_command(CLI::App& app) {
@@ -172,6 +203,64 @@ void add_admin_command(CLI::App& app) {
   accounts->add_option("--prefix", *prefix, "client:, provider:, stake:, protocol:fees, mint");
   accounts->callback([o, prefix, run] {
     run(list(*o, "/api/accounts?prefix=" + httplib::detail::encode_query_param(*prefix), {{"account", 74}, {"balance", 14}}));
+  });
+  admin->add_subcommand("actions", "The operators' actions, newest first: who did what")->callback([o, run] {
+    run(list(*o, "/api/actions",
+             {{"id", 6}, {"who", 12}, {"action", 11}, {"target", 20}, {"value", 12}, {"taken_at", 27}}));
+  });
+
+  // Actions (an admin token).
+  struct node_action {
+    std::string key;
+    bool undo = false;
+  };
+  for (const auto& [name, undo_name, help] :
+       {std::tuple{"drain", "undrain", "Stop giving a node new work (it finishes what it holds); --undo gives it work again"},
+        std::tuple{"ban", "unban", "Disconnect a node and refuse its key from now on; --undo lets it join again"}}) {
+    auto n = std::make_shared<node_action>();
+    auto* cmd = admin->add_subcommand(name, help);
+    cmd->add_option("key", n->key, "the node's public key (64 hex characters)")->required();
+    cmd->add_flag("--undo", n->undo, std::string("") + undo_name + " instead");
+    cmd->callback([o, n, run, name = std::string(name), undo_name = std::string(undo_name)] {
+      run(act(*o, fmt::format("/api/nodes/{}/{}", httplib::detail::encode_query_param(n->key), n->undo ? undo_name : name),
+              json::object()));
+    });
+  }
+  struct settings {
+    std::optional<int> fee_bps;
+    std::optional<double> sample_rate;
+  };
+  auto set = std::make_shared<settings>();
+  auto* fees = admin->add_subcommand("fees", "Set the protocol fee and/or the sample rate (from the next block/receipt on)");
+  fees->add_option("--fee-bps", set->fee_bps, "protocol fee, basis points of each job's price (0-10000)");
+  fees->add_option("--sample-rate", set->sample_rate, "share of 'sampled' jobs re-executed by a verifier (0-1)");
+  fees->callback([o, set, run] {
+    json body = json::object();
+    if (set->fee_bps)
+      body["fee_bps"] = *set->fee_bps;
+    if (set->sample_rate)
+      body["sample_rate"] = *set->sample_rate;
+    if (body.empty())
+      throw CLI::ValidationError("fees", "give --fee-bps and/or --sample-rate");
+    run(act(*o, "/api/settings", body));
+  });
+  struct deposit_args {
+    std::string account, request_id;
+    std::int64_t amount = 0;
+    bool node = false;
+  };
+  auto dep = std::make_shared<deposit_args>();
+  auto* deposit = admin->add_subcommand("deposit", "Credit an account (a client's CURVE key, or with --node a node's key)");
+  deposit->add_option("account", dep->account, "the account's key (64 hex characters)")->required();
+  deposit->add_option("amount", dep->amount, "micro-units")->required();
+  deposit->add_flag("--node", dep->node, "credit the node account provider:<key> (its stake comes from it)");
+  deposit->add_option("--request-id", dep->request_id, "makes it idempotent: the same id is never credited twice "
+                                                       "(default: a fresh one)");
+  deposit->callback([o, dep, run] {
+    json body{{"account", dep->account}, {"amount", dep->amount}, {"to", dep->node ? "node" : "client"}};
+    if (!dep->request_id.empty())
+      body["request_id"] = dep->request_id;
+    run(act(*o, "/api/deposits", body));
   });
 }
 

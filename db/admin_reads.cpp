@@ -227,4 +227,22 @@ result<json> admin_reads::accounts(const std::string& prefix, const page_request
   });
 }
 
+result<json> admin_reads::actions(const page_request& p) {
+  const int limit = bounded(p.limit);
+  const auto key = numeric_key(p, "actions is an action id", std::numeric_limits<std::int64_t>::max());
+  if (!key)
+    return key.err();
+  const std::int64_t before = key.value();
+  return read([&](pqxx::read_transaction& tx) {
+    auto rows = tx.exec_params("select id, ref, who, action, target, value, " + iso("taken_at") +
+                                   " as taken_at from admin_actions where id < $1 order by id desc limit $2",
+                               before, limit + 1);
+    return page(rows, limit, "id", [](const pqxx::row& r) {
+      return json{{"id", integer(r["id"])},         {"ref", text(r["ref"])},       {"who", text(r["who"])},
+                  {"action", text(r["action"])},    {"target", text(r["target"])}, {"value", integer(r["value"])},
+                  {"taken_at", text(r["taken_at"])}};
+    });
+  });
+}
+
 } // namespace haca::db

@@ -41,6 +41,7 @@ public:
   result<nlohmann::json> disputes(const page_request& p);
   result<nlohmann::json> blocks(const page_request& p); // newest first
   result<nlohmann::json> accounts(const std::string& prefix, const page_request& p);
+  result<nlohmann::json> actions(const page_request& p); // the operators' audit trail, newest first
 
 private:
   template <class F>
