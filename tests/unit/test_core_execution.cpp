@@ -2387,6 +2387,7 @@ TEST_CASE("re-run: a job settled DISPUTED against its provider runs again for it
   CHECK(spec.request_id == notice.rerun_request_id);
   CHECK(spec.model == req.model);
   CHECK(spec.input.data == req.input.data);
+  CHECK(spec.tier == "full"); // verified for sure: a second cheat is caught too
   CHECK(spec.max_price == req.max_price);
   CHECK(h.core.held("alice") == req.max_price); // held like any job; the disputed one cost nothing
   CHECK(h.core.balance("alice") == before);
