@@ -217,6 +217,16 @@ document.addEventListener('DOMContentLoaded', () => {
     look_up($('#lookup-id').value.trim());
   });
   $('#interval').addEventListener('change', () => { clearTimeout(timer); poll(++generation); });
+  // A new #token=... on this page (a link pasted into the same tab) replaces the old token.
+  window.addEventListener('hashchange', () => {
+    const t = take_token();
+    if (!t || t === token) return;
+    token = t;
+    errors.clear();
+    show_errors();
+    if ($('#main').hidden) start();
+    else { clearTimeout(timer); poll(++generation); }
+  });
   if (token) start();
   else { $('#token-form').hidden = false; $('#status').textContent = 'needs the read token'; }
 });

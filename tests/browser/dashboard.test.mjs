@@ -257,7 +257,8 @@ try {
     .catch(() => fail('looking up a missing job showed no error'));
   await page.fill('#lookup-id', String(job_id));
   await page.click('#lookup-form button');
-  await page.waitForSelector('#error[hidden]', { timeout: 10000 }).catch(() => fail('the error stayed after a good lookup'));
+  await page.waitForSelector('#error[hidden]', { state: 'attached', timeout: 10000 })
+    .catch(async () => fail(`the error stayed after a good lookup: ${await page.textContent('#error')}`));
 
   const shot = path.join(out_dir, 'dashboard.png');
   await page.screenshot({ path: shot, fullPage: true });
