@@ -143,13 +143,16 @@ TEST_CASE("admin API: tokens, pages, filters and one job's timeline, as Postgres
     }
     CHECK(s["ledger"].contains("client"));
     CHECK(sum == 0); // double entry
-    json provider;
-    REQUIRE(test::eventually([&] {
-      for (const auto& row : get_json(net, "/api/providers")["items"])
+    json provider, rows;
+    const bool connected = test::eventually([&] {
+      rows = get_json(net, "/api/providers")["items"];
+      for (const auto& row : rows)
         if (row["role"] == "provider")
           provider = row;
       return provider.is_object() && provider["live"]["connected"] == true;
-    }));
+    });
+    INFO(rows.dump());
+    REQUIRE(connected);
     CHECK(provider["live"]["done"] == jobs);
     CHECK(provider["live"]["load"] == 0);
     CHECK(provider["live"]["credit"].get<std::int64_t>() > 0);

@@ -64,6 +64,7 @@ TEST_CASE("metrics: /metrics passes promtool and its counters move as jobs run")
   REQUIRE(test::eventually([&] {
     after = scrape(net);
     return sample(after, "haca_job_transitions_total{state=\"SETTLED\"}") >= jobs &&
+           sample(after, "haca_ledger_balance_micros{kind=\"client\"}") > 0 && // read at most every 2 s
            sample(after, "haca_errors_sent_total{code=\"unknown_model\"}") >= 1 &&
            sample(after, "haca_provider_sessions") == 1 &&
            after.find("haca_provider_credit{") != std::string::npos; // tables: refreshed every heartbeat
