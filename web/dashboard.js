@@ -133,6 +133,11 @@ function show_summary(s) {
     cell(tr, short(q.client), { class: 'key', title: q.client });
     cell(tr, fmt_int(q.waiting));
   });
+  if (s.queue.by_client.length === 0) {
+    const tr = document.createElement('tr');
+    cell(tr, 'no client is waiting', { colspan: '2', class: 'note' });
+    $('#queues tbody').appendChild(tr);
+  }
   const t = new Date(s.at_us / 1000).toLocaleTimeString();
   plot(charts.queue, t, [s.queue.waiting]);
   plot(charts.rate, t, [s.recent.jobs_per_s]);

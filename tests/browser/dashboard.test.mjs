@@ -135,9 +135,21 @@ try {
   if (!/401|token/.test(wrong)) fail(`the error for a wrong token does not say why: ${wrong}`);
   log('wrong token shows:', wrong.split('\n')[0]);
 
-  // 2. The right token (the URL the demo printed).
+  // 2. No token: the page asks for it, and reads with the one typed in.
+  const asking = await browser.newPage(); // a new tab: its sessionStorage is empty
+  await asking.goto(base.origin + '/');
+  await asking.waitForSelector('#token-form', { state: 'visible', timeout: 10000 })
+    .catch(() => fail('without a token the page does not ask for one'));
+  await asking.fill('#token-input', token);
+  await asking.click('#token-form button');
+  await asking.waitForFunction(() => Number(document.body.dataset.polls || 0) >= 1, null, { timeout: 15000 });
+  if (!(await asking.locator('#error').isHidden())) fail(`a typed token: ${await asking.textContent('#error')}`);
+  await asking.close();
+
+  // 3. The right token (the URL the demo printed): used, and gone from the address bar.
   await page.goto(url);
   await page.waitForFunction(() => Number(document.body.dataset.polls || 0) >= 1, null, { timeout: 15000 });
+  if (page.url().includes('token=')) fail(`the token stays in the address bar: ${page.url()}`);
   await page.selectOption('#interval', '1000');
   const polls = () => page.evaluate(() => Number(document.body.dataset.polls || 0));
 
@@ -195,7 +207,7 @@ try {
   const stable = (s, p) => JSON.stringify([{ ...s, at_us: 0, settlement: { ...s.settlement, head_age_s: 0 } },
                                            p.items.map((x) => ({ ...x, live: x.live && { ...x.live, silent_s: 0 } }))]);
 
-  // 3. Once quiet (the same API answers before and after a full poll of the page), page == API.
+  // 4. Once quiet (the same API answers before and after a full poll of the page), page == API.
   let last = [];
   let summary = null, providers = null;
   for (let attempt = 1; attempt <= 40; ++attempt) {
@@ -212,7 +224,7 @@ try {
   }
   if (!summary) fail('the page does not show what the API says:\n  ' + last.join('\n  '));
 
-  // 4. The API's numbers mean what the run did (so equal-but-wrong fails too).
+  // 5. The API's numbers mean what the run did (so equal-but-wrong fails too).
   const rows = providers.items.filter((p) => p.role === 'provider');
   const check = (ok, what) => { if (!ok) fail(what); };
   check(summary.settlement.settled === jobs, `settled ${summary.settlement.settled}, not the ${jobs} jobs run`);
@@ -234,7 +246,7 @@ try {
   for (const [kind, v] of Object.entries(summary.ledger))
     check(metrics.includes(`haca_ledger_balance_micros{kind="${kind}"} ${v.balance}\n`), `/metrics lacks the ledger total of ${kind}`);
 
-  // 5. A job looked up by id shows its fields and its timeline as the API has them.
+  // 6. A job looked up by id shows its fields and its timeline as the API has them.
   const job_id = (await api('/api/jobs?limit=1')).items[0].id;
   const job = await api(`/api/jobs/${job_id}`);
   await page.fill('#lookup-id', String(job_id));
@@ -267,7 +279,7 @@ try {
   const final = await read_page();
   check(final.error === '', `the page shows an error at the end: ${final.error}`);
 
-  // 6. Ctrl-C stops the demo cleanly; its summary passed (exit 0).
+  // 7. Ctrl-C stops the demo cleanly; its summary passed (exit 0).
   await browser.close();
   browser = null;
   demo.kill('SIGINT');
