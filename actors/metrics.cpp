@@ -1,5 +1,9 @@
 #include "actors/metrics.hpp"
 
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+
 #include <fmt/format.h>
 
 #include "actors/gateway.hpp"
@@ -23,6 +27,48 @@ void family(std::string& out, const char* name, const char* type, const char* he
 
 } // namespace
 
+void result_window::trim(std::int64_t now_us) {
+  while (!samples_.empty() && (samples_.front().first <= now_us - window_us_ || samples_.size() > cap_))
+    samples_.pop_front();
+}
+
+void result_window::add(std::int64_t now_us, std::int64_t latency_us) {
+  samples_.emplace_back(now_us, latency_us);
+  trim(now_us);
+}
+
+std::optional<std::int64_t> nearest_rank(std::vector<std::int64_t>& values, double q) {
+  if (values.empty())
+    return std::nullopt;
+  // The smallest value with at least q of all values at or below it.
+  auto rank = static_cast<std::size_t>(std::ceil(q * static_cast<double>(values.size())));
+  rank = std::clamp<std::size_t>(rank, 1, values.size());
+  std::nth_element(values.begin(), values.begin() + static_cast<std::ptrdiff_t>(rank - 1), values.end());
+  return values[rank - 1];
+}
+
+result_window::stats result_window::read(std::int64_t now_us) {
+  trim(now_us);
+  stats s;
+  s.window_s = static_cast<double>(window_us_) / 1e6;
+  s.results = samples_.size();
+  s.jobs_per_s = static_cast<double>(s.results) / s.window_s;
+  std::vector<std::int64_t> lat;
+  lat.reserve(samples_.size());
+  for (const auto& [at, l] : samples_)
+    lat.push_back(l);
+  if (auto p = nearest_rank(lat, 0.5))
+    s.p50_ms = static_cast<double>(*p) / 1e3;
+  if (auto p = nearest_rank(lat, 0.99))
+    s.p99_ms = static_cast<double>(*p) / 1e3;
+  return s;
+}
+
+std::int64_t metrics::clock_us() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
 void metrics::committed(const std::vector<core::record>& records, const std::vector<core::outcome>& outcomes) {
   const auto state = [&](core::job_state s) { count(transitions_[static_cast<std::size_t>(s)]); };
   for (std::size_t i = 0; i < records.size() && i < outcomes.size(); ++i) {
@@ -33,6 +79,7 @@ void metrics::committed(const std::vector<core::record>& records, const std::vec
       state(core::job_state::queued);
     } else if (const auto* t = std::get_if<core::job_transition>(&r)) {
       state(t->to);
+      provider_jobs(*t);
     } else if (const auto* b = std::get_if<core::block_commit>(&r)) {
       for (const auto& item : b->items) {
         if (item.verdict == core::job_state::unsampled)
@@ -47,6 +94,20 @@ void metrics::committed(const std::vector<core::record>& records, const std::vec
   }
 }
 
+// Each provider's load and jobs done, from its jobs' committed transitions. A job assigned
+// before this process started is not in the map and is not counted when it leaves.
+void metrics::provider_jobs(const core::job_transition& t) {
+  std::lock_guard lock(mu_);
+  if (t.from == core::job_state::assigned)
+    if (auto it = assigned_.find(t.job_id); it != assigned_.end()) {
+      if (t.to == core::job_state::executed)
+        ++done_[it->second];
+      assigned_.erase(it);
+    }
+  if (t.to == core::job_state::assigned && !t.provider_key.empty())
+    assigned_[t.job_id] = t.provider_key;
+}
+
 void metrics::error_sent(const std::string& code) {
   std::lock_guard lock(mu_);
   if (errors_.size() < 64 || errors_.count(code)) // codes are a fixed set; bound it anyway
@@ -59,6 +120,59 @@ void metrics::result_latency(double seconds) {
     ++i;
   count(latency_counts_[i]);
   count(latency_sum_us_, static_cast<std::uint64_t>(seconds * 1e6));
+  std::lock_guard lock(mu_);
+  recent_.add(clock_us(), static_cast<std::int64_t>(seconds * 1e6));
+}
+
+std::optional<metrics::provider_live> metrics::provider(const std::string& key) const {
+  std::lock_guard lock(mu_);
+  provider_live out;
+  bool seen = false;
+  if (auto it = providers_.find(key); it != providers_.end()) {
+    seen = out.connected = true;
+    out.credit = it->second.credit;
+    out.silent_seconds = it->second.silent_seconds;
+  }
+  if (auto it = done_.find(key); it != done_.end()) {
+    seen = true;
+    out.done = it->second;
+  }
+  for (const auto& [job, p] : assigned_) // bounded by the credit all providers gave
+    if (p == key) {
+      seen = true;
+      ++out.load;
+    }
+  if (!seen)
+    return std::nullopt;
+  return out;
+}
+
+metrics::snapshot metrics::read(std::size_t top, std::int64_t now_us) {
+  snapshot s;
+  for (std::size_t i = 0; i < transitions_.size(); ++i)
+    s.entered[i] = transitions_[i].load();
+  s.rulings = rulings_.load();
+  s.slashes = slashes_.load();
+  s.jobs_waiting = jobs_waiting.load();
+  s.jobs_open = jobs_open.load();
+  s.provider_sessions = provider_sessions.load();
+  s.verifier_sessions = verifier_sessions.load();
+  s.verification_backlog = verification_backlog.load();
+  s.settlement_backlog = settlement_backlog.load();
+  s.chain_height = chain_height.load();
+  s.staked_total = staked_total.load();
+  std::lock_guard lock(mu_);
+  s.clients_waiting = queues_.size();
+  s.top_queues.assign(queues_.begin(), queues_.end());
+  const auto deeper = [](const auto& a, const auto& b) { return a.second > b.second || (a.second == b.second && a.first < b.first); };
+  if (s.top_queues.size() > top) {
+    std::partial_sort(s.top_queues.begin(), s.top_queues.begin() + static_cast<std::ptrdiff_t>(top), s.top_queues.end(), deeper);
+    s.top_queues.resize(top);
+  } else {
+    std::sort(s.top_queues.begin(), s.top_queues.end(), deeper);
+  }
+  s.recent = recent_.read(now_us);
+  return s;
 }
 
 void metrics::set_queues(std::map<std::string, std::int64_t> waiting_by_client) {
@@ -127,6 +241,17 @@ std::string metrics::render(const gateway_stats& gateway) const {
   family(out, "haca_provider_silent_seconds", "gauge", "Seconds since each provider's last message (liveness).");
   for (const auto& [key, row] : providers_)
     out += fmt::format("haca_provider_silent_seconds{{provider=\"{}\"}} {}\n", label(key), row.silent_seconds);
+  family(out, "haca_provider_jobs_held", "gauge", "Jobs durably ASSIGNED to each provider now (assigned since this start).");
+  std::map<std::string, std::int64_t> load; // every connected provider, 0 included
+  for (const auto& [key, row] : providers_)
+    load[key] = 0;
+  for (const auto& [job, p] : assigned_)
+    ++load[p];
+  for (const auto& [key, n] : load)
+    out += fmt::format("haca_provider_jobs_held{{provider=\"{}\"}} {}\n", label(key), n);
+  family(out, "haca_provider_jobs_done_total", "counter", "ASSIGNED -> EXECUTED transitions committed, per provider.");
+  for (const auto& [key, n] : done_)
+    out += fmt::format("haca_provider_jobs_done_total{{provider=\"{}\"}} {}\n", label(key), n);
   return out;
 }
 

@@ -2,10 +2,17 @@
 // at a time) and /metrics (Prometheus text format). Bearer tokens from the config file: the
 // read token (or the admin token) reads; no token or an unknown one is 401. The API is served
 // only when a read token is set; /metrics then needs it too, and is open otherwise (a
-// Prometheus on the same host).
+// Prometheus on the same host). With the API on, it also serves the dashboard: web/ (static
+// files; the page asks for the read token and sends it with each API call) at / and /web/.
 #include "app/admin_http.hpp"
 
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
 #include "actors/gateway.hpp"
 #include "core/job_state.hpp"
@@ -53,6 +60,109 @@ std::optional<db::page_request> page_of(const httplib::Request& req, httplib::Re
   return p;
 }
 
+// An HTTP-only error code: a file of the dashboard that is not there.
+constexpr const char* not_found = "not_found";
+
+json or_null(const std::optional<double>& v) { return v ? json(*v) : json(nullptr); }
+
+std::int64_t unix_us() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// Queue depth, jobs by state, the recent rate and latency, verification, settlement and the
+// ledger, as the dashboard shows them. In-memory counters and gauges (actors/metrics), the
+// chain head by the blocks' primary key, the ledger's grouped sum at most once per 2 s
+// (db::admin_reads::ledger_totals): nothing here grows with the number of jobs.
+result<json> summary(db::admin_reads& reads, actors::metrics& stats) {
+  constexpr std::size_t top_clients = 20;
+  const auto m = stats.read(top_clients, actors::metrics::clock_us());
+  auto head = reads.chain_head();
+  if (!head)
+    return head.err();
+  auto ledger = reads.ledger_totals();
+  if (!ledger)
+    return ledger.err();
+  const auto now = unix_us();
+  const auto entered = [&](core::job_state s) { return m.entered[static_cast<std::size_t>(s)]; };
+  json by_state = json::object();
+  for (int s = 0; s < core::job_state_count; ++s)
+    if (s != static_cast<int>(core::job_state::submitted)) // never committed as such
+      by_state[core::state_name(static_cast<core::job_state>(s))] = m.entered[static_cast<std::size_t>(s)];
+  json clients = json::array();
+  for (const auto& [client, n] : m.top_queues)
+    clients.push_back(json{{"client", client}, {"waiting", n}});
+  const auto& h = head.value();
+  json settlement{{"blocks", h.is_null() ? 0 : h["height"].get<std::int64_t>() + 1},
+                  {"head", h},
+                  {"head_age_s", h.is_null() ? json(nullptr)
+                                             : json(static_cast<double>(now - h["created_at_us"].get<std::int64_t>()) / 1e6)},
+                  {"settled", entered(core::job_state::settled)},
+                  {"backlog", m.settlement_backlog}};
+  return json{
+      {"at_us", now},
+      {"queue", {{"waiting", m.jobs_waiting}, {"open", m.jobs_open}, {"clients_waiting", m.clients_waiting},
+                 {"by_client", clients}}},
+      {"jobs_entered", by_state},
+      {"recent", {{"window_s", m.recent.window_s}, {"results", m.recent.results}, {"jobs_per_s", m.recent.jobs_per_s},
+                  {"p50_ms", or_null(m.recent.p50_ms)}, {"p99_ms", or_null(m.recent.p99_ms)}}},
+      {"nodes", {{"providers", m.provider_sessions}, {"verifiers", m.verifier_sessions}}},
+      {"verification", {{"sampled", entered(core::job_state::verified) + entered(core::job_state::disputed)},
+                        {"verified", entered(core::job_state::verified)},
+                        {"unsampled", entered(core::job_state::unsampled)},
+                        {"disputed", entered(core::job_state::disputed)},
+                        {"rulings", m.rulings},
+                        {"slashes", m.slashes},
+                        {"backlog", m.verification_backlog}}},
+      {"settlement", settlement},
+      {"ledger", ledger.value()},
+      {"staked", m.staked_total}};
+}
+
+// The live fields of a provider row (null for verifiers: the execution core has no session
+// for them).
+json live(const actors::metrics& stats, const json& row) {
+  if (!row.contains("role") || row["role"] != "provider" || !row["key"].is_string())
+    return nullptr;
+  const auto p = stats.provider(row["key"].get<std::string>()).value_or(actors::metrics::provider_live{});
+  return json{{"connected", p.connected},
+              {"silent_s", or_null(p.silent_seconds)},
+              {"credit", p.credit ? json(*p.credit) : json(nullptr)},
+              {"load", p.load},
+              {"done", p.done}};
+}
+
+// The ledger's totals per account kind in the text format, after the rest of /metrics.
+std::string ledger_metrics(db::admin_reads& reads) {
+  std::string out = "# HELP haca_ledger_balance_micros Sum of the balances of each kind of account (client, provider, "
+                    "stake, ...), read from Postgres at most every 2 s.\n# TYPE haca_ledger_balance_micros gauge\n";
+  auto totals = reads.ledger_totals();
+  if (!totals) // the gauge below says so; the rest of /metrics is still worth scraping
+    return out + "# HELP haca_ledger_read_ok Whether the ledger totals could be read (0: Postgres unavailable).\n"
+                 "# TYPE haca_ledger_read_ok gauge\nhaca_ledger_read_ok 0\n";
+  for (const auto& [kind, v] : totals.value().items())
+    out += fmt::format("haca_ledger_balance_micros{{kind=\"{}\"}} {}\n", kind, v["balance"].get<std::int64_t>());
+  return out + "# HELP haca_ledger_read_ok Whether the ledger totals could be read (0: Postgres unavailable).\n"
+               "# TYPE haca_ledger_read_ok gauge\nhaca_ledger_read_ok 1\n";
+}
+
+std::optional<std::string> slurp(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  if (!in)
+    return std::nullopt;
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// The page is static; the data comes from /api with the token the page holds. Nothing from
+// another origin runs on it.
+void page_headers(httplib::Response& res) {
+  res.set_header("Content-Security-Policy", "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:");
+  res.set_header("X-Content-Type-Options", "nosniff");
+  res.set_header("Cache-Control", "no-cache");
+}
+
 void send(httplib::Response& res, const result<json>& r) {
   if (!r) {
     reply_error(res, r.err().code == errc::bad_input ? 400 : 503, r.err().code, r.err().reason);
@@ -63,12 +173,21 @@ void send(httplib::Response& res, const result<json>& r) {
 
 } // namespace
 
+std::string default_web_dir() {
+#ifdef HACA_WEB_DIR
+  return HACA_WEB_DIR;
+#else
+  return "web";
+#endif
+}
+
 void serve_http(httplib::Server& http, const http_options& o, std::shared_ptr<db::admin_reads> reads,
-                std::shared_ptr<actors::metrics> stats, std::shared_ptr<actors::gateway_stats> gateway) {
-  http.Get("/metrics", [o, stats, gateway](const httplib::Request& req, httplib::Response& res) {
+                std::shared_ptr<actors::metrics> stats, std::shared_ptr<actors::gateway_stats> gateway,
+                std::string web_dir) {
+  http.Get("/metrics", [o, stats, gateway, reads](const httplib::Request& req, httplib::Response& res) {
     if (!o.read_token.empty() && !may_read(req, res, o))
       return;
-    res.set_content(stats->render(*gateway), "text/plain; version=0.0.4; charset=utf-8");
+    res.set_content(stats->render(*gateway) + ledger_metrics(*reads), "text/plain; version=0.0.4; charset=utf-8");
   });
   if (o.read_token.empty())
     return; // no tokens: no API
@@ -80,7 +199,17 @@ void serve_http(httplib::Server& http, const http_options& o, std::shared_ptr<db
         send(res, reader(req, res, *p));
     });
   };
-  list("/api/providers", [reads](const auto&, auto&, const db::page_request& p) { return reads->providers(p); });
+  list("/api/providers", [reads, stats](const auto&, auto&, const db::page_request& p) {
+    auto r = reads->providers(p);
+    if (r)
+      for (auto& row : r.value()["items"])
+        row["live"] = live(*stats, row);
+    return r;
+  });
+  http.Get("/api/summary", [o, reads, stats](const httplib::Request& req, httplib::Response& res) {
+    if (may_read(req, res, o))
+      send(res, summary(*reads, *stats));
+  });
   list("/api/disputes", [reads](const auto&, auto&, const db::page_request& p) { return reads->disputes(p); });
   list("/api/blocks", [reads](const auto&, auto&, const db::page_request& p) { return reads->blocks(p); });
   list("/api/actions", [reads](const auto&, auto&, const db::page_request& p) { return reads->actions(p); });
@@ -112,6 +241,38 @@ void serve_http(httplib::Server& http, const http_options& o, std::shared_ptr<db
       return reply_error(res, 404, errc::unknown_job, "no job " + req.matches[1].str());
     send(res, r);
   });
+  serve_dashboard(http, web_dir.empty() ? default_web_dir() : web_dir);
+}
+
+void serve_dashboard(httplib::Server& http, const std::string& web_dir) {
+  namespace fs = std::filesystem;
+  if (!fs::is_regular_file(fs::path(web_dir) / "index.html")) {
+    spdlog::warn("coordinator: no dashboard: {}/index.html is missing (--web-dir names the folder of haca's web/)",
+                 web_dir);
+    http.Get("/", [web_dir](const httplib::Request&, httplib::Response& res) {
+      reply_error(res, 404, not_found,
+                  "no dashboard here: " + web_dir + "/index.html is missing (start the coordinator with --web-dir "
+                                                    "set to the folder of haca's web/)");
+    });
+    return;
+  }
+  const auto file = [&http](const std::string& path, fs::path source, const char* type, const char* missing) {
+    http.Get(path, [source, type, missing](const httplib::Request&, httplib::Response& res) {
+      auto body = slurp(source);
+      if (!body)
+        return reply_error(res, 404, not_found, fmt::format("{} cannot be read: {}", source.string(), missing));
+      page_headers(res);
+      res.set_content(*body, type);
+    });
+  };
+  // Fixed names only: nothing from the request becomes a path.
+  file("/", fs::path(web_dir) / "index.html", "text/html; charset=utf-8", "reinstall haca's web/");
+  for (const auto& [name, type] : {std::pair{"index.html", "text/html; charset=utf-8"},
+                                   std::pair{"dashboard.js", "text/javascript; charset=utf-8"},
+                                   std::pair{"dashboard.css", "text/css; charset=utf-8"}})
+    file(std::string("/web/") + name, fs::path(web_dir) / name, type, "reinstall haca's web/");
+  file("/web/chart.js", chartjs_file, "text/javascript; charset=utf-8",
+       "install Debian's libjs-chart.js (deploy/setup.sh does)");
 }
 
 } // namespace haca::app

@@ -44,6 +44,7 @@ struct coordinator_options {
   std::int64_t assign_timeout_ms = 30000;
   int drain_ms = 5000;
   int http_port = 0;       // /metrics and the admin API over HTTP on --bind; 0 = none
+  std::string web_dir;     // the dashboard's files; "" = the source tree's web/ (built in)
   std::string read_token;  // bearer token that reads the admin API (and /metrics); "" = no API
   std::vector<std::string> admin_tokens; // "NAME:TOKEN": the admin scope, actions recorded under NAME
   std::int64_t max_tensor_bytes = 1 << 20;
@@ -171,7 +172,7 @@ int run_coordinator(const coordinator_options& o) {
       spdlog::error("coordinator: admin-token needs a read-token too (without one there is no API)");
       return 2;
     }
-    serve_http(http, tokens, std::make_shared<db::admin_reads>(o.db), stats, gateway_counts);
+    serve_http(http, tokens, std::make_shared<db::admin_reads>(o.db), stats, gateway_counts, o.web_dir);
     if (!http.bind_to_port(o.bind, o.http_port)) {
       spdlog::error("coordinator: cannot listen on {}:{} for HTTP (in use?); --http-port 0 turns it off", o.bind,
                     o.http_port);
@@ -348,6 +349,9 @@ void add_coordinator_command(CLI::App& app) {
   cmd->add_option("--admin-token", o->admin_tokens,
                   "bearer token with the admin scope, as NAME:TOKEN (NAME, a-z 0-9 _ . -, is recorded with every "
                   "action taken with it; a bare TOKEN is named 'admin'; 16+ characters; repeat for more operators)");
+  cmd->add_option("--web-dir", o->web_dir,
+                  "folder of the dashboard's files (haca's web/), served at / with the API; default: the source "
+                  "tree's web/, built in");
   cmd->add_option("--drain-ms", o->drain_ms, "on SIGTERM, how long to wait for providers to finish what they hold")
       ->capture_default_str();
   cmd->add_option("--max-tensor-bytes", o->max_tensor_bytes, "largest tensor a message may carry")

@@ -1,5 +1,9 @@
 // `haca demo`: a whole local network (coordinator, two providers, one verifier) as child
-// processes on loopback, a pipelined workload, then a summary checked against Postgres.
+// processes on loopback, a pipelined workload, then a summary checked against Postgres. With
+// --serve the coordinator also serves the dashboard (web/) and the admin API, and the network
+// keeps running after the summary until SIGINT/SIGTERM.
+#include <sys/stat.h>
+
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -7,6 +11,7 @@
 #include <thread>
 
 #include <fmt/format.h>
+#include <sodium.h>
 
 #include "app/common.hpp"
 #include "app/process.hpp"
@@ -31,7 +36,32 @@ struct demo_options {
   int settle_timeout_s = 120;
   std::string model = "models/fmnist-mlp.safetensors";
   std::string data = "/usr/share/datasets/fashion-mnist";
+  bool serve = false;
+  int http_port = 7702;
+  std::string web_dir; // "" = the coordinator's default
 };
+
+// A fresh bearer token: 32 random bytes as hex.
+std::string random_token() {
+  unsigned char bytes[32];
+  randombytes_buf(bytes, sizeof bytes);
+  char hex[sizeof bytes * 2 + 1];
+  sodium_bin2hex(hex, sizeof hex, bytes, sizeof bytes);
+  return hex;
+}
+
+// The coordinator's tokens go into a config file only this user can read, not onto its
+// command line (which `ps` shows to everyone).
+std::string write_token_config(const std::string& path, const std::string& read_token, const std::string& admin_token) {
+  std::ofstream f{path, std::ios::trunc};
+  ::chmod(path.c_str(), 0600);
+  f << fmt::format("# written by haca demo --serve; new tokens each run\n[coordinator]\nread-token = \"{}\"\n"
+                   "admin-token = [\"demo:{}\"]\n",
+                   read_token, admin_token);
+  if (!f.flush())
+    throw std::runtime_error("cannot write " + path);
+  return path;
+}
 
 class progress_bar {
 public:
@@ -84,6 +114,7 @@ int run_demo(const demo_options& o) {
   auto node_endpoint = fmt::format("tcp://127.0.0.1:{}", o.node_port);
   std::vector<child_process> children;
   verify::key_pair coordinator_key; // also the admin key: it makes the demo account's deposit
+  std::string read_token;           // --serve: the dashboard's
   auto stop_all = [&] {
     for (auto it = children.rbegin(); it != children.rend(); ++it) // nodes first, then the coordinator
       stop_process(*it);
@@ -94,12 +125,19 @@ int run_demo(const demo_options& o) {
     if (!loaded)
       throw std::runtime_error("coordinator key: " + loaded.err().reason);
     coordinator_key = loaded.value();
-    children.push_back(start_process("coordinator", exe,
-                                     {"coordinator", "--db", o.db, "--models", models_dir, "--client-port",
-                                      std::to_string(o.client_port), "--node-port", std::to_string(o.node_port),
-                                      "--sample-rate", std::to_string(o.sample_rate), "--key", key("coordinator"),
-                                      "--min-stake", std::to_string(o.min_stake)},
-                                     log("coordinator")));
+    std::vector<std::string> args{"coordinator", "--db", o.db, "--models", models_dir, "--client-port",
+                                  std::to_string(o.client_port), "--node-port", std::to_string(o.node_port),
+                                  "--sample-rate", std::to_string(o.sample_rate), "--key", key("coordinator"),
+                                  "--min-stake", std::to_string(o.min_stake)};
+    if (o.serve) {
+      read_token = random_token();
+      auto config = write_token_config((fs::path(o.work_dir) / "coordinator.toml").string(), read_token, random_token());
+      args.insert(args.begin(), {"--config", config});
+      args.insert(args.end(), {"--http-port", std::to_string(o.http_port)});
+      if (!o.web_dir.empty())
+        args.insert(args.end(), {"--web-dir", o.web_dir});
+    }
+    children.push_back(start_process("coordinator", exe, args, log("coordinator")));
   } catch (const std::exception& e) {
     std::cerr << "error: " << e.what() << "\n";
     stop_all();
@@ -154,6 +192,10 @@ int run_demo(const demo_options& o) {
   std::cerr << fmt::format("haca demo: coordinator on :{} / :{}, {} providers, 1 verifier, each with {} micro-units "
                            "at stake; logs in {}/logs\n",
                            o.client_port, o.node_port, o.providers, o.min_stake, o.work_dir);
+  // The fragment never reaches the server (nor its logs): the page reads the token from it.
+  const auto dashboard = fmt::format("http://127.0.0.1:{}/#token={}", o.http_port, read_token);
+  if (o.serve)
+    std::cerr << fmt::format("dashboard: {}\n", dashboard);
   std::cerr << fmt::format("model '{}' {} ({} -> {}), {} jobs, sample rate {}\n", model->name, model->hash.substr(0, 16),
                            model->input_dim(), model->output_dim(), o.jobs, o.sample_rate);
 
@@ -209,8 +251,8 @@ int run_demo(const demo_options& o) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   auto a = db::audit(o.db, account);
-  stop_all();
   if (!a) {
+    stop_all();
     std::cerr << "error: " << a.err().reason << "\n";
     return 1;
   }
@@ -250,6 +292,21 @@ int run_demo(const demo_options& o) {
   std::cout << fmt::format("  data kept in {} (tables jobs, job_events, receipts, blocks, postings, accounts)\n", o.db);
   bool ok = balanced && rep.results == o.jobs && rep.invalid_receipts == 0 && rep.duplicate_results == 0 &&
             a->settled == static_cast<std::int64_t>(o.jobs);
+  if (o.serve && !stop_requested()) {
+    // The summary is out and the network is idle: it stays up for the dashboard until a signal.
+    std::cout << fmt::format("\nserving the dashboard until Ctrl-C: {}\n", dashboard) << std::flush;
+    while (!stop_requested()) {
+      for (auto& c : children)
+        if (!running(c)) {
+          std::cerr << fmt::format("error: {} exited; its log ({}):\n{}\n", c.name, c.log_path, tail_file(c.log_path));
+          stop_all();
+          return 1;
+        }
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    std::cerr << "stopping the network\n";
+  }
+  stop_all();
   return ok ? 0 : 1;
 }
 
@@ -277,6 +334,13 @@ void add_demo_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--data", o->data, "Fashion-MNIST directory: test images become the jobs (random inputs if absent)")
       ->capture_default_str();
+  cmd->add_flag("--serve", o->serve,
+                "serve the dashboard and the admin API (on --http-port, with fresh tokens) and keep the network up "
+                "after the summary, until Ctrl-C");
+  cmd->add_option("--http-port", o->http_port, "with --serve: the coordinator's HTTP port (dashboard, /api, /metrics)")
+      ->check(CLI::Range(1, 65535))
+      ->capture_default_str();
+  cmd->add_option("--web-dir", o->web_dir, "with --serve: the dashboard's files (default: the coordinator's)");
   cmd->callback([o] {
     if (int rc = run_demo(*o))
       throw CLI::RuntimeError(rc);

@@ -245,4 +245,45 @@ result<json> admin_reads::actions(const page_request& p) {
   });
 }
 
+result<json> admin_reads::chain_head() {
+  return read([&](pqxx::read_transaction& tx) -> json {
+    auto rows = tx.exec("select height, block_hash, created_at from blocks order by height desc limit 1");
+    if (rows.empty())
+      return nullptr;
+    return json{{"height", integer(rows[0]["height"])}, {"hash", text(rows[0]["block_hash"])},
+                {"created_at_us", integer(rows[0]["created_at"])}};
+  });
+}
+
+result<json> admin_reads::ledger_totals() {
+  {
+    std::lock_guard lock(mu_);
+    if (ledger_ && std::chrono::steady_clock::now() - ledger_at_ < ledger_every)
+      return *ledger_;
+  }
+  auto r = read([&](pqxx::read_transaction& tx) {
+    json out = json::object();
+    // numeric sums, as text: a sum of int64 balances may not fit an int64 (then it is an error).
+    for (const auto& row : tx.exec("select split_part(id, ':', 1) as kind, sum(balance)::text as balance, count(*) "
+                                   "as accounts from accounts group by 1 order by 1"))
+    {
+      std::int64_t balance = 0;
+      try {
+        balance = std::stoll(row["balance"].c_str());
+      } catch (const std::out_of_range&) {
+        throw std::runtime_error(fmt::format("the balances of kind '{}' sum to {}, beyond 64 bits",
+                                             row["kind"].c_str(), row["balance"].c_str()));
+      }
+      out[row["kind"].c_str()] = json{{"balance", balance}, {"accounts", integer(row["accounts"])}};
+    }
+    return out;
+  });
+  if (r) {
+    std::lock_guard lock(mu_);
+    ledger_ = r.value();
+    ledger_at_ = std::chrono::steady_clock::now();
+  }
+  return r;
+}
+
 } // namespace haca::db

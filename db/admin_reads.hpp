@@ -3,6 +3,7 @@
 // time. Every list is keyset-paginated (`after` the last key of the previous page, `limit` at
 // most max_page rows) and reads no more rows than it returns, plus one to know whether another
 // page follows. Filters are bound parameters, never SQL text.
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -43,6 +44,15 @@ public:
   result<nlohmann::json> accounts(const std::string& prefix, const page_request& p);
   result<nlohmann::json> actions(const page_request& p); // the operators' audit trail, newest first
 
+  // The newest block {height, hash, created_at_us} (null when none): one row by the primary key.
+  result<nlohmann::json> chain_head();
+  // The ledger's balances summed per account kind (the id's text before ':': client, provider,
+  // stake, fees, mint, ...): {kind: {balance, accounts}}. A grouped scan of the accounts table
+  // (one row per participant, never per job), run at most once per `ledger_every`: requests in
+  // between get the same answer, so the request rate does not multiply the scans.
+  result<nlohmann::json> ledger_totals();
+  static constexpr std::chrono::milliseconds ledger_every{2000};
+
 private:
   template <class F>
   result<nlohmann::json> read(F&& f);
@@ -50,6 +60,8 @@ private:
   std::mutex mu_;
   std::unique_ptr<connection> conn_;
   std::string url_;
+  std::optional<nlohmann::json> ledger_;                   // the last grouped sum, and when
+  std::chrono::steady_clock::time_point ledger_at_{};
 };
 
 } // namespace haca::db

@@ -115,6 +115,68 @@ TEST_CASE("admin API: tokens, pages, filters and one job's timeline, as Postgres
     CHECK(accounts["items"][0]["balance"].get<std::int64_t>() ==
           std::stoll(test::query_value(fmt::format("select balance from accounts where id = 'client:{}'", account))));
   }
+  SUBCASE("summary and the providers' live fields: what ran, and the ledger as Postgres sums it") {
+    json s;
+    // The providers' rows refresh each heartbeat; the rate window empties after 10 s.
+    REQUIRE(test::eventually([&] {
+      s = get_json(net, "/api/summary");
+      return s["settlement"]["settled"] == jobs && s["verification"]["backlog"] == 0;
+    }));
+    INFO(s.dump());
+    CHECK(s["jobs_entered"]["EXECUTED"] == jobs);
+    CHECK(s["jobs_entered"]["SETTLED"] == jobs);
+    CHECK(s["verification"]["verified"] == jobs); // tier full
+    CHECK(s["verification"]["sampled"] == jobs);
+    CHECK(s["queue"]["waiting"] == 0);
+    CHECK(s["nodes"]["providers"] == 1);
+    CHECK(s["recent"]["results"].get<std::int64_t>() <= jobs);
+    CHECK(s["settlement"]["head"]["height"].get<std::int64_t>() ==
+          std::stoll(test::query_value("select max(height) from blocks")));
+    CHECK(s["settlement"]["head"]["hash"] ==
+          test::query_value("select block_hash from blocks order by height desc limit 1"));
+    std::int64_t sum = 0;
+    for (const auto& [kind, v] : s["ledger"].items()) {
+      CHECK(v["balance"].get<std::int64_t>() ==
+            std::stoll(test::query_value(fmt::format(
+                "select sum(balance) from accounts where split_part(id, ':', 1) = '{}'", kind))));
+      sum += v["balance"].get<std::int64_t>();
+    }
+    CHECK(s["ledger"].contains("client"));
+    CHECK(sum == 0); // double entry
+    json provider, rows;
+    const bool connected = test::eventually([&] {
+      rows = get_json(net, "/api/providers")["items"];
+      for (const auto& row : rows)
+        if (row["role"] == "provider")
+          provider = row;
+      return provider.is_object() && provider["live"]["connected"] == true;
+    });
+    INFO(rows.dump());
+    REQUIRE(connected);
+    CHECK(provider["live"]["done"] == jobs);
+    CHECK(provider["live"]["load"] == 0);
+    CHECK(provider["live"]["credit"].get<std::int64_t>() > 0);
+    CHECK(provider["live"]["silent_s"].get<double>() < 10);
+    for (const auto& row : get_json(net, "/api/providers")["items"])
+      if (row["role"] == "verifier")
+        CHECK(row["live"].is_null());
+    auto no_token = get(net, "/api/summary", nullptr);
+    REQUIRE(no_token);
+    CHECK(no_token->status == 401);
+  }
+  SUBCASE("the dashboard's files: open (the page asks for the token), fixed names only") {
+    auto page = get(net, "/", nullptr);
+    REQUIRE(page);
+    CHECK(page->status == 200);
+    CHECK(page->body.find("<title>haca dashboard</title>") != std::string::npos);
+    CHECK(page->get_header_value("Content-Security-Policy").find("default-src 'self'") == 0);
+    auto js = get(net, "/web/dashboard.js", nullptr);
+    REQUIRE(js);
+    CHECK(js->status == 200);
+    auto other = get(net, "/web/../CMakeLists.txt", nullptr);
+    REQUIRE(other);
+    CHECK(other->status == 404);
+  }
   SUBCASE("haca admin: the same reads as tables and JSON lines; a wrong token said plainly") {
     const auto admin = fmt::format("{} admin --url http://127.0.0.1:{} --token {}", HACA_BINARY, net.http_port(),
                                    test::network::read_token);

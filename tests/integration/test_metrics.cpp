@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 #include <httplib.h>
 
+#include "actors/metrics.hpp"
 #include "app/workload.hpp"
 #include "db/audit.hpp"
 #include "harness.hpp"
@@ -63,6 +64,7 @@ TEST_CASE("metrics: /metrics passes promtool and its counters move as jobs run")
   REQUIRE(test::eventually([&] {
     after = scrape(net);
     return sample(after, "haca_job_transitions_total{state=\"SETTLED\"}") >= jobs &&
+           sample(after, "haca_ledger_balance_micros{kind=\"client\"}") > 0 && // read at most every 2 s
            sample(after, "haca_errors_sent_total{code=\"unknown_model\"}") >= 1 &&
            sample(after, "haca_provider_sessions") == 1 &&
            after.find("haca_provider_credit{") != std::string::npos; // tables: refreshed every heartbeat
@@ -80,6 +82,10 @@ TEST_CASE("metrics: /metrics passes promtool and its counters move as jobs run")
   CHECK(sample(after, "haca_settlement_backlog") == 0);
   CHECK(sample(after, "haca_gateway_messages_total{event=\"received\"}") > jobs);
   CHECK(std::regex_search(after, std::regex("haca_provider_credit\\{provider=\"[0-9a-f]{64}\"\\} [0-9]+")));
+  CHECK(std::regex_search(after, std::regex("haca_provider_jobs_done_total\\{provider=\"[0-9a-f]{64}\"\\} 120\n")));
+  CHECK(std::regex_search(after, std::regex("haca_provider_jobs_held\\{provider=\"[0-9a-f]{64}\"\\} 0\n")));
+  CHECK(sample(after, "haca_ledger_read_ok") == 1);
+  CHECK(sample(after, "haca_ledger_balance_micros{kind=\"client\"}") > 0);
   CHECK(std::regex_search(after, std::regex("haca_provider_silent_seconds\\{provider=\"[0-9a-f]{64}\"\\} [0-9.e-]+")));
 
   // Prometheus's own linter on the live output.
@@ -93,4 +99,23 @@ TEST_CASE("metrics: /metrics passes promtool and its counters move as jobs run")
   auto lint = test::run_command(fmt::format("promtool check metrics < {} 2>&1", path));
   INFO(lint.output);
   CHECK(lint.exit_code == 0);
+}
+
+TEST_CASE("metrics: the recent window counts RESULTs of the last 10 s and takes nearest-rank percentiles") {
+  actors::result_window w(10'000'000);
+  CHECK(w.read(0).results == 0);
+  CHECK_FALSE(w.read(0).p50_ms.has_value());
+  for (int i = 1; i <= 100; ++i) // one a 10 ms, latencies 1..100 ms
+    w.add(i * 10'000, i * 1000);
+  auto s = w.read(1'000'000);
+  CHECK(s.results == 100);
+  CHECK(s.jobs_per_s == doctest::Approx(10.0));
+  CHECK(*s.p50_ms == doctest::Approx(50.0));
+  CHECK(*s.p99_ms == doctest::Approx(99.0));
+  s = w.read(10'500'000); // the first 50 (sent at <= 0.5 s) left the window
+  CHECK(s.results == 50);
+  CHECK(*s.p50_ms == doctest::Approx(75.0));
+  CHECK(w.read(20'000'000).results == 0);
+  std::vector<std::int64_t> one{7};
+  CHECK(actors::nearest_rank(one, 0.99) == 7);
 }
