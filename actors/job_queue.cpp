@@ -46,6 +46,7 @@ void publish(self_ptr self, const core::execution_event& ev, const core::effects
   for (const auto& [key, s] : st.core->session_views())
     rows.emplace(key, metrics::provider_row{s.credit, static_cast<double>(now - s.last_heard) / 1e6});
   m->set_providers(std::move(rows));
+  m->set_track_records(st.core->track_records());
 }
 
 void step(self_ptr self, const core::execution_event& ev) {

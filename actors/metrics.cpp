@@ -124,6 +124,11 @@ void metrics::result_latency(double seconds) {
   recent_.add(clock_us(), static_cast<std::int64_t>(seconds * 1e6));
 }
 
+void metrics::set_track_records(std::map<std::string, market::verdict_record> records) {
+  std::lock_guard lock(mu_);
+  records_ = std::move(records);
+}
+
 std::optional<metrics::provider_live> metrics::provider(const std::string& key) const {
   std::lock_guard lock(mu_);
   provider_live out;
@@ -136,6 +141,10 @@ std::optional<metrics::provider_live> metrics::provider(const std::string& key) 
   if (auto it = done_.find(key); it != done_.end()) {
     seen = true;
     out.done = it->second;
+  }
+  if (auto it = records_.find(key); it != records_.end()) {
+    seen = true;
+    out.record = it->second;
   }
   for (const auto& [job, p] : assigned_) // bounded by the credit all providers gave
     if (p == key) {

@@ -16,6 +16,7 @@
 
 #include "core/job_state.hpp"
 #include "core/records.hpp"
+#include "market/reputation.hpp"
 
 namespace haca::actors {
 
@@ -82,7 +83,11 @@ public:
     std::optional<double> silent_seconds;                  // while connected
     std::int64_t load = 0;
     std::uint64_t done = 0;
+    market::verdict_record record;                         // its settled verdicts (the execution core's)
   };
+  // Every provider's settled verdicts, from which its reputation is derived (the execution
+  // core's, published each tick).
+  void set_track_records(std::map<std::string, market::verdict_record> records);
   std::optional<provider_live> provider(const std::string& key) const;
 
   // What GET /api/summary shows, read at one moment (each field is consistent on its own).
@@ -114,6 +119,7 @@ private:
   std::map<std::string, provider_row> providers_;
   std::map<std::int64_t, std::string> assigned_;            // job -> provider, durably ASSIGNED
   std::map<std::string, std::uint64_t> done_;               // provider -> jobs executed
+  std::map<std::string, market::verdict_record> records_;   // provider -> settled verdicts
   result_window recent_;
 };
 

@@ -129,7 +129,10 @@ json live(const actors::metrics& stats, const json& row) {
               {"silent_s", or_null(p.silent_seconds)},
               {"credit", p.credit ? json(*p.credit) : json(nullptr)},
               {"load", p.load},
-              {"done", p.done}};
+              {"done", p.done},
+              {"reputation", market::reputation(p.record)},
+              {"verified", p.record.verified},
+              {"disputes_lost", p.record.disputes_lost}};
 }
 
 // The ledger's totals per account kind in the text format, after the rest of /metrics.

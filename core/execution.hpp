@@ -75,6 +75,7 @@ public:
   micros held(const std::string& client) const { return escrow_.held(client); }
   micros balance(const std::string& client) const { return escrow_.balance(client); }
   const stake_book& stakes() const { return stake_; }
+  const std::map<std::string, market::verdict_record>& track_records() const { return verdicts_; } // by provider key
   const std::map<std::string, std::size_t>& waiting_by_client() const { return client_waiting_; }
   struct session_view {
     std::int32_t credit;

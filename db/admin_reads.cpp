@@ -80,7 +80,13 @@ result<json> admin_reads::providers(const page_request& p) {
     auto rows = tx.exec_params(
         "select n.public_key, n.role, n.name, n.device, n.price, n.capabilities->'backends' as backends, "
         "n.capabilities->'models' as models, " + iso("n.last_seen") + " as last_seen, coalesce(s.balance, 0) as stake, "
-        "coalesce(a.balance, 0) as balance from providers n left join accounts s on s.id = 'stake:' || n.public_key "
+        "coalesce(a.balance, 0) as balance, "
+        // The operators' standing orders on it: the newest ban/unban and drain/undrain.
+        "(select x.action = 'ban' from admin_actions x where x.target = n.public_key and x.action in ('ban', 'unban') "
+        "order by x.id desc limit 1) as banned, "
+        "(select x.action = 'drain' from admin_actions x where x.target = n.public_key and x.action in ('drain', "
+        "'undrain') order by x.id desc limit 1) as drained "
+        "from providers n left join accounts s on s.id = 'stake:' || n.public_key "
         "left join accounts a on a.id = 'provider:' || n.public_key where n.public_key > $1 order by n.public_key "
         "limit $2",
         p.after, limit + 1);
@@ -90,7 +96,8 @@ result<json> admin_reads::providers(const page_request& p) {
                   {"backends", json::parse(r["backends"].is_null() ? "[]" : r["backends"].c_str())},
                   {"models", json::parse(r["models"].is_null() ? "[]" : r["models"].c_str())},
                   {"last_seen", text(r["last_seen"])}, {"stake", integer(r["stake"])},
-                  {"balance", integer(r["balance"])}};
+                  {"balance", integer(r["balance"])}, {"banned", !r["banned"].is_null() && r["banned"].as<bool>()},
+                  {"drained", !r["drained"].is_null() && r["drained"].as<bool>()}};
     });
   });
 }

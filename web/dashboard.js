@@ -144,6 +144,11 @@ function show_summary(s) {
   plot(charts.latency, t, [s.recent.p50_ms, s.recent.p99_ms]);
 }
 
+// The operators' standing orders on a node (admin actions): banned, drained, or none.
+function orders_of(p) {
+  return [p.banned ? 'banned' : '', p.drained ? 'drained' : ''].filter(Boolean).join(', ') || '–';
+}
+
 function show_providers(page) {
   const rows = page.items.filter((p) => p.role === 'provider');
   fill($('#providers tbody'), rows, (tr, p) => {
@@ -158,6 +163,9 @@ function show_providers(page) {
     cell(tr, fmt_int(live.credit), { 'data-col': 'credit' });
     cell(tr, fmt_int(live.load), { 'data-col': 'load' });
     cell(tr, fmt_int(live.done), { 'data-col': 'done' });
+    cell(tr, fmt_int(live.reputation), { 'data-col': 'reputation',
+                                         title: `${live.verified ?? 0} verified, ${live.disputes_lost ?? 0} disputes lost` });
+    cell(tr, orders_of(p), { 'data-col': 'orders' });
     cell(tr, fmt_int(p.stake), { 'data-col': 'stake' });
     cell(tr, fmt_int(p.balance), { 'data-col': 'balance' });
   });

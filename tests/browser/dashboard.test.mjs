@@ -196,7 +196,8 @@ try {
       want(`provider ${p.name} name`, s.name, p.name);
       want(`provider ${p.name} price`, s.price, format_int(p.price));
       want(`provider ${p.name} connected`, s.connected, p.live.connected ? 'yes' : 'no');
-      for (const k of ['credit', 'load', 'done']) want(`provider ${p.name} ${k}`, s[k], format_int(p.live[k]));
+      for (const k of ['credit', 'load', 'done', 'reputation']) want(`provider ${p.name} ${k}`, s[k], format_int(p.live[k]));
+      want(`provider ${p.name} orders`, s.orders, [p.banned ? 'banned' : '', p.drained ? 'drained' : ''].filter(Boolean).join(', ') || '–');
       for (const k of ['stake', 'balance']) want(`provider ${p.name} ${k}`, s[k], format_int(p[k]));
       // Liveness changes every second: shown, and recent (heartbeats keep it small).
       if (!(Number(s.silent_s) >= 0 && Number(s.silent_s) < 10)) d.push(`provider ${p.name} silent_s '${s.silent_s}'`);
@@ -272,14 +273,34 @@ try {
   await page.waitForSelector('#error[hidden]', { state: 'attached', timeout: 10000 })
     .catch(async () => fail(`the error stayed after a good lookup: ${await page.textContent('#error')}`));
 
+  // 7. An operator drains a provider with the admin token (from the demo's token file): the page
+  // shows the standing order, and the audit trail says who gave it.
+  const admin_token = /"demo:([0-9a-f]+)"/.exec(fs.readFileSync(path.join(work_dir, 'coordinator.toml'), 'utf8'))?.[1]
+    ?? fail('no admin token in the demo\'s coordinator.toml');
+  const drained = (await api('/api/providers?limit=100')).items.find((p) => p.role === 'provider');
+  const as_reader = await fetch(`${base.origin}/api/nodes/${drained.key}/drain`, { method: 'POST', body: '{}',
+    headers: { Authorization: 'Bearer ' + token, 'Content-Type': 'application/json' } });
+  check(as_reader.status === 403, `the read token drained a node: HTTP ${as_reader.status}`);
+  const order = await fetch(`${base.origin}/api/nodes/${drained.key}/drain`, { method: 'POST', body: '{}',
+    headers: { Authorization: 'Bearer ' + admin_token, 'Content-Type': 'application/json' } });
+  check(order.status === 200, `drain: HTTP ${order.status} ${await order.text()}`);
+  await page.waitForFunction((key) => document.querySelector(`#providers tr[data-key="${key}"] [data-col=orders]`)
+    ?.textContent === 'drained', drained.key, { timeout: 15000 })
+    .catch(() => fail(`the page does not show provider ${drained.name} drained`));
+  const trail = await api('/api/actions?limit=5');
+  check(trail.items[0]?.action === 'drain' && trail.items[0]?.who === 'demo' && trail.items[0]?.target === drained.key,
+        `the audit trail does not show the drain by 'demo': ${JSON.stringify(trail.items[0])}`);
+  log('drained', drained.name, 'shown on the page and in the audit trail');
+
   const shot = path.join(out_dir, 'dashboard.png');
+
   await page.screenshot({ path: shot, fullPage: true });
   log('screenshot:', shot);
   check(console_errors.length === 0, `script errors on the page: ${console_errors.join('; ')}`);
   const final = await read_page();
   check(final.error === '', `the page shows an error at the end: ${final.error}`);
 
-  // 7. Ctrl-C stops the demo cleanly; its summary passed (exit 0).
+  // 8. Ctrl-C stops the demo cleanly; its summary passed (exit 0).
   await browser.close();
   browser = null;
   demo.kill('SIGINT');
