@@ -10,6 +10,7 @@
 #include "app/admin_actions.hpp"
 
 #include <chrono>
+#include <vector>
 
 #include <sodium.h>
 
@@ -61,9 +62,20 @@ public:
   actions(const http_options& o, caf::actor_system& sys, caf::actor job_queue)
       : options_(o), sys_(sys), job_queue_(std::move(job_queue)) {}
 
-  // Who may act (the admin token's name), or the 401/403 is written.
-  std::optional<std::string> who(const httplib::Request& req, httplib::Response& res) const {
-    return authorize(req, res, options_, scope::admin);
+  // An action's request: who may take it (the admin token's name), its body and its request
+  // id; or the 401, 403 or 400 is written.
+  struct request {
+    std::string who;
+    json body;
+    std::string id;
+  };
+  std::optional<request> begin(const httplib::Request& req, httplib::Response& res) const {
+    auto who = authorize(req, res, options_, scope::admin);
+    auto body = who ? body_of(req, res) : std::nullopt;
+    auto id = body ? request_id_of(*body, res) : std::nullopt;
+    if (!id)
+      return std::nullopt;
+    return request{std::move(*who), std::move(*body), std::move(*id)};
   }
 
   // Hands the order to the execution core and writes its answer: 200 with the action, or the
@@ -115,68 +127,53 @@ void serve_admin_actions(httplib::Server& http, const http_options& o, caf::acto
 
   http.Post(R"(/api/nodes/([0-9a-f]{64})/(drain|undrain|ban|unban))",
             [act](const httplib::Request& req, httplib::Response& res) {
-              auto who = act->who(req, res);
-              if (!who)
-                return;
-              auto body = body_of(req, res);
-              auto id = body ? request_id_of(*body, res) : std::nullopt;
-              if (!id)
-                return;
-              act->order({{}, action(*core::parse_action(req.matches[2].str()), *who, *id, req.matches[1].str()), {}},
-                         res);
+              if (auto r = act->begin(req, res))
+                act->order({{}, action(*core::parse_action(req.matches[2].str()), r->who, r->id, req.matches[1].str()), {}},
+                           res);
             });
 
   http.Post("/api/settings", [act](const httplib::Request& req, httplib::Response& res) {
-    auto who = act->who(req, res);
-    if (!who)
+    auto r = act->begin(req, res);
+    if (!r)
       return;
-    auto body = body_of(req, res);
-    auto id = body ? request_id_of(*body, res) : std::nullopt;
-    if (!id)
-      return;
-    const auto fee = body->find("fee_bps");
-    const auto rate = body->find("sample_rate");
-    if (fee == body->end() && rate == body->end())
+    const auto fee = r->body.find("fee_bps");
+    const auto rate = r->body.find("sample_rate");
+    if (fee == r->body.end() && rate == r->body.end())
       return reply_error(res, 400, errc::missing_field, "give 'fee_bps' (0-10000) or 'sample_rate' (0-1), or both");
-    if (fee != body->end() && (!fee->is_number_integer() || fee->get<std::int64_t>() < 0 || fee->get<std::int64_t>() > 10000))
+    if (fee != r->body.end() && (!fee->is_number_integer() || fee->get<std::int64_t>() < 0 || fee->get<std::int64_t>() > 10000))
       return reply_error(res, 400, errc::bad_input, "'fee_bps' must be an integer from 0 to 10000");
-    if (rate != body->end() && (!rate->is_number() || !(rate->get<double>() >= 0.0 && rate->get<double>() <= 1.0)))
+    if (rate != r->body.end() && (!rate->is_number() || !(rate->get<double>() >= 0.0 && rate->get<double>() <= 1.0)))
       return reply_error(res, 400, errc::bad_input, "'sample_rate' must be a number from 0 to 1");
-    // Two settings are two actions, with refs of their own.
-    if (fee != body->end() && rate != body->end()) {
-      httplib::Response first;
-      act->order({{}, action(core::admin_action::kind::fee, *who, *id + "/fee", {}, fee->get<std::int64_t>()), {}}, first);
-      if (first.status >= 300) {
-        res = first;
+    // Each setting is an action with a ref of its own ("/fee", "/sample_rate" when both are set);
+    // the answer is the last one's, or the first failure.
+    using kind = core::admin_action::kind;
+    std::vector<core::admin_action> settings;
+    const bool both = fee != r->body.end() && rate != r->body.end();
+    if (fee != r->body.end())
+      settings.push_back(action(kind::fee, r->who, r->id + (both ? "/fee" : ""), {}, fee->get<std::int64_t>()));
+    if (rate != r->body.end())
+      settings.push_back(action(kind::sample_rate, r->who, r->id + (both ? "/sample_rate" : ""), {},
+                                std::llround(rate->get<double>() * 1e6)));
+    for (auto& a : settings) {
+      act->order({{}, std::move(a), {}}, res);
+      if (res.status >= 300)
         return;
-      }
-      return act->order({{},
-                         action(core::admin_action::kind::sample_rate, *who, *id + "/sample_rate", {},
-                                std::llround(rate->get<double>() * 1e6)),
-                         {}},
-                        res);
     }
-    if (fee != body->end())
-      return act->order({{}, action(core::admin_action::kind::fee, *who, *id, {}, fee->get<std::int64_t>()), {}}, res);
-    act->order({{}, action(core::admin_action::kind::sample_rate, *who, *id, {}, std::llround(rate->get<double>() * 1e6)), {}},
-               res);
   });
 
   http.Post("/api/deposits", [act](const httplib::Request& req, httplib::Response& res) {
-    auto who = act->who(req, res);
-    if (!who)
+    auto r = act->begin(req, res);
+    if (!r)
       return;
-    auto body = body_of(req, res);
-    if (!body)
-      return;
-    // The same rules as a DEPOSIT on the client port (proto::parse_deposit).
+    // The same rules as a DEPOSIT on the client port (proto::parse_deposit): its request_id is
+    // required there.
     proto::message m;
     m.command = proto::cmd::deposit;
-    m.header = *body;
+    m.header = r->body;
     auto d = proto::parse_deposit(m);
     if (!d)
       return reply_error(res, 400, d.err().code, d.err().reason);
-    auto a = action(core::admin_action::kind::deposit, *who, "deposit:" + d->request_id, {}, d->amount);
+    auto a = action(core::admin_action::kind::deposit, r->who, "deposit:" + d->request_id, {}, d->amount);
     act->order({{}, std::move(a), d.value()}, res);
   });
 }
