@@ -174,18 +174,18 @@ void add_admin_command(CLI::App& app) {
                  {{"key", 16}, {"role", 9}, {"name", 16}, {"device", 6}, {"price", 7}, {"stake", 10}, {"balance", 10},
                   {"last_seen", 27}}));
       });
-  auto filter = std::make_shared<std::array<std::string, 3>>();
+  auto filter = std::make_shared<std::array<std::string, 5>>();
   auto* jobs = admin->add_subcommand("jobs", "Jobs, oldest first, filtered");
   jobs->add_option("--state", (*filter)[0], "QUEUED, ASSIGNED, EXECUTED, VERIFIED, UNSAMPLED, DISPUTED, SETTLED, ...");
   jobs->add_option("--client", (*filter)[1], "a client account");
   jobs->add_option("--provider", (*filter)[2], "a provider key");
+  jobs->add_option("--since", (*filter)[3], "submitted at or after this UTC time (2026-12-06T03:21:56Z)");
+  jobs->add_option("--until", (*filter)[4], "submitted before this UTC time");
   jobs->callback([o, filter, run] {
-    run(list(*o,
-             fmt::format("/api/jobs?state={}&client={}&provider={}", httplib::detail::encode_query_param((*filter)[0]),
-                         httplib::detail::encode_query_param((*filter)[1]),
-                         httplib::detail::encode_query_param((*filter)[2])),
+    const auto q = [&](int i) { return httplib::detail::encode_query_param((*filter)[static_cast<std::size_t>(i)]); };
+    run(list(*o, fmt::format("/api/jobs?state={}&client={}&provider={}&since={}&until={}", q(0), q(1), q(2), q(3), q(4)),
              {{"id", 8}, {"state", 10}, {"attempt", 7}, {"client", 16}, {"provider", 16}, {"price", 7},
-              {"updated_at", 27}}));
+              {"submitted_at", 27}}));
   });
   auto id = std::make_shared<std::int64_t>(0);
   auto* job = admin->add_subcommand("job", "One job: its timeline, receipt, verdict, dispute evidence and postings");

@@ -234,6 +234,19 @@ void serve_http(httplib::Server& http, const http_options& o, std::shared_ptr<db
     f.state = *state;
     f.client = *client;
     f.provider = *provider;
+    for (auto [name, bound] : {std::pair{"since", &f.since_us}, std::pair{"until", &f.until_us}}) {
+      auto text = param(req, res, name);
+      if (!text)
+        return result<json>(make_error(errc::bad_input, "bad filter"));
+      if (text->empty())
+        continue;
+      *bound = db::parse_utc(*text);
+      if (!*bound)
+        return result<json>(make_error(errc::bad_input, fmt::format("'{}' must be a UTC time like "
+                                                                    "2026-12-06T03:21:56Z (a fraction of up to 6 "
+                                                                    "digits allowed), got '{}'",
+                                                                    name, *text)));
+    }
     return reads->jobs(f, p);
   });
   http.Get(R"(/api/jobs/(\d{1,18}))", [o, reads](const httplib::Request& req, httplib::Response& res) {

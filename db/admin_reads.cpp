@@ -1,8 +1,10 @@
 #include "db/admin_reads.hpp"
 
 #include <algorithm>
+#include <ctime>
 #include <functional>
 #include <limits>
+#include <regex>
 
 #include <fmt/format.h>
 #include <pqxx/pqxx>
@@ -102,19 +104,69 @@ result<json> admin_reads::providers(const page_request& p) {
   });
 }
 
+std::optional<std::int64_t> parse_utc(const std::string& text) {
+  static const std::regex form(R"((\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(\.(\d{1,6}))?Z)");
+  std::smatch m;
+  if (!std::regex_match(text, m, form))
+    return std::nullopt;
+  std::tm t{};
+  t.tm_year = std::stoi(m[1]) - 1900;
+  t.tm_mon = std::stoi(m[2]) - 1;
+  t.tm_mday = std::stoi(m[3]);
+  t.tm_hour = std::stoi(m[4]);
+  t.tm_min = std::stoi(m[5]);
+  t.tm_sec = std::stoi(m[6]);
+  const std::tm asked = t;
+  const std::int64_t seconds = timegm(&t); // normalizes: Feb 30 becomes Mar 2, which is refused below
+  if (t.tm_year != asked.tm_year || t.tm_mon != asked.tm_mon || t.tm_mday != asked.tm_mday ||
+      t.tm_hour != asked.tm_hour || t.tm_min != asked.tm_min || t.tm_sec != asked.tm_sec)
+    return std::nullopt;
+  std::string fraction = m[8].str();
+  fraction.resize(6, '0');
+  return seconds * 1'000'000 + std::stoll(fraction);
+}
+
+namespace {
+
+// The first job id submitted at or after `at_us` (max id + 1 when none). Job ids are handed
+// out in admission order with the admission time, so submitted_at never decreases with the id
+// and a binary search on the primary key finds it: a time filter reads O(log n) rows, not a
+// scan.
+std::int64_t first_job_at(pqxx::read_transaction& tx, std::int64_t at_us) {
+  std::int64_t lo = 1, hi = tx.exec1("select coalesce(max(id), 0) + 1 from jobs")[0].as<std::int64_t>();
+  while (lo < hi) {
+    const std::int64_t mid = lo + (hi - lo) / 2;
+    auto row = tx.exec_params("select (extract(epoch from submitted_at) * 1000000)::bigint from jobs where id >= $1 "
+                              "order by id limit 1",
+                              mid);
+    if (row.empty() || row[0][0].as<std::int64_t>() >= at_us)
+      hi = mid;
+    else
+      lo = mid + 1;
+  }
+  return lo;
+}
+
+} // namespace
+
 result<json> admin_reads::jobs(const job_filter& f, const page_request& p) {
   const int limit = bounded(p.limit);
   const auto key = numeric_key(p, "jobs is a job id", 0);
   if (!key)
     return key.err();
-  const std::int64_t after = key.value();
   return read([&](pqxx::read_transaction& tx) {
+    std::int64_t after = key.value();
+    std::int64_t last = std::numeric_limits<std::int64_t>::max();
+    if (f.since_us)
+      after = std::max(after, first_job_at(tx, *f.since_us) - 1);
+    if (f.until_us)
+      last = first_job_at(tx, *f.until_us) - 1;
     auto rows = tx.exec_params(
         "select id, client_id, client_req_id, state, attempt, provider_key, price, max_price, tier, " +
             iso("submitted_at") + " as submitted_at, " + iso("updated_at") +
-            " as updated_at from jobs where id > $1 and ($2 = '' or state = $2) and ($3 = '' or client_id = $3) and "
-            "($4 = '' or provider_key = $4) order by id limit $5",
-        after, f.state, f.client, f.provider, limit + 1);
+            " as updated_at from jobs where id > $1 and id <= $6 and ($2 = '' or state = $2) and ($3 = '' or "
+            "client_id = $3) and ($4 = '' or provider_key = $4) order by id limit $5",
+        after, f.state, f.client, f.provider, limit + 1, last);
     return page(rows, limit, "id", [](const pqxx::row& r) {
       return json{{"id", integer(r["id"])},         {"client", text(r["client_id"])},
                   {"request_id", text(r["client_req_id"])}, {"state", text(r["state"])},

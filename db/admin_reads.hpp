@@ -27,7 +27,12 @@ struct job_filter {
   std::string state;    // "" = any; else a state name (QUEUED, SETTLED, ...)
   std::string client;   // "" = any
   std::string provider; // "" = any
+  std::optional<std::int64_t> since_us, until_us; // submitted in [since, until), unix microseconds
 };
+
+// An RFC 3339 UTC time as the API writes them ("2026-12-06T03:21:56.497366Z", the fraction
+// optional) in unix microseconds; nothing when it is not one (or not a real date).
+std::optional<std::int64_t> parse_utc(const std::string& text);
 
 // One connection, reconnected when it breaks; each call is one read-only transaction. Calls
 // are serialized (the HTTP server runs handlers on several threads).

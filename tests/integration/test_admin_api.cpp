@@ -83,6 +83,37 @@ TEST_CASE("admin API: tokens, pages, filters and one job's timeline, as Postgres
     CHECK(std::adjacent_find(ids.begin(), ids.end()) == ids.end());
     CHECK(get_json(net, "/api/jobs?state=QUEUED&client=" + account)["items"].empty());
   }
+  SUBCASE("jobs: a time window of submission, exactly the jobs Postgres has in it; bad times refused") {
+    // The window from the 6th job's submission to the 20th's: jobs 6..19 of this client's ids.
+    const auto at = [&](std::int64_t id) {
+      return test::query_value(fmt::format("select to_char(submitted_at at time zone 'UTC', "
+                                           "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') from jobs where id = {}",
+                                           id));
+    };
+    std::vector<std::int64_t> all;
+    for (const auto& j : rep.jobs)
+      all.push_back(j.job_id);
+    std::sort(all.begin(), all.end());
+    const auto since = at(all[5]), until = at(all[19]);
+    auto window = get_json(net, fmt::format("/api/jobs?client={}&since={}&until={}&limit=500", account, since, until));
+    const auto want = std::stoul(test::query_value(
+        fmt::format("select count(*) from jobs where client_id = '{}' and submitted_at >= '{}'::timestamptz and "
+                    "submitted_at < '{}'::timestamptz",
+                    account, since, until)));
+    CHECK(window["items"].size() == want);
+    CHECK(want >= 1);
+    for (const auto& j : window["items"]) {
+      CHECK(j["submitted_at"].get<std::string>() >= since);
+      CHECK(j["submitted_at"].get<std::string>() < until);
+    }
+    CHECK(get_json(net, fmt::format("/api/jobs?client={}&since={}", account, at(all.back())))["items"].size() >= 1);
+    CHECK(get_json(net, "/api/jobs?since=2999-01-01T00:00:00Z")["items"].empty());
+    for (const auto* bad : {"yesterday", "2026-02-30T00:00:00Z", "2026-12-06T03:21:56", "2026-12-06T03:21:56.1234567Z"}) {
+      auto res = get(net, std::string("/api/jobs?since=") + bad, test::network::read_token);
+      REQUIRE(res);
+      CHECK_MESSAGE(res->status == 400, bad);
+    }
+  }
   SUBCASE("one job: its row, timeline, receipt and postings, as Postgres has them") {
     const auto id = rep.jobs.front().job_id;
     auto j = get_json(net, fmt::format("/api/jobs/{}", id));
