@@ -8,8 +8,10 @@
 #include <doctest/doctest.h>
 #include <fmt/format.h>
 #include <httplib.h>
+#include <nlohmann/json.hpp>
 
 #include "actors/metrics.hpp"
+#include "app/process.hpp"
 #include "app/workload.hpp"
 #include "db/audit.hpp"
 #include "harness.hpp"
@@ -118,4 +120,57 @@ TEST_CASE("metrics: the recent window counts RESULTs of the last 10 s and takes 
   CHECK(w.read(20'000'000).results == 0);
   std::vector<std::int64_t> one{7};
   CHECK(actors::nearest_rank(one, 0.99) == 7);
+}
+
+TEST_CASE("metrics: a real Prometheus scrapes /metrics with the read token and sees the counters move") {
+  const auto which = test::run_command("command -v prometheus");
+  REQUIRE_MESSAGE(which.exit_code == 0,
+                  "prometheus is not installed (Debian package prometheus; deploy/setup.sh installs it)");
+  const auto binary = which.output.substr(0, which.output.find('\n'));
+  test::network net;
+  const int port = app::free_port();
+  const auto config = net.dir() + "/prometheus.yml";
+  std::ofstream(config) << fmt::format("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: haca\n"
+                                       "    authorization:\n      credentials: {}\n"
+                                       "    static_configs:\n      - targets: ['127.0.0.1:{}']\n",
+                                       test::network::read_token, net.http_port());
+  auto prometheus = app::start_process(
+      "prometheus", binary,
+      {"--config.file=" + config, "--storage.tsdb.path=" + net.dir() + "/tsdb",
+       fmt::format("--web.listen-address=127.0.0.1:{}", port), "--log.level=warn"},
+      net.dir() + "/prometheus.log");
+  struct stop_at_end {
+    app::child_process& p;
+    ~stop_at_end() { app::stop_process(p, 2000); }
+  } stop{prometheus};
+
+  // One instant query: the value of a series summed over its labels (-1: no data yet).
+  httplib::Client api("127.0.0.1", port);
+  api.set_connection_timeout(2);
+  const auto query = [&](const std::string& expr) -> double {
+    auto res = api.Get("/api/v1/query?query=" + httplib::detail::encode_query_param(expr));
+    if (!res || res->status != 200)
+      return -1;
+    auto body = nlohmann::json::parse(res->body, nullptr, false);
+    if (body.is_discarded() || body["data"]["result"].empty())
+      return -1;
+    return std::stod(body["data"]["result"][0]["value"][1].get<std::string>());
+  };
+  // The target is up: Prometheus got in with the bearer token.
+  const auto targets = [&] {
+    auto res = api.Get("/api/v1/targets");
+    return res ? res->body : std::string("no answer from Prometheus; its log: ") + app::tail_file(net.dir() + "/prometheus.log");
+  };
+  REQUIRE_MESSAGE(test::eventually([&] { return query("up{job=\"haca\"}") == 1; }, std::chrono::seconds(30)), targets());
+  const double before = query("sum(haca_job_transitions_total{state=\"SETTLED\"})");
+  CHECK(before == 0);
+
+  constexpr int jobs = 40;
+  auto w = net.workload(jobs, "sampled", 32);
+  REQUIRE(app::run_workload(w).results == jobs);
+  REQUIRE(test::eventually([&] { return db::count_final(test::test_db(), w.credentials.account()).value() == jobs; }));
+  CHECK(test::eventually([&] { return query("sum(haca_job_transitions_total{state=\"SETTLED\"})") >= jobs; },
+                         std::chrono::seconds(20)));
+  CHECK(query("haca_result_latency_seconds_count") >= jobs);
+  CHECK(query("haca_chain_height") >= 0);
 }
