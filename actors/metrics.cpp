@@ -77,14 +77,19 @@ void metrics::committed(const std::vector<core::record>& records, const std::vec
     const auto& r = records[i];
     if (std::holds_alternative<core::job_insert>(r)) {
       state(core::job_state::queued);
+      ++in_state_[static_cast<std::size_t>(core::job_state::queued)];
     } else if (const auto* t = std::get_if<core::job_transition>(&r)) {
       state(t->to);
+      moved(t->from, t->to);
       provider_jobs(*t);
     } else if (const auto* b = std::get_if<core::block_commit>(&r)) {
       for (const auto& item : b->items) {
         if (item.verdict == core::job_state::unsampled)
           state(core::job_state::unsampled); // stored with its block
         state(core::job_state::settled);
+        // An unsampled job goes EXECUTED -> UNSAMPLED -> SETTLED in its block's commit.
+        moved(item.verdict == core::job_state::unsampled ? core::job_state::executed : item.verdict,
+              core::job_state::settled);
       }
     } else if (std::holds_alternative<core::dispute_ruling>(r)) {
       count(rulings_);
@@ -92,6 +97,24 @@ void metrics::committed(const std::vector<core::record>& records, const std::vec
       count(slashes_);
     }
   }
+}
+
+void metrics::moved(core::job_state from, core::job_state to) {
+  // A job is stored QUEUED by its insert: a transition the core made before that insert
+  // committed (from SUBMITTED) moves the stored row from QUEUED.
+  if (from == core::job_state::submitted)
+    from = core::job_state::queued;
+  --in_state_[static_cast<std::size_t>(from)];
+  ++in_state_[static_cast<std::size_t>(to)];
+}
+
+void metrics::restore(const core::snapshot& s) {
+  for (const auto& [state, n] : s.jobs_by_state)
+    in_state_[static_cast<std::size_t>(state)] = n;
+  std::lock_guard lock(mu_);
+  for (const auto& j : s.open_jobs)
+    if (j.state == core::job_state::assigned && !j.provider_key.empty())
+      assigned_[j.spec.id] = j.provider_key;
 }
 
 // Each provider's load and jobs done, from its jobs' committed transitions. A job assigned
@@ -158,8 +181,10 @@ std::optional<metrics::provider_live> metrics::provider(const std::string& key) 
 
 metrics::snapshot metrics::read(std::size_t top, std::int64_t now_us) {
   snapshot s;
-  for (std::size_t i = 0; i < transitions_.size(); ++i)
+  for (std::size_t i = 0; i < transitions_.size(); ++i) {
     s.entered[i] = transitions_[i].load();
+    s.now[i] = in_state_[i].load();
+  }
   s.rulings = rulings_.load();
   s.slashes = slashes_.load();
   s.jobs_waiting = jobs_waiting.load();
@@ -201,6 +226,11 @@ std::string metrics::render(const gateway_stats& gateway) const {
     if (s != static_cast<int>(core::job_state::submitted))
       out += fmt::format("haca_job_transitions_total{{state=\"{}\"}} {}\n",
                          core::state_name(static_cast<core::job_state>(s)), transitions_[static_cast<std::size_t>(s)].load());
+  family(out, "haca_jobs", "gauge", "Jobs in each state now (Postgres's count at start, then every committed change).");
+  for (int s = 0; s < core::job_state_count; ++s)
+    if (s != static_cast<int>(core::job_state::submitted))
+      out += fmt::format("haca_jobs{{state=\"{}\"}} {}\n", core::state_name(static_cast<core::job_state>(s)),
+                         in_state_[static_cast<std::size_t>(s)].load());
   family(out, "haca_result_latency_seconds", "histogram", "From a SUBMIT's admission to its RESULT being sent.");
   std::uint64_t cumulative = 0;
   for (std::size_t i = 0; i < buckets.size(); ++i) {

@@ -53,6 +53,9 @@ class metrics {
 public:
   // Records that committed, with their outcomes: job transitions by state, rulings, slashes.
   void committed(const std::vector<core::record>& records, const std::vector<core::outcome>& outcomes);
+  // What Postgres held at start: jobs by state, and which provider each ASSIGNED job is with.
+  // From then on committed records keep both up to date.
+  void restore(const core::snapshot& s);
   void error_sent(const std::string& code);                // an ERROR reply, by its code
   void result_latency(double seconds);                     // SUBMIT admitted -> RESULT sent
   static std::int64_t clock_us();                          // the monotonic clock of the window
@@ -93,6 +96,7 @@ public:
   // What GET /api/summary shows, read at one moment (each field is consistent on its own).
   struct snapshot {
     std::array<std::uint64_t, core::job_state_count> entered{}; // transitions into each state
+    std::array<std::int64_t, core::job_state_count> now{};      // jobs in each state now
     std::uint64_t rulings = 0, slashes = 0;
     std::int64_t jobs_waiting = 0, jobs_open = 0, provider_sessions = 0, verifier_sessions = 0;
     std::int64_t verification_backlog = 0, settlement_backlog = 0, chain_height = -1, staked_total = 0;
@@ -110,6 +114,8 @@ private:
   static constexpr std::array<double, 12> buckets{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                                                   0.1,   0.25,   0.5,   1,    2.5,   10};
   std::array<std::atomic<std::uint64_t>, core::job_state_count> transitions_{};
+  std::array<std::atomic<std::int64_t>, core::job_state_count> in_state_{}; // jobs in each state now
+  void moved(core::job_state from, core::job_state to);
   std::atomic<std::uint64_t> rulings_{0}, slashes_{0};
   std::array<std::atomic<std::uint64_t>, buckets.size() + 1> latency_counts_{}; // the last: +Inf
   std::atomic<std::uint64_t> latency_sum_us_{0};

@@ -85,10 +85,12 @@ result<json> summary(db::admin_reads& reads, actors::metrics& stats) {
     return ledger.err();
   const auto now = unix_us();
   const auto entered = [&](core::job_state s) { return m.entered[static_cast<std::size_t>(s)]; };
-  json by_state = json::object();
+  json by_state = json::object(), now_in = json::object();
   for (int s = 0; s < core::job_state_count; ++s)
-    if (s != static_cast<int>(core::job_state::submitted)) // never committed as such
+    if (s != static_cast<int>(core::job_state::submitted)) { // never committed as such
       by_state[core::state_name(static_cast<core::job_state>(s))] = m.entered[static_cast<std::size_t>(s)];
+      now_in[core::state_name(static_cast<core::job_state>(s))] = m.now[static_cast<std::size_t>(s)];
+    }
   json clients = json::array();
   for (const auto& [client, n] : m.top_queues)
     clients.push_back(json{{"client", client}, {"waiting", n}});
@@ -104,6 +106,7 @@ result<json> summary(db::admin_reads& reads, actors::metrics& stats) {
       {"queue", {{"waiting", m.jobs_waiting}, {"open", m.jobs_open}, {"clients_waiting", m.clients_waiting},
                  {"by_client", clients}}},
       {"jobs_entered", by_state},
+      {"jobs_now", now_in},
       {"recent", {{"window_s", m.recent.window_s}, {"results", m.recent.results}, {"jobs_per_s", m.recent.jobs_per_s},
                   {"p50_ms", or_null(m.recent.p50_ms)}, {"p99_ms", or_null(m.recent.p99_ms)}}},
       {"nodes", {{"providers", m.provider_sessions}, {"verifiers", m.verifier_sessions}}},

@@ -149,6 +149,7 @@ int run_coordinator(const coordinator_options& o) {
   }
 
   auto stats = std::make_shared<actors::metrics>();
+  stats->restore(snap.value());
   auto gateway_counts = std::make_shared<actors::gateway_stats>();
   // The HTTP port: /metrics (Prometheus text format) and the admin API, bound before any actor
   // starts (a port in use stops the coordinator here); it listens once the actors run.

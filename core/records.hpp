@@ -329,6 +329,7 @@ struct snapshot {
   std::map<std::string, micros> node_stakes;    // by node key: accounts stake:<key>
   std::vector<settled_job> unslashed;           // settled after a ruling whose slashes are not stored
   std::vector<rerun_owed> reruns;               // settled against the provider, re-run not stored
+  std::map<job_state, std::int64_t> jobs_by_state; // every stored job, by its state (for operators)
   // The operators' standing orders (admin_actions): the newest per node or setting.
   std::set<std::string> banned;                 // node keys
   std::set<std::string> drained;                // node keys

@@ -536,6 +536,10 @@ result<core::snapshot> store::load_snapshot() {
       s.prev_hash = head[0][1].c_str();
     }
     s.next_job_id = tx.exec1("select coalesce(max(id), 0) + 1 from jobs")[0].as<std::int64_t>();
+    // Read once at start (recovery reads the whole table anyway); the metrics keep it up to date.
+    for (const auto& row : tx.exec("select state, count(*) from jobs group by state"))
+      if (auto st = core::parse_state(row[0].c_str()))
+        s.jobs_by_state[*st] = row[1].as<std::int64_t>();
     // The operators' standing orders: the newest action per node (ban/unban, drain/undrain)
     // and per setting.
     for (const auto& row : tx.exec("select distinct on (target, action in ('ban', 'unban')) target, action from "

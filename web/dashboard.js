@@ -115,12 +115,19 @@ function show_summary(s) {
     el.textContent = format(dig(s, el.dataset.field), el.dataset.format);
 
   const states = $('#states');
-  states.replaceChildren(...Object.entries(s.jobs_entered).map(([state, n]) => {
+  const head = document.createElement('tr');
+  for (const title of ['state', 'now', 'entered']) {
+    const th = document.createElement('th');
+    th.textContent = title;
+    head.appendChild(th);
+  }
+  states.replaceChildren(head, ...Object.entries(s.jobs_now).map(([state, n]) => {
     const tr = document.createElement('tr');
     const th = document.createElement('th');
     th.textContent = state;
     tr.appendChild(th);
-    cell(tr, fmt_int(n), { 'data-state': state });
+    cell(tr, fmt_int(n), { 'data-now': state });
+    cell(tr, fmt_int(s.jobs_entered[state]), { 'data-state': state });
     return tr;
   }));
   fill($('#ledger tbody'), Object.entries(s.ledger), (tr, [kind, v]) => {

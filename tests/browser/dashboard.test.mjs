@@ -51,7 +51,9 @@ function free_port() {
 // A scratch database of this run, migrated like the real ones (deploy/migrate.sh).
 const db_name = `haca_browser_${process.pid}`;
 const db_url = `postgresql:///${db_name}`;
-function psql(sql) { execFileSync('psql', ['-qAtX', '-v', 'ON_ERROR_STOP=1', '-d', 'postgres', '-c', sql], { stdio: 'pipe' }); }
+function psql(sql, db = 'postgres') {
+  return execFileSync('psql', ['-qAtX', '-v', 'ON_ERROR_STOP=1', '-d', db, '-c', sql], { stdio: 'pipe' }).toString();
+}
 
 // ---- the run ----
 const format_int = (v) => (v === null || v === undefined ? '–' : Number(v).toLocaleString('en-US'));
@@ -160,6 +162,8 @@ try {
       fields[el.dataset.field] = { text: el.textContent, format: el.dataset.format || '' };
     const states = {};
     for (const el of document.querySelectorAll('#states [data-state]')) states[el.dataset.state] = el.textContent;
+    const now = {};
+    for (const el of document.querySelectorAll('#states [data-now]')) now[el.dataset.now] = el.textContent;
     const ledger = {};
     for (const tr of document.querySelectorAll('#ledger tbody tr'))
       ledger[tr.dataset.kind] = { accounts: tr.querySelector('[data-col=accounts]').textContent,
@@ -171,7 +175,7 @@ try {
       providers[tr.dataset.key] = row;
     }
     const error = document.querySelector('#error');
-    return { fields, states, ledger, providers, error: error.hidden ? '' : error.textContent };
+    return { fields, states, now, ledger, providers, error: error.hidden ? '' : error.textContent };
   });
 
   // The differences between the page and the API's answers (stable parts only).
@@ -183,6 +187,7 @@ try {
       want(field, text, format(dig(summary, field), how));
     want('states shown', Object.keys(shown.states).join(','), Object.keys(summary.jobs_entered).join(','));
     for (const [state, n] of Object.entries(summary.jobs_entered)) want(`jobs entered ${state}`, shown.states[state], format_int(n));
+    for (const [state, n] of Object.entries(summary.jobs_now)) want(`jobs now ${state}`, shown.now[state], format_int(n));
     want('ledger kinds', Object.keys(shown.ledger).sort().join(','), Object.keys(summary.ledger).sort().join(','));
     for (const [kind, v] of Object.entries(summary.ledger)) {
       want(`ledger ${kind} balance`, shown.ledger[kind]?.balance, format_int(v.balance));
@@ -229,6 +234,13 @@ try {
   const rows = providers.items.filter((p) => p.role === 'provider');
   const check = (ok, what) => { if (!ok) fail(what); };
   check(summary.settlement.settled === jobs, `settled ${summary.settlement.settled}, not the ${jobs} jobs run`);
+  // Jobs by state on the page, as SQL on the demo's database counts them.
+  const in_sql = Object.fromEntries(psql('select state, count(*) from jobs group by state', db_url).trim().split('\n')
+    .filter(Boolean).map((line) => line.split('|')).map(([state, n]) => [state, Number(n)]));
+  const page_now = (await read_page()).now;
+  for (const state of Object.keys(page_now))
+    check(page_now[state] === format_int(in_sql[state] ?? 0), `jobs ${state}: the page shows ${page_now[state]}, SQL counts ${in_sql[state] ?? 0}`);
+  check(in_sql.SETTLED === jobs, `SQL counts ${in_sql.SETTLED} SETTLED jobs, not ${jobs}`);
   check(summary.jobs_entered.EXECUTED === jobs, `EXECUTED entered ${summary.jobs_entered.EXECUTED}, not ${jobs}`);
   check(rows.length === 2 && rows.every((p) => p.live && p.live.connected), 'two connected providers expected');
   check(rows.reduce((a, p) => a + p.live.done, 0) === jobs, `the providers' done sum to ${rows.map((p) => p.live.done)}, not ${jobs}`);

@@ -152,6 +152,19 @@ TEST_CASE("admin actions: tokens and scopes, drain, ban, fee, sample rate, depos
     auto after = run_jobs(net, 10, 5);
     CHECK(by_provider(after) == std::map<std::string, int>{{a, 10}});
     check_fees(after);
+    // The restarted coordinator counts jobs by state from what Postgres had, then what commits.
+    REQUIRE(test::eventually([&] {
+      auto summary = httplib::Client("127.0.0.1", net.http_port());
+      summary.set_bearer_token_auth(test::network::read_token);
+      auto r = summary.Get("/api/summary");
+      if (!r || r->status != 200)
+        return false;
+      for (const auto& [state, n] : json::parse(r->body)["jobs_now"].items())
+        if (n.get<std::int64_t>() !=
+            std::stoll(test::query_value(fmt::format("select count(*) from jobs where state = '{}'", state))))
+          return false;
+      return true;
+    }));
     // Unbanned, b joins again (its session retries HELLO) and works.
     admin_post(net, fmt::format("/api/nodes/{}/unban", b), json::object());
     REQUIRE(test::eventually([&] { return by_provider(run_jobs(net, 10, 6)).count(b) > 0; }, std::chrono::seconds(60)));

@@ -156,6 +156,12 @@ TEST_CASE("admin API: tokens, pages, filters and one job's timeline, as Postgres
     INFO(s.dump());
     CHECK(s["jobs_entered"]["EXECUTED"] == jobs);
     CHECK(s["jobs_entered"]["SETTLED"] == jobs);
+    // Jobs by state now: what SQL counts, state by state.
+    for (const auto& [state, n] : s["jobs_now"].items())
+      CHECK_MESSAGE(n.get<std::int64_t>() ==
+                        std::stoll(test::query_value(fmt::format("select count(*) from jobs where state = '{}'", state))),
+                    state);
+    CHECK(s["jobs_now"]["SETTLED"] == jobs);
     CHECK(s["verification"]["verified"] == jobs); // tier full
     CHECK(s["verification"]["sampled"] == jobs);
     CHECK(s["queue"]["waiting"] == 0);
