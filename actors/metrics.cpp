@@ -147,6 +147,31 @@ void metrics::result_latency(double seconds) {
   recent_.add(clock_us(), static_cast<std::int64_t>(seconds * 1e6));
 }
 
+void metrics::set_verifiers(std::map<std::string, verifier_row> rows, std::map<std::string, std::uint64_t> verdicts) {
+  std::lock_guard lock(mu_);
+  verifiers_ = std::move(rows);
+  verdicts_ = std::move(verdicts);
+}
+
+std::optional<metrics::provider_live> metrics::verifier(const std::string& key) const {
+  std::lock_guard lock(mu_);
+  provider_live out;
+  bool seen = false;
+  if (auto it = verifiers_.find(key); it != verifiers_.end()) {
+    seen = out.connected = true;
+    out.credit = it->second.credit;
+    out.silent_seconds = it->second.silent_seconds;
+    out.load = it->second.in_flight;
+  }
+  if (auto it = verdicts_.find(key); it != verdicts_.end()) {
+    seen = true;
+    out.done = it->second;
+  }
+  if (!seen)
+    return std::nullopt;
+  return out;
+}
+
 void metrics::set_track_records(std::map<std::string, market::verdict_record> records) {
   std::lock_guard lock(mu_);
   records_ = std::move(records);

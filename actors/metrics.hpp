@@ -74,6 +74,13 @@ public:
     std::int64_t credit = 0;
     double silent_seconds = 0;                             // since its last message
   };
+  struct verifier_row {
+    std::int64_t credit = 0;
+    double silent_seconds = 0;
+    std::int64_t in_flight = 0;                            // VERIFYs it holds
+  };
+  // The verification core's sessions, and the verdicts each verifier gave, each heartbeat.
+  void set_verifiers(std::map<std::string, verifier_row> rows, std::map<std::string, std::uint64_t> verdicts);
   void set_queues(std::map<std::string, std::int64_t> waiting_by_client);
   void set_providers(std::map<std::string, provider_row> rows);
 
@@ -92,6 +99,9 @@ public:
   // core's, published each tick).
   void set_track_records(std::map<std::string, market::verdict_record> records);
   std::optional<provider_live> provider(const std::string& key) const;
+  // A verifier as the dashboard shows it: connected, credit, silent seconds, load (VERIFYs held)
+  // and done (verdicts given since start); `record` stays empty.
+  std::optional<provider_live> verifier(const std::string& key) const;
 
   // What GET /api/summary shows, read at one moment (each field is consistent on its own).
   struct snapshot {
@@ -126,6 +136,8 @@ private:
   std::map<std::int64_t, std::string> assigned_;            // job -> provider, durably ASSIGNED
   std::map<std::string, std::uint64_t> done_;               // provider -> jobs executed
   std::map<std::string, market::verdict_record> records_;   // provider -> settled verdicts
+  std::map<std::string, verifier_row> verifiers_;           // connected verifiers
+  std::map<std::string, std::uint64_t> verdicts_;           // verifier -> verdicts given
   result_window recent_;
 };
 

@@ -26,6 +26,13 @@ void step(self_ptr self, const core::verification_event& ev) {
   if (auto* m = self->state.io.peer().stats.get()) {
     m->verification_backlog = static_cast<std::int64_t>(self->state.core->backlog());
     m->verifier_sessions = static_cast<std::int64_t>(self->state.core->sessions());
+    if (std::holds_alternative<core::tick>(ev)) { // what walks every session, once a heartbeat only
+      const auto now = now_us();
+      std::map<std::string, metrics::verifier_row> rows;
+      for (const auto& [key, v] : self->state.core->session_views())
+        rows.emplace(key, metrics::verifier_row{v.credit, static_cast<double>(now - v.last_heard) / 1e6, v.in_flight});
+      m->set_verifiers(std::move(rows), self->state.core->verdicts_given());
+    }
   }
   // A dispute's referee re-runs one trace layer here: milliseconds, and only on a dispute.
   for (const auto& task : referee_tasks)

@@ -122,20 +122,25 @@ result<json> summary(db::admin_reads& reads, actors::metrics& stats) {
       {"staked", m.staked_total}};
 }
 
-// The live fields of a provider row (null for verifiers: the execution core has no session
-// for them).
+// The live fields of a node's row: its session (as of the last heartbeat), its load and what it
+// did; a provider's reputation too.
 json live(const actors::metrics& stats, const json& row) {
-  if (!row.contains("role") || row["role"] != "provider" || !row["key"].is_string())
+  if (!row.contains("role") || !row["key"].is_string())
     return nullptr;
-  const auto p = stats.provider(row["key"].get<std::string>()).value_or(actors::metrics::provider_live{});
-  return json{{"connected", p.connected},
-              {"silent_s", or_null(p.silent_seconds)},
-              {"credit", p.credit ? json(*p.credit) : json(nullptr)},
-              {"load", p.load},
-              {"done", p.done},
-              {"reputation", market::reputation(p.record)},
-              {"verified", p.record.verified},
-              {"disputes_lost", p.record.disputes_lost}};
+  const auto& key = row["key"].get_ref<const std::string&>();
+  const bool provider = row["role"] == "provider";
+  const auto p = (provider ? stats.provider(key) : stats.verifier(key)).value_or(actors::metrics::provider_live{});
+  json out{{"connected", p.connected},
+           {"silent_s", or_null(p.silent_seconds)},
+           {"credit", p.credit ? json(*p.credit) : json(nullptr)},
+           {"load", p.load},
+           {"done", p.done}};
+  if (provider) {
+    out["reputation"] = market::reputation(p.record);
+    out["verified"] = p.record.verified;
+    out["disputes_lost"] = p.record.disputes_lost;
+  }
+  return out;
 }
 
 // The ledger's totals per account kind in the text format, after the rest of /metrics.

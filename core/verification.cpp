@@ -143,6 +143,16 @@ std::int32_t verification_core::credit_of(const std::string& verifier_key) const
   return it == sessions_.end() ? 0 : it->second.credit;
 }
 
+std::map<std::string, verification_core::session_view> verification_core::session_views() const {
+  std::map<std::string, session_view> out;
+  for (const auto& [key, s] : sessions_)
+    out.emplace(key, session_view{s.credit, s.last_heard, 0});
+  for (const auto& [id, f] : in_flight_)
+    if (auto it = out.find(f.verifier_key); it != out.end())
+      ++it->second.in_flight;
+  return out;
+}
+
 bool verification_core::barred(const std::string& verifier_key) const {
   if (banned_.count(verifier_key))
     return true;
@@ -410,6 +420,7 @@ void verification_core::on(const node_verdict& e, time_us now, effects& out) {
     return;
   }
   const auto& r = job.receipt;
+  ++verdicts_given_[s->caps.public_key];
   if (v.trace_root == r.trace_root && v.output_hash == r.output_hash)
     judge(job, job_state::verified, "by verifier " + who(s->caps), now, out);
   else

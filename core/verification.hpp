@@ -53,6 +53,14 @@ public:
   std::optional<std::string> verifier_of(std::int64_t job_id) const; // key of the verifier it is in flight to
   std::int32_t credit_of(const std::string& verifier_key) const;     // 0 when no such session
   double sample_rate() const { return cfg_.sample_rate; }
+  struct session_view {
+    std::int32_t credit;
+    time_us last_heard;
+    std::int64_t in_flight;   // VERIFYs it holds now
+  };
+  std::map<std::string, session_view> session_views() const; // by verifier key
+  // Verdicts each verifier signed and that were judged (matched or disputed), by key, since start.
+  const std::map<std::string, std::uint64_t>& verdicts_given() const { return verdicts_given_; }
 
 private:
   struct task {
@@ -128,6 +136,7 @@ private:
   std::map<std::string, int> lies_;                   // by verifier key: rulings lost (rebuilt from the disputes table)
   bool barred(const std::string& verifier_key) const; // lost max_verifier_lies rulings, or banned
   std::set<std::string> banned_, drained_;            // by operators (admin actions)
+  std::map<std::string, std::uint64_t> verdicts_given_; // by verifier key (admitted, staked verifiers only)
   time_us next_heartbeat_ = 0;                        // when tick sends the next HEARTBEATs
   effects carry_;                                     // produced by recover, out with the next step
 };

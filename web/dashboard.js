@@ -177,6 +177,20 @@ function show_providers(page) {
     cell(tr, fmt_int(p.balance), { 'data-col': 'balance' });
   });
   $('#providers-more').hidden = page.next === null;
+  fill($('#verifiers tbody'), page.items.filter((p) => p.role === 'verifier'), (tr, v) => {
+    const live = v.live || {};
+    tr.dataset.key = v.key;
+    cell(tr, v.name ?? '–', { 'data-col': 'name' });
+    cell(tr, short(v.key), { class: 'key', title: v.key });
+    cell(tr, live.connected ? 'yes' : 'no', { 'data-col': 'connected', class: live.connected ? 'yes' : 'no' });
+    cell(tr, format(live.silent_s, 'fixed1'), { 'data-col': 'silent_s' });
+    cell(tr, fmt_int(live.credit), { 'data-col': 'credit' });
+    cell(tr, fmt_int(live.load), { 'data-col': 'load' });
+    cell(tr, fmt_int(live.done), { 'data-col': 'done' });
+    cell(tr, orders_of(v), { 'data-col': 'orders' });
+    cell(tr, fmt_int(v.stake), { 'data-col': 'stake' });
+    cell(tr, fmt_int(v.balance), { 'data-col': 'balance' });
+  });
 }
 
 async function look_up(id) {

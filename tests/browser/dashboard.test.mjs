@@ -169,7 +169,7 @@ try {
       ledger[tr.dataset.kind] = { accounts: tr.querySelector('[data-col=accounts]').textContent,
                                   balance: tr.querySelector('[data-col=balance]').textContent };
     const providers = {};
-    for (const tr of document.querySelectorAll('#providers tbody tr')) {
+    for (const tr of document.querySelectorAll('#providers tbody tr, #verifiers tbody tr')) {
       const row = {};
       for (const td of tr.querySelectorAll('[data-col]')) row[td.dataset.col] = td.textContent;
       providers[tr.dataset.key] = row;
@@ -193,15 +193,16 @@ try {
       want(`ledger ${kind} balance`, shown.ledger[kind]?.balance, format_int(v.balance));
       want(`ledger ${kind} accounts`, shown.ledger[kind]?.accounts, format_int(v.accounts));
     }
-    const rows = providers.items.filter((p) => p.role === 'provider');
-    want('provider rows', Object.keys(shown.providers).length, rows.length);
+    const rows = providers.items;
+    want('node rows', Object.keys(shown.providers).length, rows.length);
     for (const p of rows) {
       const s = shown.providers[p.key];
       if (!s) { d.push(`provider ${p.key} not on the page`); continue; }
       want(`provider ${p.name} name`, s.name, p.name);
-      want(`provider ${p.name} price`, s.price, format_int(p.price));
+      if (p.role === 'provider') want(`provider ${p.name} price`, s.price, format_int(p.price));
       want(`provider ${p.name} connected`, s.connected, p.live.connected ? 'yes' : 'no');
-      for (const k of ['credit', 'load', 'done', 'reputation']) want(`provider ${p.name} ${k}`, s[k], format_int(p.live[k]));
+      for (const k of p.role === 'provider' ? ['credit', 'load', 'done', 'reputation'] : ['credit', 'load', 'done'])
+        want(`${p.role} ${p.name} ${k}`, s[k], format_int(p.live[k]));
       want(`provider ${p.name} orders`, s.orders, [p.banned ? 'banned' : '', p.drained ? 'drained' : ''].filter(Boolean).join(', ') || '–');
       for (const k of ['stake', 'balance']) want(`provider ${p.name} ${k}`, s[k], format_int(p[k]));
       // Liveness changes every second: shown, and recent (heartbeats keep it small).
@@ -245,6 +246,11 @@ try {
   check(rows.length === 2 && rows.every((p) => p.live && p.live.connected), 'two connected providers expected');
   check(rows.reduce((a, p) => a + p.live.done, 0) === jobs, `the providers' done sum to ${rows.map((p) => p.live.done)}, not ${jobs}`);
   check(rows.every((p) => p.live.load === 0), 'a quiet run holds no jobs');
+  const verifiers = providers.items.filter((p) => p.role === 'verifier');
+  check(verifiers.length === 1 && verifiers[0].live.connected && verifiers[0].live.load === 0,
+        `one connected, idle verifier expected: ${JSON.stringify(verifiers)}`);
+  check(verifiers[0].live.done === summary.verification.sampled,
+        `the verifier gave ${verifiers[0].live.done} verdicts, ${summary.verification.sampled} jobs were judged by one`);
   check(summary.queue.waiting === 0, 'a quiet run has no queue');
   check(summary.verification.verified + summary.verification.disputed === jobs,
         `verification: ${JSON.stringify(summary.verification)} (sample rate 1: every job judged)`);

@@ -159,7 +159,8 @@ TEST_CASE("admin actions: tokens and scopes, drain, ban, fee, sample rate, depos
       auto r = summary.Get("/api/summary");
       if (!r || r->status != 200)
         return false;
-      for (const auto& [state, n] : json::parse(r->body)["jobs_now"].items())
+      const auto summary_now = json::parse(r->body)["jobs_now"]; // held: iterating a temporary's member dangles
+      for (const auto& [state, n] : summary_now.items())
         if (n.get<std::int64_t>() !=
             std::stoll(test::query_value(fmt::format("select count(*) from jobs where state = '{}'", state))))
           return false;

@@ -194,9 +194,20 @@ TEST_CASE("admin API: tokens, pages, filters and one job's timeline, as Postgres
     CHECK(provider["live"]["load"] == 0);
     CHECK(provider["live"]["credit"].get<std::int64_t>() > 0);
     CHECK(provider["live"]["silent_s"].get<double>() < 10);
-    for (const auto& row : get_json(net, "/api/providers")["items"])
-      if (row["role"] == "verifier")
-        CHECK(row["live"].is_null());
+    // The verifier's row: its session and the verdicts it gave (tier full: one per job).
+    json verifier;
+    REQUIRE(test::eventually([&] {
+      const auto page = get_json(net, "/api/providers"); // held: a range over a temporary's member dangles
+      for (const auto& row : page["items"])
+        if (row["role"] == "verifier")
+          verifier = row;
+      return verifier.is_object() && verifier["live"]["connected"] == true;
+    }));
+    INFO(verifier.dump());
+    CHECK(verifier["live"]["done"] == jobs);
+    CHECK(verifier["live"]["load"] == 0);
+    CHECK(verifier["live"]["credit"].get<std::int64_t>() > 0);
+    CHECK_FALSE(verifier["live"].contains("reputation")); // a provider's only
     auto no_token = get(net, "/api/summary", nullptr);
     REQUIRE(no_token);
     CHECK(no_token->status == 401);
