@@ -193,6 +193,17 @@ function show_providers(page) {
   });
 }
 
+// The operators' last actions (the audit trail): who did what, newest first.
+function show_actions(page) {
+  fill($('#actions tbody'), page.items, (tr, a) => {
+    cell(tr, a.taken_at ?? '–');
+    cell(tr, a.who, { 'data-col': 'who' });
+    cell(tr, a.action, { 'data-col': 'action' });
+    cell(tr, a.target ? short(a.target) : '–', { 'data-col': 'target', title: a.target });
+    cell(tr, fmt_int(a.value), { 'data-col': 'value' });
+  });
+}
+
 async function look_up(id) {
   await guarded('lookup', async () => {
     if (!/^[0-9]{1,18}$/.test(id)) throw new Error(`job lookup: '${id}' is not a job id (digits only)`);
@@ -224,6 +235,7 @@ async function poll(gen = generation) {
   await Promise.all([
     guarded('summary', async () => show_summary(await api('/api/summary'))),
     guarded('providers', async () => show_providers(await api('/api/providers?limit=100'))),
+    guarded('actions', async () => show_actions(await api('/api/actions?limit=10'))),
   ]);
   document.body.dataset.polls = String(++polls); // the browser test waits on this
   $('#status').textContent = errors.size ? 'errors' : 'updated ' + new Date().toLocaleTimeString();

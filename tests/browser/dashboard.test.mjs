@@ -308,6 +308,10 @@ try {
   const trail = await api('/api/actions?limit=5');
   check(trail.items[0]?.action === 'drain' && trail.items[0]?.who === 'demo' && trail.items[0]?.target === drained.key,
         `the audit trail does not show the drain by 'demo': ${JSON.stringify(trail.items[0])}`);
+  await page.waitForFunction(() => {
+    const row = document.querySelector('#actions tbody tr');
+    return row?.querySelector('[data-col=action]')?.textContent === 'drain' && row?.querySelector('[data-col=who]')?.textContent === 'demo';
+  }, null, { timeout: 15000 }).catch(() => fail('the page\'s operators\' actions do not show the drain by demo'));
   log('drained', drained.name, 'shown on the page and in the audit trail');
 
   const shot = path.join(out_dir, 'dashboard.png');
