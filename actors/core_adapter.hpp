@@ -95,8 +95,7 @@ public:
     static constexpr std::size_t max_answers = 256;
     if (answers_.size() >= max_answers)
       answers_.erase(answers_.begin());
-    // A zero byte first, as only ZeroMQ's own 5-byte routing ids have (a peer may not choose one).
-    auto identity = std::string("\0admin#", 7) + std::to_string(++answer_seq_);
+    auto identity = admin_identity_prefix + std::to_string(++answer_seq_);
     answers_.emplace(identity, std::move(rp));
     return identity;
   }

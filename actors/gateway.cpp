@@ -69,6 +69,11 @@ struct gateway_loop {
     ++stats->received;
     std::string identity = std::move(frames.front());
     frames.erase(frames.begin());
+    if (identity.rfind(admin_identity_prefix, 0) == 0) { // answers to it would go to an admin request
+      ++stats->rejected;
+      rejections.warn("gateway: dropped a message from a peer whose routing id claims an admin request's");
+      return;
+    }
     auto decoded = proto::decode(frames, limits);
     if (!decoded) {
       ++stats->rejected;

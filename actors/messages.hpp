@@ -67,6 +67,10 @@ struct inbound_backlog {
 
 inline constexpr auto store_timeout = std::chrono::seconds(10);
 
+// The identity an admin API request waits under (core_adapter::await_answer): a zero byte
+// first, as only ZeroMQ's own routing ids have; the gateway drops a peer that claims one.
+inline const std::string admin_identity_prefix{"\0admin#", 7};
+
 std::int64_t now_us();
 
 } // namespace haca::actors

@@ -52,10 +52,14 @@ public:
   }
   // A client's connection: CurveZMQ with its key, which is its account.
   peer(const std::string& endpoint, const net::client_credentials& who) : peer(endpoint, who.key, who.coordinator_key) {}
-  // A node's connection: CurveZMQ with `key` to the coordinator whose public key is given.
-  peer(const std::string& endpoint, const verify::key_pair& key, const std::string& coordinator_key)
+  // A node's connection: CurveZMQ with `key` to the coordinator whose public key is given; a
+  // routing id of its own choosing when one is given.
+  peer(const std::string& endpoint, const verify::key_pair& key, const std::string& coordinator_key,
+       const std::string& routing_id = {})
       : s_(net::context(), zmq::socket_type::dealer) {
     s_.set(zmq::sockopt::linger, 0);
+    if (!routing_id.empty())
+      s_.set(zmq::sockopt::routing_id, zmq::buffer(routing_id));
     REQUIRE(net::make_curve_client(s_, key, coordinator_key));
     s_.connect(endpoint);
   }
@@ -671,6 +675,24 @@ TEST_CASE("the client port speaks only CurveZMQ: a plaintext client gets nothing
   CHECK_FALSE(plain.receive(2s).has_value());
   settle_down(net);
   CHECK(test::query_value("select count(*) from jobs") == jobs_before);
+}
+
+TEST_CASE("a client whose routing id claims an admin API request's is dropped, and creates nothing") {
+  auto& net = client_net();
+  const auto who = net.new_client();
+  const auto jobs_before = test::query_value("select count(*) from jobs");
+  // ZeroMQ lets a peer choose a routing id that starts with a zero byte, as the coordinator's
+  // own identities for admin API requests do: answers to it must never be taken for theirs.
+  peer claimer{net.client_endpoint(), who.key, who.coordinator_key, std::string("\0admin#1", 8)};
+  for (int i = 1; i <= 3; ++i)
+    claimer.send(submit_frames(net, who.account(), "claim-" + std::to_string(i)));
+  CHECK_FALSE(claimer.receive(2s).has_value());
+  settle_down(net);
+  CHECK(test::query_value("select count(*) from jobs") == jobs_before);
+  // The same key on a connection with an ordinary routing id is served.
+  peer plain{net.client_endpoint(), who};
+  plain.send(proto::make_job_query({1}));
+  CHECK(plain.receive(5s).has_value());
 }
 
 TEST_CASE("a SUBMIT naming another account is forbidden and changes nothing for either") {
