@@ -31,6 +31,9 @@ json page(const pqxx::result& rows, int limit, const char* key, const std::funct
 
 int bounded(int limit) { return std::clamp(limit, 1, max_page); }
 
+// A filtered list looks at no more than this many rows per item asked (a page of 500: 10,000).
+constexpr int scan_budget_per_item = 20;
+
 // A page key that is a number (a job id, a height); `fallback` when the list starts from the
 // beginning. `what` says what it is: "jobs is a job id".
 result<std::int64_t> numeric_key(const page_request& p, const char* what, std::int64_t fallback) {
@@ -161,13 +164,26 @@ result<json> admin_reads::jobs(const job_filter& f, const page_request& p) {
       after = std::max(after, first_job_at(tx, *f.since_us) - 1);
     if (f.until_us)
       last = first_job_at(tx, *f.until_us) - 1;
+    // A filter on a column without an index (state, provider) would scan the whole table for a
+    // rare value: a filtered page looks at no more than scan_budget job ids, and when it fills
+    // fewer than `limit` items its `next` is the last id it looked at, so the caller pages on.
+    const bool filtered = !f.state.empty() || !f.client.empty() || !f.provider.empty();
+    std::optional<std::int64_t> window_full_at;
+    if (filtered) {
+      const int budget = limit * scan_budget_per_item;
+      auto w = tx.exec_params1("select count(*), max(id) from (select id from jobs where id > $1 and id <= $2 order "
+                               "by id limit $3) w",
+                               after, last, budget);
+      if (w[0].as<int>() == budget)
+        window_full_at = last = w[1].as<std::int64_t>();
+    }
     auto rows = tx.exec_params(
         "select id, client_id, client_req_id, state, attempt, provider_key, price, max_price, tier, " +
             iso("submitted_at") + " as submitted_at, " + iso("updated_at") +
             " as updated_at from jobs where id > $1 and id <= $6 and ($2 = '' or state = $2) and ($3 = '' or "
             "client_id = $3) and ($4 = '' or provider_key = $4) order by id limit $5",
         after, f.state, f.client, f.provider, limit + 1, last);
-    return page(rows, limit, "id", [](const pqxx::row& r) {
+    auto out = page(rows, limit, "id", [](const pqxx::row& r) {
       return json{{"id", integer(r["id"])},         {"client", text(r["client_id"])},
                   {"request_id", text(r["client_req_id"])}, {"state", text(r["state"])},
                   {"attempt", integer(r["attempt"])}, {"provider", text(r["provider_key"])},
@@ -175,9 +191,11 @@ result<json> admin_reads::jobs(const job_filter& f, const page_request& p) {
                   {"tier", text(r["tier"])},        {"submitted_at", text(r["submitted_at"])},
                   {"updated_at", text(r["updated_at"])}};
     });
+    if (out["next"].is_null() && window_full_at)
+      out["next"] = std::to_string(*window_full_at);
+    return out;
   });
 }
-
 result<json> admin_reads::job(std::int64_t id) {
   return read([&](pqxx::read_transaction& tx) -> json {
     auto row = tx.exec_params("select id, client_id, client_req_id, model_hash, input_hash, state, attempt, seq, "
@@ -276,13 +294,23 @@ result<json> admin_reads::blocks(const page_request& p) {
 result<json> admin_reads::accounts(const std::string& prefix, const page_request& p) {
   const int limit = bounded(p.limit);
   return read([&](pqxx::read_transaction& tx) {
-    // The prefix is matched literally (starts_with), not as a LIKE pattern.
-    auto rows = tx.exec_params("select id, balance from accounts where id > $1 and starts_with(id, $2) order by id "
-                               "limit $3",
-                               p.after, prefix, limit + 1);
-    return page(rows, limit, "id", [](const pqxx::row& r) {
+    // The prefix is matched literally (starts_with), not as a LIKE pattern; the scan starts at
+    // it and looks at no more than scan_budget accounts (as jobs do: `next` pages on).
+    const int budget = limit * scan_budget_per_item;
+    auto w = tx.exec_params1("select count(*), max(id) from (select id from accounts where id > $1 and id >= $2 order "
+                             "by id limit $3) w",
+                             p.after, prefix, budget);
+    const bool window_full = w[0].as<int>() == budget;
+    auto rows = tx.exec_params("select id, balance from accounts where id > $1 and id >= $2 and ($4::text is null or "
+                               "id <= $4) and starts_with(id, $2) order by id limit $3",
+                               p.after, prefix, limit + 1,
+                               window_full ? std::optional<std::string>(w[1].c_str()) : std::nullopt);
+    auto out = page(rows, limit, "id", [](const pqxx::row& r) {
       return json{{"account", text(r["id"])}, {"balance", integer(r["balance"])}};
     });
+    if (out["next"].is_null() && window_full)
+      out["next"] = w[1].c_str();
+    return out;
   });
 }
 

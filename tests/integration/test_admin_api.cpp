@@ -82,6 +82,17 @@ TEST_CASE("admin API: tokens, pages, filters and one job's timeline, as Postgres
     CHECK(std::is_sorted(ids.begin(), ids.end()));
     CHECK(std::adjacent_find(ids.begin(), ids.end()) == ids.end());
     CHECK(get_json(net, "/api/jobs?state=QUEUED&client=" + account)["items"].empty());
+    // A filter no row matches looks at a bounded window per page (20 ids per item asked) and
+    // says where to go on: 30 jobs, limit 1, are two pages, both empty.
+    std::string next;
+    int empty_pages = 0;
+    do {
+      auto page = get_json(net, "/api/jobs?state=QUEUED&limit=1&after=" + next);
+      CHECK(page["items"].empty());
+      ++empty_pages;
+      next = page["next"].is_null() ? "" : page["next"].get<std::string>();
+    } while (!next.empty() && empty_pages < 10);
+    CHECK(empty_pages == 2);
   }
   SUBCASE("jobs: a time window of submission, exactly the jobs Postgres has in it; bad times refused") {
     // The window from the 6th job's submission to the 20th's: jobs 6..19 of this client's ids.
