@@ -204,6 +204,13 @@ void add_admin_command(CLI::App& app) {
   accounts->callback([o, prefix, run] {
     run(list(*o, "/api/accounts?prefix=" + httplib::detail::encode_query_param(*prefix), {{"account", 74}, {"balance", 14}}));
   });
+  auto of_account = std::make_shared<std::string>();
+  auto* postings = admin->add_subcommand("postings", "Ledger postings, newest first");
+  postings->add_option("--account", *of_account, "one account (client:KEY, provider:KEY, stake:KEY, protocol:fees, mint)");
+  postings->callback([o, of_account, run] {
+    run(list(*o, "/api/postings?account=" + httplib::detail::encode_query_param(*of_account),
+             {{"id", 8}, {"block", 7}, {"job_id", 8}, {"account", 30}, {"amount", 12}, {"memo", 20}, {"at", 27}}));
+  });
   admin->add_subcommand("actions", "The operators' actions, newest first: who did what")->callback([o, run] {
     run(list(*o, "/api/actions",
              {{"id", 6}, {"who", 12}, {"action", 11}, {"target", 20}, {"value", 12}, {"taken_at", 27}}));

@@ -224,6 +224,10 @@ void serve_http(httplib::Server& http, const http_options& o, std::shared_ptr<db
   list("/api/disputes", [reads](const auto&, auto&, const db::page_request& p) { return reads->disputes(p); });
   list("/api/blocks", [reads](const auto&, auto&, const db::page_request& p) { return reads->blocks(p); });
   list("/api/actions", [reads](const auto&, auto&, const db::page_request& p) { return reads->actions(p); });
+  list("/api/postings", [reads](const httplib::Request& req, httplib::Response& res, const db::page_request& p) {
+    auto account = param(req, res, "account");
+    return account ? reads->postings(*account, p) : result<json>(make_error(errc::bad_input, "bad 'account'"));
+  });
   list("/api/accounts", [reads](const httplib::Request& req, httplib::Response& res, const db::page_request& p) {
     auto prefix = param(req, res, "prefix");
     return prefix ? reads->accounts(*prefix, p) : result<json>(make_error(errc::bad_input, "bad 'prefix'"));

@@ -314,6 +314,42 @@ result<json> admin_reads::accounts(const std::string& prefix, const page_request
   });
 }
 
+result<json> admin_reads::postings(const std::string& account, const page_request& p) {
+  const int limit = bounded(p.limit);
+  const auto key = numeric_key(p, "postings is a posting id", std::numeric_limits<std::int64_t>::max());
+  if (!key)
+    return key.err();
+  const std::int64_t before = key.value();
+  return read([&](pqxx::read_transaction& tx) {
+    // postings has no index on account (each settled job writes three): an account's page
+    // looks at no more than scan_budget postings, newest first, and `next` pages on.
+    std::int64_t lowest = 0;
+    bool window_full = false;
+    if (!account.empty()) {
+      const int budget = limit * scan_budget_per_item;
+      auto w = tx.exec_params1("select count(*), min(id) from (select id from postings where id < $1 order by id "
+                               "desc limit $2) w",
+                               before, budget);
+      window_full = w[0].as<int>() == budget;
+      if (window_full)
+        lowest = w[1].as<std::int64_t>();
+    }
+    auto rows = tx.exec_params("select id, block_height, job_id, account, amount, memo, ref, " + iso("at") +
+                                   " as at from postings where id < $1 and id >= $2 and ($3 = '' or account = $3) "
+                                   "order by id desc limit $4",
+                               before, lowest, account, limit + 1);
+    auto out = page(rows, limit, "id", [](const pqxx::row& r) {
+      return json{{"id", integer(r["id"])},         {"block", integer(r["block_height"])},
+                  {"job_id", integer(r["job_id"])}, {"account", text(r["account"])},
+                  {"amount", integer(r["amount"])}, {"memo", text(r["memo"])},
+                  {"ref", text(r["ref"])},          {"at", text(r["at"])}};
+    });
+    if (out["next"].is_null() && window_full)
+      out["next"] = std::to_string(lowest);
+    return out;
+  });
+}
+
 result<json> admin_reads::actions(const page_request& p) {
   const int limit = bounded(p.limit);
   const auto key = numeric_key(p, "actions is an action id", std::numeric_limits<std::int64_t>::max());

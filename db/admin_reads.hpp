@@ -48,6 +48,7 @@ public:
   result<nlohmann::json> blocks(const page_request& p); // newest first
   result<nlohmann::json> accounts(const std::string& prefix, const page_request& p);
   result<nlohmann::json> actions(const page_request& p); // the operators' audit trail, newest first
+  result<nlohmann::json> postings(const std::string& account, const page_request& p); // newest first; "" = all
 
   // The newest block {height, hash, created_at_us} (null when none): one row by the primary key.
   result<nlohmann::json> chain_head();

@@ -2,6 +2,7 @@
 // one: 401), JSON pages that never return more than asked, filters, one job's timeline, and
 // answers that agree with Postgres.
 #include <algorithm>
+#include <limits>
 #include <sstream>
 
 #include <doctest/doctest.h>
@@ -152,6 +153,24 @@ TEST_CASE("admin API: tokens, pages, filters and one job's timeline, as Postgres
     REQUIRE(blocks["items"].size() == 1);
     CHECK(blocks["items"][0]["height"].get<std::int64_t>() ==
           std::stoll(test::query_value("select max(height) from blocks")));
+    // One account's postings, page after page (newest first): what SQL has for it.
+    std::int64_t count = 0, sum = 0, previous = std::numeric_limits<std::int64_t>::max();
+    std::string next;
+    for (int pages = 0; pages < 100; ++pages) {
+      auto page = get_json(net, fmt::format("/api/postings?account=client:{}&limit=5&after={}", account, next));
+      for (const auto& item : page["items"]) {
+        CHECK(item["account"] == "client:" + account);
+        CHECK(item["id"].get<std::int64_t>() < previous);
+        previous = item["id"].get<std::int64_t>();
+        ++count;
+        sum += item["amount"].get<std::int64_t>();
+      }
+      if (page["next"].is_null())
+        break;
+      next = page["next"].get<std::string>();
+    }
+    CHECK(count == std::stoll(test::query_value(fmt::format("select count(*) from postings where account = 'client:{}'", account))));
+    CHECK(sum == std::stoll(test::query_value(fmt::format("select sum(amount) from postings where account = 'client:{}'", account))));
     auto accounts = get_json(net, "/api/accounts?prefix=client:" + account);
     REQUIRE(accounts["items"].size() == 1);
     CHECK(accounts["items"][0]["balance"].get<std::int64_t>() ==
