@@ -153,22 +153,17 @@ void metrics::set_verifiers(std::map<std::string, verifier_row> rows, std::map<s
   verdicts_ = std::move(verdicts);
 }
 
-std::optional<metrics::provider_live> metrics::verifier(const std::string& key) const {
+metrics::provider_live metrics::verifier(const std::string& key) const {
   std::lock_guard lock(mu_);
   provider_live out;
-  bool seen = false;
   if (auto it = verifiers_.find(key); it != verifiers_.end()) {
-    seen = out.connected = true;
+    out.connected = true;
     out.credit = it->second.credit;
     out.silent_seconds = it->second.silent_seconds;
     out.load = it->second.in_flight;
   }
-  if (auto it = verdicts_.find(key); it != verdicts_.end()) {
-    seen = true;
+  if (auto it = verdicts_.find(key); it != verdicts_.end())
     out.done = it->second;
-  }
-  if (!seen)
-    return std::nullopt;
   return out;
 }
 
@@ -177,30 +172,21 @@ void metrics::set_track_records(std::map<std::string, market::verdict_record> re
   records_ = std::move(records);
 }
 
-std::optional<metrics::provider_live> metrics::provider(const std::string& key) const {
+metrics::provider_live metrics::provider(const std::string& key) const {
   std::lock_guard lock(mu_);
   provider_live out;
-  bool seen = false;
   if (auto it = providers_.find(key); it != providers_.end()) {
-    seen = out.connected = true;
+    out.connected = true;
     out.credit = it->second.credit;
     out.silent_seconds = it->second.silent_seconds;
   }
-  if (auto it = done_.find(key); it != done_.end()) {
-    seen = true;
+  if (auto it = done_.find(key); it != done_.end())
     out.done = it->second;
-  }
-  if (auto it = records_.find(key); it != records_.end()) {
-    seen = true;
+  if (auto it = records_.find(key); it != records_.end())
     out.record = it->second;
-  }
   for (const auto& [job, p] : assigned_) // bounded by the credit all providers gave
-    if (p == key) {
-      seen = true;
+    if (p == key)
       ++out.load;
-    }
-  if (!seen)
-    return std::nullopt;
   return out;
 }
 

@@ -86,7 +86,7 @@ public:
 
   // One provider as the dashboard shows it: its session (from the last tick) and its jobs,
   // counted from committed transitions since this process started: load = jobs durably
-  // ASSIGNED to it now, done = its ASSIGNED -> EXECUTED transitions. None: never seen.
+  // ASSIGNED to it now, done = its ASSIGNED -> EXECUTED transitions. All empty: never seen.
   struct provider_live {
     bool connected = false;                                // has a session (as of the last tick)
     std::optional<std::int64_t> credit;                    // while connected
@@ -98,10 +98,10 @@ public:
   // Every provider's settled verdicts, from which its reputation is derived (the execution
   // core's, published each tick).
   void set_track_records(std::map<std::string, market::verdict_record> records);
-  std::optional<provider_live> provider(const std::string& key) const;
+  provider_live provider(const std::string& key) const;
   // A verifier as the dashboard shows it: connected, credit, silent seconds, load (VERIFYs held)
   // and done (verdicts given since start); `record` stays empty.
-  std::optional<provider_live> verifier(const std::string& key) const;
+  provider_live verifier(const std::string& key) const;
 
   // What GET /api/summary shows, read at one moment (each field is consistent on its own).
   struct snapshot {

@@ -129,7 +129,7 @@ json live(const actors::metrics& stats, const json& row) {
     return nullptr;
   const auto& key = row["key"].get_ref<const std::string&>();
   const bool provider = row["role"] == "provider";
-  const auto p = (provider ? stats.provider(key) : stats.verifier(key)).value_or(actors::metrics::provider_live{});
+  const auto p = provider ? stats.provider(key) : stats.verifier(key);
   json out{{"connected", p.connected},
            {"silent_s", or_null(p.silent_seconds)},
            {"credit", p.credit ? json(*p.credit) : json(nullptr)},
