@@ -560,10 +560,14 @@ result<core::snapshot> store::load_snapshot() {
     }
     for (const auto& row : tx.exec("select substr(id, 8), balance from accounts where id like 'client:%'"))
       s.client_balances.emplace(row[0].c_str(), row[1].as<std::int64_t>());
-    for (const auto& row : tx.exec("select substr(ref, 8) from postings where ref like 'faucet:%'"))
+    // A funding transfer is two postings: the mint's (it claims the ref) and the credited
+    // account's ("<ref>/1").
+    for (const auto& row : tx.exec("select substr(ref, 8) from postings where ref like 'faucet:%' and ref not like "
+                                   "'%/%'"))
       s.funded.insert(row[0].c_str());
-    for (const auto& row : tx.exec("select ref, account, amount from postings where ref like 'deposit:%' and ref not "
-                                   "like '%/%'"))
+    for (const auto& row : tx.exec_params("select split_part(ref, '/', 1), account, amount from postings where ref "
+                                          "like 'deposit:%' and account <> $1",
+                                          std::string(market::mint_account)))
       s.deposits[row[0].c_str()] = {row[1].c_str(), row[2].as<std::int64_t>()};
     for (const auto& row : tx.exec("select substr(id, 10), balance from accounts where id like 'provider:%'"))
       s.node_balances.emplace(row[0].c_str(), row[1].as<std::int64_t>());

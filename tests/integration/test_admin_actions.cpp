@@ -192,6 +192,25 @@ TEST_CASE("admin actions: tokens and scopes, drain, ban, fee, sample rate, depos
     CHECK(test::query_value(fmt::format("select count(*) from admin_actions where target = 'client:{}' and who = "
                                         "'tester'",
                                         account)) == "2");
+    // After a crash the coordinator still knows both deposits: a resend is `repeated`, and the
+    // same id for another amount is still a conflict.
+    app::kill_hard(net.coordinator());
+    net.restart_coordinator();
+    json resent;
+    REQUIRE(test::eventually([&] {
+      auto r = post(net, "/api/deposits", {{"account", account}, {"amount", 5000}, {"request_id", "dep-a"}},
+                    test::network::admin_token);
+      if (r && r->status == 200)
+        resent = json::parse(r->body);
+      return r && r->status == 200;
+    }));
+    CHECK(resent["repeated"] == true);
+    CHECK(resent["balance"] == 5250);
+    auto still_conflict = post(net, "/api/deposits", {{"account", account}, {"amount", 7}, {"request_id", "dep-a"}},
+                               test::network::admin_token);
+    REQUIRE(still_conflict);
+    CHECK(still_conflict->status == 409);
+    CHECK(test::query_value(fmt::format("select balance from accounts where id = 'client:{}'", account)) == "5250");
     auto report = db::audit(test::test_db(), account).value();
     INFO(report.problem);
     CHECK(report.ok());
