@@ -9,6 +9,7 @@
 #include <string>
 
 #include <caf/all.hpp>
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include "actors/gateway.hpp"
@@ -89,13 +90,14 @@ public:
   }
 
   // An admin API request waits for the core's answer: the identity the core answers to. The
-  // HTTP side gives up after its timeout; a promise never answered is dropped when more than
-  // max_answers wait (the HTTP side has long timed out by then).
+  // HTTP side gives up after its timeout; past max_answers waiting, the oldest is dropped (its
+  // request is answered 504 "unknown", as after a timeout), so the map stays bounded.
   std::string await_answer(caf::response_promise rp) {
     static constexpr std::size_t max_answers = 256;
     if (answers_.size() >= max_answers)
       answers_.erase(answers_.begin());
-    auto identity = admin_identity_prefix + std::to_string(++answer_seq_);
+    // Zero-padded, so the map's first entry is the oldest.
+    auto identity = admin_identity_prefix + fmt::format("{:020}", ++answer_seq_);
     answers_.emplace(identity, std::move(rp));
     return identity;
   }
