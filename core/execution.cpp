@@ -1014,7 +1014,10 @@ void execution_core::on_commit(const transfer& t, const outcome& o, time_us now,
     auto hellos = std::move(waiting->second);
     awaiting_stake_.erase(waiting);
     for (const auto& h : hellos) {
-      if (stored)
+      if (stored && banned_.count(key)) // banned while its hold was in flight: its stake cools down unused
+        out.messages.push_back(to_node(
+            h.identity, proto::make_error(make_error(errc::forbidden, "this node key is banned by an operator"))));
+      else if (stored)
         welcome(h, now, out);
       else
         out.messages.push_back(to_node(h.identity, proto::make_error(make_error(

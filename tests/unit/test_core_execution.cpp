@@ -2560,3 +2560,23 @@ TEST_CASE("execution recovery: bans and drains of the snapshot hold after a rest
   h.admit(request("alice", "r1"), "ca", &e);
   CHECK(jobs_to(e, drained.identity).empty());
 }
+
+TEST_CASE("stake: a node banned while its stake hold is in flight is refused when it commits, and its stake cools down") {
+  harness h{staked_config()};
+  provider p{"p1"};
+  const auto key = p.key.public_key_hex;
+  fund_node(h, p, 2500);
+  auto hello = h.step(node_hello{p.identity, caps_of(p)});
+  only_transfer(hello, "stake:" + key);
+  auto ban = h.step(order_of(admin_action::kind::ban, key));
+  h.step(all_ok(ban));
+  auto held = h.step(all_ok(hello));
+  CHECK(count_cmd(held, proto::cmd::welcome) == 0);
+  REQUIRE(errors_to(held, p.identity).size() == 1);
+  CHECK(errors_to(held, p.identity)[0].code == std::string(errc::forbidden));
+  CHECK(h.core.sessions() == 0);
+  // Never joined: the stake goes back to its account at the next tick after the cool-down.
+  h.now += 6000 * ms;
+  auto tick_fx = h.step(tick{});
+  CHECK(only_transfer(tick_fx, "unstake:").postings.size() == 2);
+}
