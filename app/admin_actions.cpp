@@ -9,6 +9,7 @@
 //   POST /api/deposits                                  {"to", "account", "amount", "request_id"}
 #include "app/admin_actions.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <vector>
 
@@ -69,9 +70,18 @@ public:
     json body;
     std::string id;
   };
-  std::optional<request> begin(const httplib::Request& req, httplib::Response& res) const {
+  std::optional<request> begin(const httplib::Request& req, httplib::Response& res,
+                               std::initializer_list<std::string_view> keys) const {
     auto who = authorize(req, res, options_, scope::admin);
     auto body = who ? body_of(req, res) : std::nullopt;
+    if (body)
+      for (const auto& [key, value] : body->items())
+        if (key != "request_id" && std::find(keys.begin(), keys.end(), key) == keys.end()) {
+          // A typo must not pass for an action with a default: say which key is not known.
+          reply_error(res, 400, errc::bad_input,
+                      fmt::format("unknown key '{}' in the body", proto::bounded_text(key).substr(0, 64)));
+          return std::nullopt;
+        }
     auto id = body ? request_id_of(*body, res) : std::nullopt;
     if (!id)
       return std::nullopt;
@@ -127,13 +137,13 @@ void serve_admin_actions(httplib::Server& http, const http_options& o, caf::acto
 
   http.Post(R"(/api/nodes/([0-9a-f]{64})/(drain|undrain|ban|unban))",
             [act](const httplib::Request& req, httplib::Response& res) {
-              if (auto r = act->begin(req, res))
+              if (auto r = act->begin(req, res, {}))
                 act->order({{}, action(*core::parse_action(req.matches[2].str()), r->who, r->id, req.matches[1].str()), {}},
                            res);
             });
 
   http.Post("/api/settings", [act](const httplib::Request& req, httplib::Response& res) {
-    auto r = act->begin(req, res);
+    auto r = act->begin(req, res, {"fee_bps", "sample_rate"});
     if (!r)
       return;
     const auto fee = r->body.find("fee_bps");
@@ -162,7 +172,7 @@ void serve_admin_actions(httplib::Server& http, const http_options& o, caf::acto
   });
 
   http.Post("/api/deposits", [act](const httplib::Request& req, httplib::Response& res) {
-    auto r = act->begin(req, res);
+    auto r = act->begin(req, res, {"to", "account", "amount"});
     if (!r)
       return;
     // The same rules as a DEPOSIT on the client port (proto::parse_deposit): its request_id is

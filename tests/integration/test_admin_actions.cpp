@@ -94,6 +94,24 @@ TEST_CASE("admin actions: tokens and scopes, drain, ban, fee, sample rate, depos
     REQUIRE(res);
     CHECK_MESSAGE(res->status == 400, path, " ", body.dump());
   }
+  // Hostile bodies of every JSON type, and not JSON at all: 400 (413 when too large), nothing
+  // recorded, the coordinator still serving.
+  {
+    const std::vector<std::string> bodies{
+        "[]", "\"x\"", "null", "42", "{", "{\"fee_bps\": null}", "{\"fee_bps\": 1.5}",
+        "{\"fee_bps\": 9223372036854775808}", "{\"fee_bps\": -1}", "{\"sample_rate\": -0.1}",
+        "{\"sample_rate\": true}", "{\"sample_rate\": 1.0001}", "{\"request_id\": 5, \"fee_bps\": 1}",
+        "{\"request_id\": \"\", \"fee_bps\": 1}", "{\"request_id\": \"" + std::string(200, 'r') + "\", \"fee_bps\": 1}",
+        std::string(20000, '[') + std::string(20000, ']'), std::string(100000, ' ')};
+    for (const auto& path : {std::string("/api/settings"), std::string("/api/deposits"), fmt::format("/api/nodes/{}/drain", a)})
+      for (const auto& body : bodies) {
+        httplib::Client http("127.0.0.1", net.http_port());
+        http.set_bearer_token_auth(test::network::admin_token);
+        auto res = http.Post(path, body, "application/json");
+        REQUIRE(res);
+        CHECK_MESSAGE((res->status == 400 || res->status == 413), path, " ", body.substr(0, 60), " -> ", res->status);
+      }
+  }
   CHECK(actions_count() == "0");
   CHECK(by_provider(run_jobs(net, 20, 1)).size() == 2); // both providers work
 
