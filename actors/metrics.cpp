@@ -117,8 +117,8 @@ void metrics::restore(const core::snapshot& s) {
       assigned_[j.spec.id] = j.provider_key;
 }
 
-// Each provider's load and jobs done, from its jobs' committed transitions. A job assigned
-// before this process started is not in the map and is not counted when it leaves.
+// Each provider's load and jobs done, from its jobs' committed transitions (jobs ASSIGNED
+// before this process started come from the snapshot: restore).
 void metrics::provider_jobs(const core::job_transition& t) {
   std::lock_guard lock(mu_);
   if (t.from == core::job_state::assigned)

@@ -13,12 +13,11 @@
 #include <chrono>
 #include <vector>
 
-#include <sodium.h>
-
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "actors/messages.hpp"
+#include "app/common.hpp"
 #include "core/events.hpp"
 #include "proto/commands.hpp"
 
@@ -43,14 +42,8 @@ std::optional<json> body_of(const httplib::Request& req, httplib::Response& res)
 // The body's request_id (an id: 1-128 printable ASCII characters), or a fresh random one.
 std::optional<std::string> request_id_of(const json& body, httplib::Response& res) {
   auto it = body.find("request_id");
-  if (it == body.end()) {
-    unsigned char raw[12];
-    randombytes_buf(raw, sizeof raw);
-    std::string hex;
-    for (auto b : raw)
-      hex += fmt::format("{:02x}", b);
-    return hex;
-  }
+  if (it == body.end())
+    return random_hex(12);
   if (!it->is_string() || !proto::is_id(it->get_ref<const std::string&>())) {
     reply_error(res, 400, errc::bad_input, "'request_id' must be 1 to 128 printable ASCII characters");
     return std::nullopt;
@@ -123,9 +116,7 @@ core::admin_action action(core::admin_action::kind what, const std::string& who,
   a.ref = "admin:" + request_id;
   a.target = std::move(target);
   a.value = value;
-  a.at_us = std::chrono::duration_cast<std::chrono::microseconds>(
-                std::chrono::system_clock::now().time_since_epoch())
-                .count();
+  a.at_us = actors::now_us();
   return a;
 }
 

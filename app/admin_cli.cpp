@@ -3,8 +3,6 @@
 // object per line) for scripts. Actions need an admin token.
 #include <iostream>
 
-#include <sodium.h>
-
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <httplib.h>
@@ -130,14 +128,8 @@ int show_job(const admin_cli& o, std::int64_t id) {
 // done: the request id is printed, and the same command with it repeats nothing (drain, ban and
 // the settings are the same whatever the repeats; a deposit takes --request-id).
 int act(const admin_cli& o, const std::string& path, json body) {
-  if (!body.contains("request_id")) {
-    unsigned char raw[12];
-    randombytes_buf(raw, sizeof raw);
-    std::string id = "cli-";
-    for (auto b : raw)
-      id += fmt::format("{:02x}", b);
-    body["request_id"] = id;
-  }
+  if (!body.contains("request_id"))
+    body["request_id"] = "cli-" + random_hex(12);
   auto answer = fetch(o, path, body);
   if (!answer) {
     std::cerr << fmt::format("request id: {}\n", body["request_id"].get<std::string>());

@@ -6,7 +6,6 @@
 // files; the page asks for the read token and sends it with each API call) at / and /web/.
 #include "app/admin_http.hpp"
 
-#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -15,6 +14,7 @@
 #include <spdlog/spdlog.h>
 
 #include "actors/gateway.hpp"
+#include "actors/messages.hpp"
 #include "core/job_state.hpp"
 #include "proto/commands.hpp"
 
@@ -65,11 +65,6 @@ constexpr const char* not_found = "not_found";
 
 json or_null(const std::optional<double>& v) { return v ? json(*v) : json(nullptr); }
 
-std::int64_t unix_us() {
-  return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 // Queue depth, jobs by state, the recent rate and latency, verification, settlement and the
 // ledger, as the dashboard shows them. In-memory counters and gauges (actors/metrics), the
 // chain head by the blocks' primary key, the ledger's grouped sum at most once per 2 s
@@ -83,7 +78,7 @@ result<json> summary(db::admin_reads& reads, actors::metrics& stats) {
   auto ledger = reads.ledger_totals();
   if (!ledger)
     return ledger.err();
-  const auto now = unix_us();
+  const auto now = actors::now_us();
   const auto entered = [&](core::job_state s) { return m.entered[static_cast<std::size_t>(s)]; };
   json by_state = json::object(), now_in = json::object();
   for (int s = 0; s < core::job_state_count; ++s)
@@ -148,13 +143,12 @@ std::string ledger_metrics(db::admin_reads& reads) {
   std::string out = "# HELP haca_ledger_balance_micros Sum of the balances of each kind of account (client, provider, "
                     "stake, ...), read from Postgres at most every 2 s.\n# TYPE haca_ledger_balance_micros gauge\n";
   auto totals = reads.ledger_totals();
-  if (!totals) // the gauge below says so; the rest of /metrics is still worth scraping
-    return out + "# HELP haca_ledger_read_ok Whether the ledger totals could be read (0: Postgres unavailable).\n"
-                 "# TYPE haca_ledger_read_ok gauge\nhaca_ledger_read_ok 0\n";
-  for (const auto& [kind, v] : totals.value().items())
-    out += fmt::format("haca_ledger_balance_micros{{kind=\"{}\"}} {}\n", kind, v["balance"].get<std::int64_t>());
-  return out + "# HELP haca_ledger_read_ok Whether the ledger totals could be read (0: Postgres unavailable).\n"
-               "# TYPE haca_ledger_read_ok gauge\nhaca_ledger_read_ok 1\n";
+  if (totals) // when it cannot be read, the gauge below says so; the rest of /metrics is still worth scraping
+    for (const auto& [kind, v] : totals.value().items())
+      out += fmt::format("haca_ledger_balance_micros{{kind=\"{}\"}} {}\n", kind, v["balance"].get<std::int64_t>());
+  return out + fmt::format("# HELP haca_ledger_read_ok Whether the ledger totals could be read (0: Postgres "
+                           "unavailable).\n# TYPE haca_ledger_read_ok gauge\nhaca_ledger_read_ok {}\n",
+                           totals ? 1 : 0);
 }
 
 std::optional<std::string> slurp(const std::filesystem::path& p) {

@@ -4,6 +4,8 @@
 #include <pthread.h>
 #include <filesystem>
 
+#include <sodium.h>
+
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
@@ -12,6 +14,15 @@ namespace {
 std::atomic<bool> stop_flag{false};
 extern "C" void on_stop_signal(int) { stop_flag = true; }
 } // namespace
+
+std::string random_hex(std::size_t bytes) {
+  std::string raw(bytes, '\0');
+  randombytes_buf(raw.data(), raw.size());
+  std::string hex(2 * bytes + 1, '\0');
+  sodium_bin2hex(hex.data(), hex.size(), reinterpret_cast<const unsigned char*>(raw.data()), raw.size());
+  hex.pop_back(); // the terminating NUL
+  return hex;
+}
 
 result<std::map<std::string, kernels::model>> load_models_dir(const std::string& dir) {
   std::map<std::string, kernels::model> out;

@@ -32,6 +32,9 @@ void wait_for_stop_signal();
 caf::actor_system_config responsive_actor_config();
 
 void add_log_level_option(CLI::App& cmd, std::string& level);
+
+// `bytes` random bytes (libsodium's CSPRNG) as lowercase hex: tokens and request ids.
+std::string random_hex(std::size_t bytes);
 void set_log_level(const std::string& level);
 
 // Registration of each subcommand (one file each).

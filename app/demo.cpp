@@ -11,7 +11,6 @@
 #include <thread>
 
 #include <fmt/format.h>
-#include <sodium.h>
 
 #include "app/common.hpp"
 #include "app/process.hpp"
@@ -40,15 +39,6 @@ struct demo_options {
   int http_port = 7702;
   std::string web_dir; // "" = the coordinator's default
 };
-
-// A fresh bearer token: 32 random bytes as hex.
-std::string random_token() {
-  unsigned char bytes[32];
-  randombytes_buf(bytes, sizeof bytes);
-  char hex[sizeof bytes * 2 + 1];
-  sodium_bin2hex(hex, sizeof hex, bytes, sizeof bytes);
-  return hex;
-}
 
 // The coordinator's tokens go into a config file only this user can read, not onto its
 // command line (which `ps` shows to everyone).
@@ -130,8 +120,8 @@ int run_demo(const demo_options& o) {
                                   "--sample-rate", std::to_string(o.sample_rate), "--key", key("coordinator"),
                                   "--min-stake", std::to_string(o.min_stake)};
     if (o.serve) {
-      read_token = random_token();
-      auto config = write_token_config((fs::path(o.work_dir) / "coordinator.toml").string(), read_token, random_token());
+      read_token = random_hex(32);
+      auto config = write_token_config((fs::path(o.work_dir) / "coordinator.toml").string(), read_token, random_hex(32));
       args.insert(args.begin(), {"--config", config});
       args.insert(args.end(), {"--http-port", std::to_string(o.http_port)});
       if (!o.web_dir.empty())

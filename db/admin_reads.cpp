@@ -34,6 +34,26 @@ int bounded(int limit) { return std::clamp(limit, 1, max_page); }
 // A filtered list looks at no more than this many rows per item asked (a page of 500: 10,000).
 constexpr int scan_budget_per_item = 20;
 
+// Where a filtered page's scan ends: `window_sql` selects count(*) and the last key of the
+// keys the page may look at, its budget (limit * scan_budget_per_item) bound as the last
+// parameter. The end when the budget is all used; nothing when the keys ran out first.
+template <class... Args>
+std::optional<std::string> window_end(pqxx::read_transaction& tx, int limit, const std::string& window_sql,
+                                      const Args&... args) {
+  const int budget = limit * scan_budget_per_item;
+  const pqxx::row w = tx.exec_params1(window_sql, args..., budget);
+  if (w[0].as<int>() < budget)
+    return std::nullopt;
+  return std::string(w[1].c_str());
+}
+
+// A page that ends short inside a full window goes on from the window's end.
+json& page_on(json& out, const std::optional<std::string>& window) {
+  if (out["next"].is_null() && window)
+    out["next"] = *window;
+  return out;
+}
+
 // A page key that is a number (a job id, a height); `fallback` when the list starts from the
 // beginning. `what` says what it is: "jobs is a job id".
 result<std::int64_t> numeric_key(const page_request& p, const char* what, std::int64_t fallback) {
@@ -168,15 +188,13 @@ result<json> admin_reads::jobs(const job_filter& f, const page_request& p) {
     // rare value: a filtered page looks at no more than scan_budget job ids, and when it fills
     // fewer than `limit` items its `next` is the last id it looked at, so the caller pages on.
     const bool filtered = !f.state.empty() || !f.client.empty() || !f.provider.empty();
-    std::optional<std::int64_t> window_full_at;
-    if (filtered) {
-      const int budget = limit * scan_budget_per_item;
-      auto w = tx.exec_params1("select count(*), max(id) from (select id from jobs where id > $1 and id <= $2 order "
-                               "by id limit $3) w",
-                               after, last, budget);
-      if (w[0].as<int>() == budget)
-        window_full_at = last = w[1].as<std::int64_t>();
-    }
+    const auto window = filtered ? window_end(tx, limit,
+                                              "select count(*), max(id) from (select id from jobs where id > $1 and "
+                                              "id <= $2 order by id limit $3) w",
+                                              after, last)
+                                 : std::nullopt;
+    if (window)
+      last = std::stoll(*window);
     auto rows = tx.exec_params(
         "select id, client_id, client_req_id, state, attempt, provider_key, price, max_price, tier, " +
             iso("submitted_at") + " as submitted_at, " + iso("updated_at") +
@@ -191,9 +209,7 @@ result<json> admin_reads::jobs(const job_filter& f, const page_request& p) {
                   {"tier", text(r["tier"])},        {"submitted_at", text(r["submitted_at"])},
                   {"updated_at", text(r["updated_at"])}};
     });
-    if (out["next"].is_null() && window_full_at)
-      out["next"] = std::to_string(*window_full_at);
-    return out;
+    return page_on(out, window);
   });
 }
 result<json> admin_reads::job(std::int64_t id) {
@@ -295,22 +311,18 @@ result<json> admin_reads::accounts(const std::string& prefix, const page_request
   const int limit = bounded(p.limit);
   return read([&](pqxx::read_transaction& tx) {
     // The prefix is matched literally (starts_with), not as a LIKE pattern; the scan starts at
-    // it and looks at no more than scan_budget accounts (as jobs do: `next` pages on).
-    const int budget = limit * scan_budget_per_item;
-    auto w = tx.exec_params1("select count(*), max(id) from (select id from accounts where id > $1 and id >= $2 order "
-                             "by id limit $3) w",
-                             p.after, prefix, budget);
-    const bool window_full = w[0].as<int>() == budget;
+    // it and looks at a bounded window of accounts (as jobs do: `next` pages on).
+    const auto window = window_end(tx, limit,
+                                   "select count(*), max(id) from (select id from accounts where id > $1 and id >= $2 "
+                                   "order by id limit $3) w",
+                                   p.after, prefix);
     auto rows = tx.exec_params("select id, balance from accounts where id > $1 and id >= $2 and ($4::text is null or "
                                "id <= $4) and starts_with(id, $2) order by id limit $3",
-                               p.after, prefix, limit + 1,
-                               window_full ? std::optional<std::string>(w[1].c_str()) : std::nullopt);
+                               p.after, prefix, limit + 1, window);
     auto out = page(rows, limit, "id", [](const pqxx::row& r) {
       return json{{"account", text(r["id"])}, {"balance", integer(r["balance"])}};
     });
-    if (out["next"].is_null() && window_full)
-      out["next"] = w[1].c_str();
-    return out;
+    return page_on(out, window);
   });
 }
 
@@ -322,18 +334,13 @@ result<json> admin_reads::postings(const std::string& account, const page_reques
   const std::int64_t before = key.value();
   return read([&](pqxx::read_transaction& tx) {
     // postings has no index on account (each settled job writes three): an account's page
-    // looks at no more than scan_budget postings, newest first, and `next` pages on.
-    std::int64_t lowest = 0;
-    bool window_full = false;
-    if (!account.empty()) {
-      const int budget = limit * scan_budget_per_item;
-      auto w = tx.exec_params1("select count(*), min(id) from (select id from postings where id < $1 order by id "
-                               "desc limit $2) w",
-                               before, budget);
-      window_full = w[0].as<int>() == budget;
-      if (window_full)
-        lowest = w[1].as<std::int64_t>();
-    }
+    // looks at a bounded window of postings, newest first, and `next` pages on.
+    const auto window = account.empty() ? std::nullopt
+                                        : window_end(tx, limit,
+                                                     "select count(*), min(id) from (select id from postings where id "
+                                                     "< $1 order by id desc limit $2) w",
+                                                     before);
+    const std::int64_t lowest = window ? std::stoll(*window) : 0;
     auto rows = tx.exec_params("select id, block_height, job_id, account, amount, memo, ref, " + iso("at") +
                                    " as at from postings where id < $1 and id >= $2 and ($3 = '' or account = $3) "
                                    "order by id desc limit $4",
@@ -344,9 +351,7 @@ result<json> admin_reads::postings(const std::string& account, const page_reques
                   {"amount", integer(r["amount"])}, {"memo", text(r["memo"])},
                   {"ref", text(r["ref"])},          {"at", text(r["at"])}};
     });
-    if (out["next"].is_null() && window_full)
-      out["next"] = std::to_string(lowest);
-    return out;
+    return page_on(out, window);
   });
 }
 
