@@ -45,7 +45,7 @@ void print_report(const db::audit_report& a, const db::audit_options& o) {
                            o.client_id.empty() ? "" : fmt::format(" of client '{}'", o.client_id), a.open,
                            a.receipts_checked, a.receipts_valid ? "valid" : "INVALID", a.blocks,
                            a.chain_valid ? "valid" : "BROKEN",
-                           a.postings_balanced ? "balanced (every job's postings and all postings sum to zero)"
+                           a.postings_balanced ? "balanced (every block's, every job's and all postings sum to zero)"
                                                : "NOT balanced");
   std::cout << "checks:\n";
   for (const auto& check : db::audit_checks()) {
@@ -69,7 +69,7 @@ void add_audit_command(CLI::App& app) {
   auto* cmd = app.add_subcommand(
       "audit", "Re-verify every receipt signature, block hash, block signature and batch root, check that the "
                "postings balance, and look for stuck jobs, executed jobs without a receipt, negative accounts, "
-               "escrow holds over a balance, settled jobs without postings (or postings without a settled job), "
+               "escrow holds over a balance, settled jobs their block does not list (or postings without a settled job), "
                "and job timelines with a gap or a last event other than the row's state. "
                "Exit status: 0 ok, 1 trouble found, 2 the audit could not run");
   cmd->add_option("--db", *db, "PostgreSQL connection URL")->capture_default_str();

@@ -47,19 +47,19 @@ echo "jobs final: $(q "select count(*) from jobs where state in ('SETTLED','FAIL
 cheats=$(grep -c "cheat-rate: job" $D/logs/p1.log || true)
 lies=$(grep -c "lie-rate: job" $D/logs/v1.log || true)
 echo "cheats: $cheats, lies: $lies"
-echo "verdicts: $(q "select string_agg(verdict || ' ' || n, ', ') from (select verdict, count(*) n from receipts group by verdict) x")"
+echo "verdicts: $(q "select string_agg(verdict || ' ' || n, ', ') from (select verdict, count(*) n from jobs where verdict is not null group by verdict) x")"
 echo "rulings: $(q "select coalesce(string_agg(loser || ' ' || n, ', '), 'none') from (select loser, count(*) n from disputes group by loser) x")"
 { grep -o "cheat-rate: job [0-9]*" $D/logs/p1.log || true; } | awk '{print $3}' | sort > $D/cheats.txt
 { grep -o "lie-rate: job [0-9]*" $D/logs/v1.log || true; } | awk '{print $3}' | sort > $D/lies.txt
-q "select job_id from receipts where verdict = 'mismatch' order by 1" | sort > $D/disputed.txt
+q "select id from jobs where verdict = 'mismatch' order by 1" | sort > $D/disputed.txt
 q "select job_id from disputes where loser in ('verifier','both') order by 1" | sort > $D/verifier_lost.txt
-q "select r.job_id from receipts r where r.verdict in ('verified','mismatch') order by 1" | sort > $D/sampled.txt
+q "select id from jobs where verdict in ('verified','mismatch') order by 1" | sort > $D/sampled.txt
 echo "disputed not cheated: $(comm -23 $D/disputed.txt $D/cheats.txt | wc -l)"
 echo "sampled cheats: $(comm -12 $D/sampled.txt $D/cheats.txt | wc -l), of them disputed: $(comm -12 $D/disputed.txt $D/cheats.txt | wc -l)"
 echo "slashed providers: $(q "select count(*) from postings where ref like 'slash:%:provider'"), verifiers: $(q "select count(*) from postings where ref like 'slash:%:verifier'")"
 echo "stakes: $(q "select string_agg(id || ' ' || balance, ', ') from accounts where id like 'stake:%'")"
 echo "compensation paid to the client: $(q "select coalesce(sum(amount), 0) from postings where ref like 'slash:%' and account like 'client:%'"), rewards to the verifier: $(q "select coalesce(sum(amount), 0) from postings where memo = 'slash: verifier''s reward'")"
-echo "re-runs of disputed jobs: $(q "select count(*) from jobs where client_req_id like 'rerun:%'"), settled verified or unsampled: $(q "select count(*) from jobs j join receipts r on r.job_id = j.id and r.attempt = j.attempt where j.client_req_id like 'rerun:%' and j.state = 'SETTLED' and r.verdict in ('verified', 'unsampled')")"
+echo "re-runs of disputed jobs: $(q "select count(*) from jobs where client_req_id like 'rerun:%'"), settled verified or unsampled: $(q "select count(*) from jobs j where j.client_req_id like 'rerun:%' and j.state = 'SETTLED' and j.verdict in ('verified', 'unsampled')")"
 echo "lies (on jobs the verifier judged): $(wc -l < $D/lies.txt), ruled against the verifier: $(comm -12 $D/lies.txt $D/verifier_lost.txt | wc -l), rulings against the verifier without a lie: $(comm -13 $D/lies.txt $D/verifier_lost.txt | wc -l)"
 $H audit --db $URL --coordinator-key $(cat $D/keys/coordinator.key.pub) 2>&1 | tail -3
 pkill -f "$D/" || true

@@ -128,6 +128,7 @@ struct settled_item {
 struct block_commit {
   verify::block block;
   std::string block_hash;
+  int fee_bps = 0;               // the fee rate its postings charged (stored; not signed)
   std::vector<settled_item> items;
 };
 

@@ -55,7 +55,8 @@ settlement_core settlement_core::recover(settlement_config cfg, const snapshot& 
       // It has waited since it was judged (not later than now): a partial batch of recovered
       // jobs is due at once when that was batch_ms ago.
       const time_us arrived = j.updated_us > 0 && j.updated_us < now ? j.updated_us : now;
-      c.buffer_.push_back(waiting{std::move(e), arrived});
+      auto leaf = verify::receipt_hash(e.receipt);
+      c.buffer_.push_back(waiting{std::move(e), arrived, std::move(leaf)});
     }
   }
   return c;
@@ -83,7 +84,7 @@ void settlement_core::on(const judged_job& e, time_us now, effects& out) {
     out.notes.push_back("settlement: job " + std::to_string(e.job_id) + " arrived again; already settling");
     return;
   }
-  buffer_.push_back(waiting{e, now});
+  buffer_.push_back(waiting{e, now, verify::receipt_hash(e.receipt)});
   maybe_seal(now, out);
 }
 
@@ -97,44 +98,47 @@ void settlement_core::maybe_seal(time_us now, effects& out) {
 void settlement_core::seal(time_us now, effects& out) {
   const std::size_t n = std::min(cfg_.batch_size, buffer_.size());
   block_commit bc;
-  std::vector<std::string> leaves;
-  leaves.reserve(n);
+  sealed_block sealed;
   bc.items.reserve(n);
-  in_flight_arrived_.clear();
+  sealed.arrived.reserve(n);
+  sealed.leaves.reserve(n);
   micros total = 0;
   for (std::size_t i = 0; i < n; ++i) {
     waiting w = std::move(buffer_.front());
     buffer_.pop_front();
-    const judged_job& j = w.job;
+    judged_job& j = w.job;
     settled_item item;
     item.job_id = j.job_id;
     item.attempt = j.attempt;
     item.seq = j.seq + 1;
-    item.client_id = j.client_id;
-    item.receipt = j.receipt;
     item.verdict = j.verdict;
-    item.ruling = j.ruling;
     if (j.verdict != job_state::disputed) {
       item.charged = j.receipt.price;
       item.postings =
           market::settlement_postings(j.client_id, j.receipt.provider_key, j.receipt.price, cfg_.fee_bps);
     } // disputed: refunded, nothing charged, no postings
+    item.client_id = std::move(j.client_id);
+    item.receipt = std::move(j.receipt);
+    item.ruling = std::move(j.ruling);
     total += item.charged;
-    leaves.push_back(verify::receipt_hash(j.receipt));
     bc.items.push_back(std::move(item));
-    in_flight_arrived_.push_back(w.arrived_us);
+    sealed.arrived.push_back(w.arrived_us);
+    sealed.leaves.push_back(std::move(w.leaf));
   }
   auto& b = bc.block;
   b.height = next_height_;
   b.prev_hash = prev_hash_;
-  b.batch_root = verify::merkle_root(leaves);
+  b.batch_root = verify::merkle_root(sealed.leaves);
   b.receipts = static_cast<std::int32_t>(n);
   b.total_amount = total;
   b.created_at_us = now;
+  bc.fee_bps = cfg_.fee_bps;
   verify::sign_block(b, cfg_.key);
   bc.block_hash = verify::block_hash(b);
-  out.records.push_back(bc);
-  in_flight_ = std::move(bc);
+  sealed.height = b.height;
+  sealed.block_hash = bc.block_hash;
+  in_flight_ = std::move(sealed);
+  out.records.push_back(std::move(bc));
 }
 
 void settlement_core::on(const committed& e, time_us now, effects& out) {
@@ -153,28 +157,28 @@ void settlement_core::on(const committed& e, time_us now, effects& out) {
       continue;
     }
     const outcome& o = e.outcomes[i];
-    const std::int64_t height = in_flight_->block.height;
+    const std::int64_t height = in_flight_->height;
     if (o.what != outcome::kind::rejected) {
       // ok (a duplicate is the same block stored before: ok too)
       ++next_height_;
       prev_hash_ = in_flight_->block_hash;
-      for (const auto& item : in_flight_->items) {
+      for (const auto& item : bc->items) {
         micros earned = 0;
+        const auto provider = market::provider_account(item.receipt.provider_key);
         for (const auto& p : item.postings)
-          if (p.account == market::provider_account(item.receipt.provider_key))
+          if (p.account == provider)
             earned += p.amount;
         out.to_execution.push_back(settled_job{item.job_id, item.client_id, item.charged, item.receipt.provider_key,
                                                item.verdict, item.receipt.price, earned, item.ruling});
         known_.erase(item.job_id);
       }
       in_flight_.reset();
-      in_flight_arrived_.clear();
       continue;
     }
     // Rejected. The items it names are set aside; the rest are sealed again at this height.
     std::set<std::int64_t> bad(o.bad_jobs.begin(), o.bad_jobs.end());
     std::vector<std::int64_t> named;
-    for (const auto& item : in_flight_->items)
+    for (const auto& item : bc->items)
       if (bad.count(item.job_id))
         named.push_back(item.job_id);
     if (named.empty()) {
@@ -188,9 +192,9 @@ void settlement_core::on(const committed& e, time_us now, effects& out) {
                          std::to_string(named.size()) + " jobs set aside: " + job_list(named) +
                          "; the rest are sealed again at height " + std::to_string(height));
     set_aside_ += named.size();
-    auto& items = in_flight_->items;
+    const auto& items = bc->items;
     for (std::size_t k = items.size(); k-- > 0;) {
-      auto& item = items[k];
+      const auto& item = items[k];
       if (bad.count(item.job_id)) {
         known_.erase(item.job_id);
         continue;
@@ -199,15 +203,15 @@ void settlement_core::on(const committed& e, time_us now, effects& out) {
       j.job_id = item.job_id;
       j.attempt = item.attempt;
       j.seq = item.seq - 1;
-      j.client_id = std::move(item.client_id);
-      j.receipt = std::move(item.receipt);
+      j.client_id = item.client_id;
+      j.receipt = item.receipt;
       j.verdict = item.verdict;
-      j.ruling = std::move(item.ruling);
-      const time_us arrived = k < in_flight_arrived_.size() ? in_flight_arrived_[k] : now;
-      buffer_.push_front(waiting{std::move(j), arrived});
+      j.ruling = item.ruling;
+      const time_us arrived = k < in_flight_->arrived.size() ? in_flight_->arrived[k] : now;
+      std::string leaf = k < in_flight_->leaves.size() ? std::move(in_flight_->leaves[k]) : verify::receipt_hash(j.receipt);
+      buffer_.push_front(waiting{std::move(j), arrived, std::move(leaf)});
     }
     in_flight_.reset();
-    in_flight_arrived_.clear();
   }
   maybe_seal(now, out);
 }

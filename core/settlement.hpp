@@ -41,11 +41,19 @@ public:
 
   std::int64_t next_height() const { return next_height_; }
   const std::string& prev_hash() const { return prev_hash_; }
-  std::size_t backlog() const { return buffer_.size() + (in_flight_ ? in_flight_->items.size() : 0); }
+  std::size_t backlog() const { return buffer_.size() + (in_flight_ ? in_flight_->arrived.size() : 0); }
   std::size_t set_aside() const { return set_aside_; }
   // Read-only views for tests, the simulator and metrics.
   std::size_t buffered() const { return buffer_.size(); }
-  const std::optional<block_commit>& in_flight() const { return in_flight_; }
+  // The block in flight: the store has it (its records carry its items) and its confirmation
+  // is matched against it by hash.
+  struct sealed_block {
+    std::int64_t height = 0;
+    std::string block_hash;
+    std::vector<time_us> arrived;     // of each item (back to the buffer as it was if rejected)
+    std::vector<std::string> leaves;  // of each item
+  };
+  const std::optional<sealed_block>& in_flight() const { return in_flight_; }
   bool stopped() const { return stopped_; } // a block was rejected for no item: nothing more is sealed
   int fee_bps() const { return cfg_.fee_bps; }
 
@@ -53,6 +61,7 @@ private:
   struct waiting {
     judged_job job;
     time_us arrived_us = 0;
+    std::string leaf; // the receipt's hash, its Merkle leaf: hashed on arrival, while a block is in flight
   };
 
   void on(const judged_job& e, time_us now, effects& out);
@@ -65,8 +74,7 @@ private:
 
   settlement_config cfg_;
   std::deque<waiting> buffer_;        // oldest first; its front's arrival times the batch
-  std::optional<block_commit> in_flight_;
-  std::vector<time_us> in_flight_arrived_; // arrival of each in-flight item (back to the buffer if rejected)
+  std::optional<sealed_block> in_flight_;
   std::set<std::int64_t> known_;      // job ids buffered or in flight
   std::int64_t next_height_ = 0;
   std::string prev_hash_;

@@ -9,6 +9,8 @@
 #include <fmt/format.h>
 #include <pqxx/pqxx>
 
+#include "market/ledger.hpp"
+
 namespace haca::db {
 namespace {
 
@@ -232,15 +234,17 @@ result<json> admin_reads::job(std::int64_t id) {
              {"deadline", text(r["deadline"])}};
     out["timeline"] = json::array();
     for (const auto& e : tx.exec_params("select seq, state, attempt, detail, " + iso("at") +
-                                            " as at from job_events where job_id = $1 order by seq",
+                                            " as at from job_timeline where job_id = $1 order by seq",
                                         id))
       out["timeline"].push_back(json{{"seq", integer(e["seq"])}, {"state", text(e["state"])},
                                      {"attempt", integer(e["attempt"])}, {"detail", text(e["detail"])},
                                      {"at", text(e["at"])}});
     out["receipts"] = json::array();
-    for (const auto& c : tx.exec_params("select attempt, receipt_hash, output_hash, trace_root, provider_key, price, "
-                                        "verdict, block_height, signature from receipts where job_id = $1 order by "
-                                        "attempt",
+    // The attempt its row settled has its verdict and block.
+    for (const auto& c : tx.exec_params("select r.attempt, r.receipt_hash, r.output_hash, r.trace_root, r.provider_key, "
+                                        "r.price, s.verdict, s.block_height, r.signature from receipts r left join "
+                                        "jobs s on s.id = r.job_id and s.attempt = r.attempt and s.block_height is "
+                                        "not null where r.job_id = $1 order by r.attempt",
                                         id))
       out["receipts"].push_back(json{{"attempt", integer(c["attempt"])}, {"receipt_hash", text(c["receipt_hash"])},
                                      {"output_hash", text(c["output_hash"])}, {"trace_root", text(c["trace_root"])},
@@ -258,7 +262,21 @@ result<json> admin_reads::job(std::int64_t id) {
                                      {"verifier_hash", text(d["verifier_hash"])},
                                      {"referee_hash", text(d["referee_hash"])}, {"loser", text(d["loser"])},
                                      {"detail", text(d["detail"])}, {"ruled_at", text(d["ruled_at"])}});
+    // Its share of its block's postings (a block posts per account, not per job: the share
+    // follows from the receipt's price and the block's fee rate), then postings of its own
+    // (slashes; and, in blocks written before migration 007, its block postings).
     out["postings"] = json::array();
+    auto share = tx.exec_params("select j.client_id, j.block_height, b.fee_bps, r.provider_key, r.price from jobs j "
+                                "join blocks b on b.height = j.block_height join receipts r on r.job_id = j.id and "
+                                "r.attempt = j.attempt where j.id = $1 and j.verdict <> 'mismatch' and b.fee_bps is "
+                                "not null",
+                                id);
+    for (const auto& s : share)
+      for (const auto& p : market::settlement_postings(s["client_id"].c_str(), s["provider_key"].c_str(),
+                                                       s["price"].as<std::int64_t>(), s["fee_bps"].as<int>()))
+        out["postings"].push_back(json{{"account", p.account}, {"amount", p.amount},
+                                       {"memo", p.memo + " (its share of the block's)"},
+                                       {"block", integer(s["block_height"])}});
     for (const auto& q : tx.exec_params("select account, amount, memo, block_height from postings where job_id = $1 "
                                         "order by id",
                                         id))
@@ -333,7 +351,7 @@ result<json> admin_reads::postings(const std::string& account, const page_reques
     return key.err();
   const std::int64_t before = key.value();
   return read([&](pqxx::read_transaction& tx) {
-    // postings has no index on account (each settled job writes three): an account's page
+    // postings has no index on account (a block writes one per account): an account's page
     // looks at a bounded window of postings, newest first, and `next` pages on.
     const auto window = account.empty() ? std::nullopt
                                         : window_end(tx, limit,

@@ -61,15 +61,15 @@ const std::vector<audit_check>& audit_checks() {
       {"invalid_receipts", "receipts whose Ed25519 signature does not verify"},
       {"broken_chain", "blocks whose height, link, hash, signer (with a pinned key), signature or batch root does not "
                        "check"},
-      {"block_totals", "blocks whose receipt count or total_amount differs from the receipts they settled and the "
-                       "client postings they made"},
-      {"unbalanced_postings", "postings that do not sum to zero, in all or for one job"},
+      {"block_totals", "blocks whose receipt count or total_amount differs from the jobs they list (settled in them) "
+                       "and the client postings they made"},
+      {"unbalanced_postings", "postings that do not sum to zero, in all, for one block or for one job"},
       {"account_drift", "accounts whose balance differs from the sum of their postings"},
       {"stuck_jobs", "jobs not in a final state whose last change is older than the threshold"},
       {"executed_without_receipt", "jobs in EXECUTED, VERIFIED, UNSAMPLED, DISPUTED or SETTLED without a receipt"},
       {"negative_accounts", "accounts below zero (other than 'mint', which funds the faucet)"},
       {"holds_exceed_balance", "clients whose open jobs' max_price (their escrow holds) exceed their balance"},
-      {"settled_without_postings", "SETTLED jobs, not refunded after a mismatch, with no posting"},
+      {"settled_outside_blocks", "SETTLED jobs that their block does not list at their place"},
       {"postings_on_unsettled_job", "jobs with postings that are not SETTLED"},
       {"broken_timelines", "jobs whose events are not numbered 0 to the row's seq, or whose last event is not the "
                            "row's state"},
@@ -103,10 +103,10 @@ result<audit_report> audit(const std::string& url, const audit_options& o) {
     a.jobs = counts[0].as<std::int64_t>();
     a.settled = counts[1].as<std::int64_t>();
     a.failed = counts[2].as<std::int64_t>();
-    auto verdicts = tx.exec_params1("select count(*) filter (where r.verdict = 'verified'), "
-                                    "count(*) filter (where r.verdict = 'unsampled'), "
-                                    "count(*) filter (where r.verdict = 'mismatch') "
-                                    "from receipts r join jobs j on j.id = r.job_id where $1 = '' or j.client_id = $1",
+    auto verdicts = tx.exec_params1("select count(*) filter (where verdict = 'verified'), "
+                                    "count(*) filter (where verdict = 'unsampled'), "
+                                    "count(*) filter (where verdict = 'mismatch') "
+                                    "from jobs where $1 = '' or client_id = $1",
                                     client);
     a.verified = verdicts[0].as<std::int64_t>();
     a.unsampled = verdicts[1].as<std::int64_t>();
@@ -131,11 +131,13 @@ result<audit_report> audit(const std::string& url, const audit_options& o) {
     c.add("invalid_receipts", invalid, first_invalid);
 
     // The chain: heights from 0, each prev_hash the block before's hash, hashes and signatures
-    // recomputed, each batch root rebuilt from its receipts in batch order.
+    // recomputed, each batch root rebuilt from the receipts of the jobs it lists, in its order
+    // (a job's receipt is the one of the attempt its row settled).
     std::map<std::int64_t, std::vector<std::string>> leaves;
-    for (const auto& row : tx.exec("select * from receipts where block_height is not null order by block_height, "
-                                   "block_index"))
-      leaves[row["block_height"].as<std::int64_t>()].push_back(verify::receipt_hash(receipt_from_row(row)));
+    for (const auto& row : tx.exec("select b.height, r.* from blocks b cross join unnest(b.job_ids) with ordinality "
+                                   "as v (job_id, idx) join jobs j on j.id = v.job_id join receipts r on r.job_id = "
+                                   "j.id and r.attempt = j.attempt order by b.height, v.idx"))
+      leaves[row["height"].as<std::int64_t>()].push_back(verify::receipt_hash(receipt_from_row(row)));
     std::string prev(64, '0');
     std::int64_t broken_blocks = 0;
     std::string first_broken;
@@ -172,10 +174,12 @@ result<audit_report> audit(const std::string& url, const audit_options& o) {
     c.add("broken_chain", broken_blocks, first_broken);
 
     // Each block's totals against what it settled: its receipt count, the prices it charged
-    // (nothing for a mismatch) and what its client postings paid must all say the same.
+    // (nothing for a mismatch) and what its client postings paid must all say the same. A job
+    // it lists counts only when the job's row says it settled in this block.
     auto totals = tx.exec(
-        "with r as (select block_height h, count(*) n, coalesce(sum(price) filter (where verdict <> 'mismatch'), 0) "
-        "charged from receipts where block_height is not null group by block_height), "
+        "with r as (select b.height h, count(*) n, coalesce(sum(r.price) filter (where j.verdict <> 'mismatch'), 0) "
+        "charged from blocks b cross join unnest(b.job_ids) as v (job_id) join jobs j on j.id = v.job_id and "
+        "j.block_height = b.height join receipts r on r.job_id = j.id and r.attempt = j.attempt group by b.height), "
         "p as (select block_height h, -coalesce(sum(amount), 0) paid from postings where block_height is not null "
         "and account like 'client:%' group by block_height) "
         "select count(*) over (), b.height, b.receipts, b.total_amount, coalesce(r.n, 0), coalesce(r.charged, 0), "
@@ -190,17 +194,21 @@ result<audit_report> audit(const std::string& url, const audit_options& o) {
                         t[1].c_str(), t[2].c_str(), t[3].c_str(), t[4].c_str(), t[5].c_str(), t[6].c_str()));
     }
 
-    // The ledger: all postings, and each job's, sum to zero; balances are their postings' sums.
-    // Grouped by job; the postings of no job (faucet grants) form one more group. Every group
-    // balanced means all postings are.
-    auto unbalanced = tx.exec("select count(*) over (), job_id, sum(amount) from postings group by job_id "
-                              "having sum(amount) <> 0 order by job_id nulls last limit 1");
-    if (!unbalanced.empty())
-      c.add("unbalanced_postings", unbalanced[0][0].as<std::int64_t>(),
-            unbalanced[0][1].is_null()
-                ? fmt::format("the postings of no job (faucet grants) sum to {}, not zero", unbalanced[0][2].c_str())
-                : fmt::format("the postings of job {} sum to {}, not zero", unbalanced[0][1].c_str(),
-                              unbalanced[0][2].c_str()));
+    // The ledger: all postings, each block's and each job's, sum to zero; balances are their
+    // postings' sums. Grouped by block, else by job (slashes); the postings of neither (faucet
+    // grants, deposits, stakes) form one more group. Every group balanced means all postings are.
+    auto unbalanced = tx.exec("select count(*) over (), block_height, case when block_height is null then job_id end "
+                              "j, sum(amount) from postings group by 2, 3 having sum(amount) <> 0 "
+                              "order by 2 nulls last, 3 nulls last limit 1");
+    if (!unbalanced.empty()) {
+      const auto& u = unbalanced[0];
+      c.add("unbalanced_postings", u[0].as<std::int64_t>(),
+            !u[1].is_null() ? fmt::format("the postings of block {} sum to {}, not zero", u[1].c_str(), u[3].c_str())
+            : !u[2].is_null()
+                ? fmt::format("the postings of job {} sum to {}, not zero", u[2].c_str(), u[3].c_str())
+                : fmt::format("the postings of no block or job (grants, deposits, stakes) sum to {}, not zero",
+                              u[3].c_str()));
+    }
     auto drift = tx.exec("select count(*) over (), a.id, a.balance, coalesce(p.s, 0) from accounts a "
                          "left join (select account, sum(amount) s from postings group by account) p "
                          "on p.account = a.id where a.balance <> coalesce(p.s, 0) order by a.id limit 1");
@@ -252,17 +260,19 @@ result<audit_report> audit(const std::string& url, const audit_options& o) {
                         holds[0][2].c_str(), holds[0][4].c_str(), holds[0][4].as<std::int64_t>() == 1 ? "" : "s",
                         holds[0][3].c_str()));
 
-    // A settled job was charged (postings) unless its last receipt's verdict is a mismatch
-    // (refunded); a job with no receipt at all is executed_without_receipt instead.
-    auto uncharged = tx.exec("select count(*) over (), j.id from jobs j "
-                             "join lateral (select verdict from receipts r where r.job_id = j.id "
-                             "order by r.attempt desc limit 1) lr on true "
-                             "where j.state = 'SETTLED' and lr.verdict is distinct from 'mismatch' "
-                             "and not exists (select 1 from postings p where p.job_id = j.id) "
-                             "order by j.id limit 1");
-    if (!uncharged.empty())
-      c.add("settled_without_postings", uncharged[0][0].as<std::int64_t>(),
-            fmt::format("job {} is SETTLED but has no posting", uncharged[0][1].c_str()));
+    // A settled job is in its block: the block its row names lists it at its place (and so was
+    // charged by that block's postings, which block_totals checks). A job with no receipt at
+    // all is executed_without_receipt instead.
+    auto outside = tx.exec("select count(*) over (), j.id, j.block_height, j.block_index from jobs j "
+                           "left join blocks b on b.height = j.block_height where j.state = 'SETTLED' "
+                           "and (b.height is null or b.job_ids[j.block_index + 1] is distinct from j.id) "
+                           "and exists (select 1 from receipts r where r.job_id = j.id) order by j.id limit 1");
+    if (!outside.empty())
+      c.add("settled_outside_blocks", outside[0][0].as<std::int64_t>(),
+            outside[0][2].is_null()
+                ? fmt::format("job {} is SETTLED but names no block", outside[0][1].c_str())
+                : fmt::format("job {} is SETTLED in block {} at place {}, but that block does not list it there",
+                              outside[0][1].c_str(), outside[0][2].c_str(), outside[0][3].c_str()));
 
     // Only a settled job has postings.
     auto early = tx.exec("select count(*) over (), j.id, j.state from jobs j where j.state <> 'SETTLED' "
@@ -271,12 +281,13 @@ result<audit_report> audit(const std::string& url, const audit_options& o) {
       c.add("postings_on_unsettled_job", early[0][0].as<std::int64_t>(),
             fmt::format("job {} has postings but is {}", early[0][1].c_str(), early[0][2].c_str()));
 
-    // A job's state changes are its events, numbered 0, 1, ... with no gap; the row holds the
+    // A job's state changes are its steps, numbered 0, 1, ... with no gap; the row holds the
     // newest (the store writes both in one transaction, and several statements write events).
+    // Its steps are its stored events and, once settled, its block's (job_timeline).
     auto timelines = tx.exec(
-        "with e as (select job_id, count(*) n, max(seq) top from job_events group by job_id) "
+        "with e as (select job_id, count(*) n, max(seq) top from job_timeline group by job_id) "
         "select count(*) over (), j.id, j.state, j.seq, coalesce(e.n, 0), last.state from jobs j "
-        "left join e on e.job_id = j.id left join job_events last on last.job_id = j.id and last.seq = j.seq "
+        "left join e on e.job_id = j.id left join job_timeline last on last.job_id = j.id and last.seq = j.seq "
         "where coalesce(e.n, 0) <> j.seq + 1 or e.top <> j.seq or last.state is distinct from j.state "
         "order by j.id limit 1");
     if (!timelines.empty())

@@ -11,13 +11,16 @@ namespace haca::db {
 
 struct reader::connection {
   explicit connection(const std::string& url) : db(url) {
-    db.prepare("job", std::string("select j.state, j.attempt, r.block_height, r.verdict, j.client_id, ") + result_columns +
+    db.prepare("job", std::string("select j.state, j.attempt, j.block_height, j.verdict, j.client_id, ") + result_columns +
                           " from jobs j left join receipts r on r.job_id = j.id and r.attempt = j.attempt "
                           "where j.id = $1");
-    db.prepare("events", "select state, detail, (extract(epoch from at) * 1000000)::bigint from job_events "
+    db.prepare("events", "select state, detail, (extract(epoch from at) * 1000000)::bigint from job_timeline "
                          "where job_id = $1 order by seq, at");
     db.prepare("block", "select * from blocks where height = $1");
-    db.prepare("batch", "select job_id, receipt_hash from receipts where block_height = $1 order by block_index");
+    // A block's receipts in its Merkle order: the receipt of the attempt each listed job settled.
+    db.prepare("batch", "select v.job_id, r.receipt_hash from blocks b cross join unnest(b.job_ids) with ordinality "
+                        "as v (job_id, idx) join jobs j on j.id = v.job_id join receipts r on r.job_id = j.id and "
+                        "r.attempt = j.attempt where b.height = $1 order by v.idx");
     db.prepare("request", std::string("select j.id, j.state, ") + result_columns +
                               " from jobs j left join receipts r on r.job_id = j.id and r.attempt = j.attempt "
                               "where j.client_id = $1 and j.client_req_id = $2");

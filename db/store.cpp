@@ -172,7 +172,6 @@ std::string placeholders(int n) {
 void prepare(pqxx::connection& c) {
   // One commit's jobs, transitions and receipts (db/migrations/003_write.sql).
   c.prepare("write", "select haca_write(" + placeholders(40) + ")");
-  c.prepare("transitions", "select haca_transitions(" + placeholders(8) + ")");
   // The job that holds each (client, request id), with its receipt when it has one.
   c.prepare("find_requests",
             std::string("select v.id as mine, j.id, j.state, ") + result_columns +
@@ -180,15 +179,8 @@ void prepare(pqxx::connection& c) {
             "from unnest($1::bigint[], $2::text[], $3::text[]) as v (id, client_id, request_id) "
             "join jobs j on j.client_id = v.client_id and j.client_req_id = v.request_id "
             "left join receipts r on r.job_id = j.id and r.attempt = j.attempt");
-  c.prepare("insert_block",
-            "insert into blocks (height, prev_hash, batch_root, receipts, total_amount, block_hash, signer_key, "
-            "signature, created_at) values ($1, $2, $3, $4, $5, $6, $7, $8, $9) on conflict (height) do nothing "
-            "returning height");
-  c.prepare("block_hash_at", "select block_hash from blocks where height = $1");
-  c.prepare("settle_receipts",
-            "update receipts r set block_height = $1, block_index = v.idx, verdict = v.verdict from unnest("
-            "$2::bigint[], $3::int[], $4::int[], $5::text[]) as v (job_id, attempt, idx, verdict) where "
-            "r.job_id = v.job_id and r.attempt = v.attempt and r.block_height is null returning r.job_id");
+  // A block with its members, postings and credits (db/migrations/007_block_rows.sql).
+  c.prepare("settle_block", "select stored_hash, left_out from haca_settle_block(" + placeholders(17) + ")");
   c.prepare("credit_accounts", "insert into accounts (id, balance) select * from unnest($1::text[], $2::bigint[]) "
                                "on conflict (id) do update set balance = accounts.balance + excluded.balance");
   c.prepare("insert_postings",
@@ -359,82 +351,64 @@ private:
     }
   }
 
+  // A block in a constant number of rows, in one statement: its own row (with its members in
+  // Merkle order), one update of its members' job rows, one posting per account and memo.
   void block(const core::block_commit& bc) {
     const auto& b = bc.block;
-    if (tx_.exec_prepared("insert_block", b.height, b.prev_hash, b.batch_root, b.receipts, b.total_amount,
-                          bc.block_hash, b.signer_key, b.signature, b.created_at_us)
-            .empty()) {
-      auto stored = tx_.exec_prepared("block_hash_at", b.height);
-      if (!stored.empty() && stored[0][0].c_str() == bc.block_hash)
-        return; // this very block, committed by an earlier try
-      throw bad_record(fmt::format("block {} is already stored with hash {}, this one is {}: a fork", b.height,
-                                   stored.empty() ? std::string("?") : std::string(stored[0][0].c_str()).substr(0, 16),
-                                   bc.block_hash.substr(0, 16)));
-    }
-    if (bc.items.empty())
-      return;
-    array_param job, attempt, idx, verdict;
-    int i = 0;
+    array_param job, attempt, seq, verdict;
+    std::map<std::pair<std::string, std::string>, std::int64_t> per_account; // (account, memo) -> sum
     for (const auto& it : bc.items) {
       job.num(it.job_id);
       attempt.num(it.attempt);
-      idx.num(i++);
+      seq.num(it.seq);
       verdict.str(verdict_word(it.verdict));
-    }
-    auto settled =
-        tx_.exec_prepared("settle_receipts", b.height, job.done(), attempt.done(), idx.done(), verdict.done());
-    if (settled.size() != bc.items.size()) {
-      std::set<std::int64_t> found;
-      for (const auto& row : settled)
-        found.insert(row[0].as<std::int64_t>());
-      std::vector<std::int64_t> missing;
-      for (const auto& it : bc.items)
-        if (!found.count(it.job_id))
-          missing.push_back(it.job_id);
-      throw bad_record(fmt::format("block {}: {} of {} receipts are not stored or already settled (first: job {})",
-                                   b.height, missing.size(), bc.items.size(), missing.front()),
-                       missing);
-    }
-    std::map<std::string, std::int64_t> per_account;
-    array_param p_height, p_job, p_account, p_amount, p_memo, p_ref;
-    bool any_posting = false;
-    for (const auto& it : bc.items) {
       if (!market::balanced(it.postings))
         throw bad_record(fmt::format("block {}: the postings of job {} do not sum to zero", b.height, it.job_id),
                          {it.job_id});
-      for (const auto& p : it.postings) {
-        any_posting = true;
-        per_account[p.account] += p.amount;
-        p_height.num(b.height);
-        p_job.num(it.job_id);
-        p_account.str(p.account);
-        p_amount.num(p.amount);
-        p_memo.str(p.memo);
-        p_ref.null(); // the block row itself makes these postings idempotent
+      for (const auto& p : it.postings)
+        per_account[{p.account, p.memo}] += p.amount;
+    }
+    array_param accounts, amounts, memos;
+    for (const auto& [key, amount] : per_account) {
+      accounts.str(key.first);
+      amounts.num(amount);
+      memos.str(key.second);
+    }
+    const auto row = tx_.exec_prepared1("settle_block", b.height, b.prev_hash, b.batch_root, b.receipts,
+                                        b.total_amount, bc.block_hash, b.signer_key, b.signature, b.created_at_us,
+                                        bc.fee_bps, job.done(), attempt.done(), seq.done(), verdict.done(),
+                                        accounts.done(), amounts.done(), memos.done());
+    if (!row["stored_hash"].is_null()) {
+      const std::string stored = row["stored_hash"].c_str();
+      if (stored == bc.block_hash)
+        return; // this very block, committed by an earlier try
+      throw bad_record(fmt::format("block {} is already stored with hash {}, this one is {}: a fork", b.height,
+                                   stored.substr(0, 16), bc.block_hash.substr(0, 16)));
+    }
+    const auto left_out = int_array(row["left_out"].c_str());
+    if (!left_out.empty())
+      throw bad_record(fmt::format("block {}: {} of {} jobs have no stored receipt, are settled already or have moved "
+                                   "on (first: job {})",
+                                   b.height, left_out.size(), bc.items.size(), left_out.front()),
+                       left_out);
+  }
+
+  // "{1,2,3}" (a Postgres bigint[] as text) as numbers.
+  static std::vector<std::int64_t> int_array(std::string_view text) {
+    std::vector<std::int64_t> out;
+    std::int64_t v = 0;
+    bool in_number = false;
+    for (char c : text) {
+      if (c >= '0' && c <= '9') {
+        v = v * 10 + (c - '0');
+        in_number = true;
+      } else if (in_number) {
+        out.push_back(v);
+        v = 0;
+        in_number = false;
       }
     }
-    if (any_posting) {
-      array_param accounts, amounts;
-      for (const auto& [account, amount] : per_account) {
-        accounts.str(account);
-        amounts.num(amount);
-      }
-      tx_.exec_prepared("credit_accounts", accounts.done(), amounts.done());
-      tx_.exec_prepared("insert_postings", p_height.done(), p_job.done(), p_account.done(), p_amount.done(),
-                        p_memo.done(), p_ref.done());
-    }
-    transition_rows rows;
-    for (const auto& it : bc.items) {
-      if (it.verdict == job_state::unsampled) // not stored before: the verification core keeps no record of it
-        rows.add(it.job_id, it.seq - 1, job_state::unsampled, it.attempt, "", 0, "not drawn for verification",
-                 b.created_at_us);
-      rows.add(it.job_id, it.seq, job_state::settled, it.attempt, "", 0,
-               fmt::format("block {} ({}, charged {})", b.height, verdict_word(it.verdict), it.charged),
-               b.created_at_us);
-    }
-    params p;
-    rows.append_to(p);
-    tx_.exec_prepared("transitions", pqxx::prepare::make_dynamic_params(p));
+    return out;
   }
 
   pqxx::transaction_base& tx_;
@@ -473,13 +447,16 @@ store::connection& store::conn() {
 namespace {
 
 // One record, or all, in one transaction: ok, or the exception that stopped it. Jobs,
-// transitions and receipts alone are one statement (haca_write), sent without BEGIN and
-// COMMIT: Postgres runs a lone statement as a transaction of its own, in one round trip. (A
-// look-up of request ids stored before may follow it; it only reads.)
+// transitions and receipts alone are one statement (haca_write), and so is a block alone
+// (haca_settle_block): sent without BEGIN and COMMIT, Postgres runs a lone statement as a
+// transaction of its own, in one round trip. (A look-up of request ids stored before may
+// follow haca_write; it only reads.)
 std::vector<core::outcome> apply_in(pqxx::connection& c, const std::vector<core::record>& records) {
-  const bool one_statement = std::all_of(records.begin(), records.end(), [](const core::record& r) {
-    return std::holds_alternative<core::job_insert>(r) || std::holds_alternative<core::job_transition>(r);
-  });
+  const bool one_statement =
+      (records.size() == 1 && std::holds_alternative<core::block_commit>(records.front())) ||
+      std::all_of(records.begin(), records.end(), [](const core::record& r) {
+        return std::holds_alternative<core::job_insert>(r) || std::holds_alternative<core::job_transition>(r);
+      });
   if (one_statement) {
     pqxx::nontransaction tx{c};
     return batch_writer{tx, records}.run();
@@ -579,7 +556,7 @@ result<core::snapshot> store::load_snapshot() {
     std::vector<core::settled_job> settled_rulings;
     for (const auto& row : tx.exec(
              "select d.job_id, d.verifier_key, d.loser, j.state, j.client_id, r.provider_key, r.price, "
-             "coalesce(r.verdict, '') from disputes d join jobs j on j.id = d.job_id join receipts r on r.job_id = "
+             "coalesce(case when j.attempt = d.attempt then j.verdict end, '') from disputes d join jobs j on j.id = d.job_id join receipts r on r.job_id = "
              "d.job_id and r.attempt = d.attempt where j.state in ('VERIFIED', 'DISPUTED', 'SETTLED') and not exists "
              "(select 1 from postings p where p.ref in ('slash:' || d.job_id || ':provider', 'slash:' || d.job_id || "
              "':verifier')) order by d.job_id")) {
@@ -606,9 +583,10 @@ result<core::snapshot> store::load_snapshot() {
       sj.ruling = rulings.at(sj.job_id);
       s.unslashed.push_back(std::move(sj));
     }
-    for (const auto& row : tx.exec("select provider_key, count(*) filter (where verdict = 'verified'), "
-                                   "count(*) filter (where verdict = 'mismatch') from receipts "
-                                   "where verdict in ('verified', 'mismatch') group by provider_key"))
+    for (const auto& row : tx.exec("select r.provider_key, count(*) filter (where j.verdict = 'verified'), "
+                                   "count(*) filter (where j.verdict = 'mismatch') from jobs j join receipts r on "
+                                   "r.job_id = j.id and r.attempt = j.attempt where j.verdict in ('verified', "
+                                   "'mismatch') group by r.provider_key"))
       s.provider_verdicts[row[0].c_str()] = {row[1].as<std::int64_t>(), row[2].as<std::int64_t>()};
     for (const auto& row : tx.exec("select verifier_key, count(*) from disputes where loser in ('verifier', 'both') "
                                    "group by verifier_key"))
@@ -666,7 +644,7 @@ result<core::snapshot> store::load_snapshot() {
              "select j.id, j.client_id, j.client_req_id, j.model_hash, j.tier, j.max_price, coalesce(" +
              us("j.deadline") + ", 0), " + us("j.submitted_at") +
              ", j.input, j.input_shape, r.provider_key from jobs j join receipts r on r.job_id = j.id and r.attempt = "
-             "j.attempt where j.state = 'SETTLED' and r.verdict = 'mismatch' and exists (select 1 from disputes d "
+             "j.attempt where j.state = 'SETTLED' and j.verdict = 'mismatch' and exists (select 1 from disputes d "
              "where d.job_id = j.id) and not exists (select 1 from jobs c where c.client_id = j.client_id and "
              "c.client_req_id = 'rerun:' || j.id) order by j.id")) {
       core::rerun_owed owed;

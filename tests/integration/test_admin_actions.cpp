@@ -134,14 +134,23 @@ TEST_CASE("admin actions: tokens and scopes, drain, ban, fee, sample rate, depos
     auto set = admin_post(net, "/api/settings", {{"fee_bps", 2500}, {"sample_rate", 0.0}});
     CHECK(set["action"] == "sample_rate");
     auto ids = run_jobs(net, 10, 4);
+    // Each job settled unsampled in a block at the new rate, and each such block's fee posting
+    // is the fee of each of its jobs, rounded up (market::settlement_postings).
     auto check_fees = [&](const std::vector<std::int64_t>& jobs) {
       for (auto id : jobs) {
-        const auto price = std::stoll(test::query_value(fmt::format("select price from receipts where job_id = {}", id)));
-        const auto fee = test::query_value(
-            fmt::format("select coalesce(sum(amount), 0) from postings where job_id = {} and account = 'protocol:fees'", id));
-        CHECK_MESSAGE(std::stoll(fee) == (price * 2500 + 9999) / 10000, "job ", id);
-        CHECK(test::query_value(fmt::format("select coalesce(verdict, '') from receipts where job_id = {}", id)) ==
-              "unsampled");
+        CHECK_MESSAGE(test::query_value(fmt::format("select b.fee_bps || ' ' || j.verdict from jobs j join blocks b on "
+                                                    "b.height = j.block_height where j.id = {}",
+                                                    id)) == "2500 unsampled",
+                      "job ", id);
+        const auto block = test::query_value(fmt::format("select block_height from jobs where id = {}", id));
+        CHECK_MESSAGE(test::query_value(fmt::format("select coalesce(sum(amount), 0) from postings where block_height = "
+                                                    "{} and account = 'protocol:fees'",
+                                                    block)) ==
+                          test::query_value(fmt::format("select sum((r.price * 2500 + 9999) / 10000) from jobs j join "
+                                                        "receipts r on r.job_id = j.id and r.attempt = j.attempt where "
+                                                        "j.block_height = {}",
+                                                        block)),
+                      "block ", block);
       }
     };
     check_fees(ids);

@@ -76,7 +76,10 @@ public:
     // Its timeline: one event (seq 0) with its state, as the row's seq (0) says.
     exec("insert into job_events (job_id, seq, state, at) values ($1, 0, $2, now())", id, state);
   }
-  // A receipt signed by the provider, in block `height` at `index` if given.
+  // A receipt signed by the provider. With a block `height` and `index`, its job is settled
+  // there with `verdict`, as the store leaves it: the row names the block, the verdict and the
+  // step after the block's, and its stored events stop before the block's (its one event
+  // becomes the EXECUTED before them).
   verify::receipt receipt(std::int64_t job_id, std::int64_t price, const std::string& verdict,
                           std::optional<std::int64_t> height = std::nullopt, std::optional<int> index = std::nullopt) {
     verify::receipt r;
@@ -91,10 +94,16 @@ public:
     r.finished_at_us = r.started_at_us + 1000;
     verify::sign_receipt(r, provider);
     exec("insert into receipts (job_id, receipt_hash, model_hash, input_hash, output_hash, trace_root, provider_key, "
-         "price, attempt, started_at, finished_at, signature, verdict, block_height, block_index) values "
-         "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, nullif($14, '')::bigint, nullif($15, '')::int)",
+         "price, attempt, started_at, finished_at, signature) values "
+         "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
          r.job_id, verify::receipt_hash(r), r.model_hash, r.input_hash, r.output_hash, r.trace_root, r.provider_key,
-         r.price, r.attempt, r.started_at_us, r.finished_at_us, r.signature, verdict, maybe(height), maybe(index));
+         r.price, r.attempt, r.started_at_us, r.finished_at_us, r.signature);
+    if (height) {
+      exec("update jobs set block_height = $2, block_index = $3, verdict = $4, seq = case when $4 = 'unsampled' then 2 "
+           "else 1 end where id = $1",
+           job_id, *height, index.value_or(0), verdict);
+      exec("update job_events set state = 'EXECUTED' where job_id = $1 and seq = 0", job_id);
+    }
     return r;
   }
   // The client pays the price to the provider (no fee).
@@ -117,10 +126,13 @@ public:
     b.created_at_us = 1'700'000'000'100'000 + height;
     verify::sign_block(b, coordinator);
     auto hash = verify::block_hash(b);
+    std::string job_ids = "{";
+    for (const auto& r : receipts)
+      job_ids += (job_ids.size() > 1 ? "," : "") + std::to_string(r.job_id);
     exec("insert into blocks (height, prev_hash, batch_root, receipts, total_amount, block_hash, signer_key, "
-         "signature, created_at) values ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+         "signature, created_at, fee_bps, job_ids) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10::bigint[])",
          b.height, b.prev_hash, b.batch_root, b.receipts, b.total_amount, hash, b.signer_key, b.signature,
-         b.created_at_us);
+         b.created_at_us, job_ids + "}");
     return hash;
   }
 
@@ -264,26 +276,36 @@ TEST_CASE("haca audit reports clients whose open jobs hold more than their balan
   db.fund("dave", 50);
   db.job(30, "dave", "QUEUED", 40);
   db.job(31, "dave", "ASSIGNED", 40);
-  db.job(32, "dave", "SETTLED", 1000); // final: holds nothing
-  db.receipt(32, 0, "verified");
-  db.charge(32, "dave", 0);
+  db.job(32, "dave", "FAILED", 1000); // final: holds nothing
   db.job(33, "erin", "SUBMITTED", 10); // no account at all: a balance of 0
   db.job(34, "alice", "QUEUED", 900);  // alice holds 100 + 900 = 1000 > 960
   auto a = audit_json(db);
   expect_only(a, "holds_exceed_balance", 3, "client 'alice' holds 1000 for 2 open jobs but its balance is 960");
 }
 
-TEST_CASE("haca audit reports settled jobs without postings and postings of jobs that are not settled") {
-  SUBCASE("settled, verified, never charged") {
+TEST_CASE("haca audit reports settled jobs outside their block and postings of jobs that are not settled") {
+  SUBCASE("settled in no block") {
     ledger db;
     db.clean_history();
     db.job(40, "alice", "SETTLED", 10);
     db.receipt(40, 10, "verified");
     db.job(41, "alice", "SETTLED", 10);
     db.receipt(41, 10, "unsampled");
-    db.job(42, "alice", "SETTLED", 10); // refunded after a mismatch: no postings is right
+    db.job(42, "alice", "SETTLED", 10); // refunded after a mismatch: still settled in a block
     db.receipt(42, 10, "mismatch");
-    expect_only(audit_json(db), "settled_without_postings", 2, "job 40 is SETTLED but has no posting");
+    expect_only(audit_json(db), "settled_outside_blocks", 3, "job 40 is SETTLED but names no block");
+  }
+  SUBCASE("a block that no longer lists a job settled in it") {
+    ledger db;
+    db.clean_history();
+    db.exec("update blocks set job_ids = array[1] where height = 0"); // job 4, refunded, left out
+    auto a = audit_json(db);
+    INFO(a.report.dump(1));
+    CHECK(a.kinds.count("settled_outside_blocks") == 1);
+    CHECK((*a.finding("settled_outside_blocks"))["example"] ==
+          "job 4 is SETTLED in block 0 at place 1, but that block does not list it there");
+    CHECK(a.kinds.count("broken_chain") == 1);  // its batch root no longer matches
+    CHECK(a.kinds.count("block_totals") == 1);  // it says 2 receipts
   }
   SUBCASE("charged before it settled") {
     ledger db;
@@ -331,7 +353,7 @@ TEST_CASE("haca audit still reports forged receipts, a broken chain, unbalanced 
     ledger db;
     db.clean_history();
     db.post(1, 0, {{db.provider_account(), 7, "stray"}});
-    expect_only(audit_json(db), "unbalanced_postings", 1, "the postings of job 1 sum to 7, not zero");
+    expect_only(audit_json(db), "unbalanced_postings", 1, "the postings of block 0 sum to 7, not zero");
   }
   SUBCASE("a balance changed without a posting") {
     ledger db;
@@ -391,7 +413,7 @@ TEST_CASE("haca audit reports every kind of trouble at once, each with its count
   db.job(20, "alice", "VERIFIED", 1);                                                      // no receipt
   db.post(std::nullopt, std::nullopt, {{"client:bob", -5, "x"}, {"client:carol", 5, "x"}}); // negative
   db.job(33, "erin", "QUEUED", 10);                                                        // holds > balance
-  db.job(40, "alice", "SETTLED", 10);                                                      // never charged
+  db.job(40, "alice", "SETTLED", 10);                                                      // in no block
   db.receipt(40, 10, "verified");
   db.job(50, "alice", "EXECUTED", 10);                                                     // charged early
   db.receipt(50, 10, "unsampled");

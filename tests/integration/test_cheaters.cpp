@@ -38,8 +38,8 @@ std::map<std::int64_t, int> corrupted_jobs(const std::string& log_dir) {
 
 std::set<std::int64_t> jobs_with_verdict(const std::string& client, const std::string& verdict) {
   std::set<std::int64_t> out;
-  auto ids = test::query_value(fmt::format("select coalesce(string_agg(r.job_id::text, ','), '') from receipts r "
-                                           "join jobs j on j.id = r.job_id where j.client_id = '{}' and r.verdict = '{}'",
+  auto ids = test::query_value(fmt::format("select coalesce(string_agg(id::text, ','), '') from jobs "
+                                           "where client_id = '{}' and verdict = '{}'",
                                            client, verdict));
   std::stringstream s(ids);
   for (std::string id; std::getline(s, id, ',');)
@@ -89,11 +89,18 @@ TEST_CASE("a provider cheating on 10% of jobs is caught on the sampled share (p 
   const double caught = static_cast<double>(disputed.size()) / n_cheats;
   const double sigma = std::sqrt(p * (1 - p) / n_cheats);
   CHECK_MESSAGE(std::abs(caught - p) <= 3 * sigma, "caught ", caught, " of the cheats, p = ", p, ", sigma ", sigma);
-  // A caught cheat is charged nothing (no block posting; its slash, of a stake of 0 here, is
-  // one posting of 0); the ledger and the chain check.
-  CHECK(test::query_value(fmt::format("select count(*) from postings p join receipts r on r.job_id = p.job_id "
-                                      "join jobs j on j.id = r.job_id where j.client_id = '{}' and r.verdict = "
-                                      "'mismatch' and (p.block_height is not null or p.amount <> 0)",
+  // A caught cheat is charged nothing: its block charged only the others (the client's block
+  // postings pay exactly the prices of its jobs settled verified or unsampled), and its slash,
+  // of a stake of 0 here, is one posting of 0. The ledger and the chain check.
+  CHECK(test::query_value(fmt::format("select -coalesce(sum(amount), 0) from postings where account = 'client:{}' "
+                                      "and block_height is not null",
+                                      w.credentials.account())) ==
+        test::query_value(fmt::format("select coalesce(sum(r.price), 0) from jobs j join receipts r on r.job_id = "
+                                      "j.id and r.attempt = j.attempt where j.client_id = '{}' and j.verdict in "
+                                      "('verified', 'unsampled')",
+                                      w.credentials.account())));
+  CHECK(test::query_value(fmt::format("select count(*) from postings p join jobs j on j.id = p.job_id where "
+                                      "j.client_id = '{}' and j.verdict = 'mismatch' and p.amount <> 0",
                                       w.credentials.account())) == "0");
   // Bisection finds the layer the cheat corrupted (the MLP's layers are each a trace layer), the
   // referee re-runs it and rules against the provider, and the ruling is recorded.
@@ -263,8 +270,8 @@ TEST_CASE("stake: nodes join only with their stake held; a cheating provider pay
   const auto all_jobs = jobs + static_cast<std::int64_t>(disputed.size());
   REQUIRE(test::eventually([&] { return db::count_final(test::test_db(), account).value() == all_jobs; },
                            std::chrono::seconds(60)));
-  CHECK(test::query_value(fmt::format("select count(*) from jobs j join receipts r on r.job_id = j.id where "
-                                      "j.client_id = '{}' and j.client_req_id like 'rerun:%' and r.verdict = "
+  CHECK(test::query_value(fmt::format("select count(*) from jobs j where "
+                                      "j.client_id = '{}' and j.client_req_id like 'rerun:%' and j.verdict = "
                                       "'verified'",
                                       account)) == std::to_string(disputed.size()));
   // Each caught cheat: the client gets the price back as compensation, the verifier the price as
@@ -337,8 +344,8 @@ TEST_CASE("stake: a coordinator killed (SIGKILL) twice while disputes are ruled,
   const auto account = w.credentials.account();
   const auto count = [](const std::string& sql) { return std::stoll(test::query_value(sql)); };
   // Every disputed job is re-run exactly once, and every job (re-runs too) ends.
-  const auto disputed_sql = fmt::format("select count(*) from jobs j join receipts r on r.job_id = j.id and "
-                                        "r.attempt = j.attempt where j.client_id = '{}' and r.verdict = 'mismatch' "
+  const auto disputed_sql = fmt::format("select count(*) from jobs j where j.client_id = '{}' and j.verdict = "
+                                        "'mismatch' "
                                         "and exists (select 1 from disputes d where d.job_id = j.id)",
                                         account);
   REQUIRE(test::eventually(

@@ -207,7 +207,7 @@ TEST_CASE("settlement keeps one block in flight and hands jobs to execution only
   CHECK(blocks(c.step(tick{}, t0 + 10'000 * ms)).empty());
   CHECK(c.backlog() == 2);
   REQUIRE(c.in_flight().has_value());
-  CHECK(c.in_flight()->block.height == 0);
+  CHECK(c.in_flight()->height == 0);
 
   // A confirmation of some other block changes nothing.
   block_commit stranger = blocks(e1)[0];
