@@ -306,10 +306,12 @@ int main(int argc, char** argv) {
     else if (a == "--blocks") o.blocks = std::stoi(next());
     else if (a == "--baseline-blocks") o.baseline_blocks = std::stoi(next());
     else if (a == "--baseline-receipts") o.baseline_receipts = std::stoi(next());
+    else if (a == "--batch") o.batch = static_cast<std::size_t>(std::stoul(next()));
     else if (a == "--keep") o.keep = true;
     else {
       std::fprintf(stderr,
-                   "usage: bench_settlement [--db BASE_URL] [--blocks N] [--baseline-blocks N] [--baseline-receipts N] [--keep]\n"
+                   "usage: bench_settlement [--db BASE_URL] [--blocks N] [--batch RECEIPTS_PER_BLOCK] [--baseline-blocks N]\n"
+                   "                        [--baseline-receipts N] [--keep]\n"
                    "  a scratch database is created next to BASE_URL (default postgresql:///haca_test)\n");
       return a == "--help" || a == "-h" ? 0 : 2;
     }

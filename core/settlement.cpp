@@ -55,8 +55,7 @@ settlement_core settlement_core::recover(settlement_config cfg, const snapshot& 
       // It has waited since it was judged (not later than now): a partial batch of recovered
       // jobs is due at once when that was batch_ms ago.
       const time_us arrived = j.updated_us > 0 && j.updated_us < now ? j.updated_us : now;
-      auto leaf = verify::receipt_hash(e.receipt);
-      c.buffer_.push_back(waiting{std::move(e), arrived, std::move(leaf)});
+      c.buffer_.push_back(c.ready(c.item_of(std::move(e)), arrived));
     }
   }
   return c;
@@ -84,7 +83,7 @@ void settlement_core::on(const judged_job& e, time_us now, effects& out) {
     out.notes.push_back("settlement: job " + std::to_string(e.job_id) + " arrived again; already settling");
     return;
   }
-  buffer_.push_back(waiting{e, now, verify::receipt_hash(e.receipt)});
+  buffer_.push_back(ready(item_of(e), now));
   maybe_seal(now, out);
 }
 
@@ -93,6 +92,30 @@ void settlement_core::maybe_seal(time_us now, effects& out) {
     return;
   if (buffer_.size() >= cfg_.batch_size || now - buffer_.front().arrived_us >= us_of_ms(cfg_.batch_ms))
     seal(now, out);
+}
+
+settled_item settlement_core::item_of(judged_job j) const {
+  settled_item item;
+  item.job_id = j.job_id;
+  item.attempt = j.attempt;
+  item.seq = j.seq + 1;
+  item.verdict = j.verdict;
+  item.client_id = std::move(j.client_id);
+  item.receipt = std::move(j.receipt);
+  item.ruling = std::move(j.ruling);
+  return item;
+}
+
+settlement_core::waiting settlement_core::ready(settled_item item, time_us arrived) const {
+  item.charged = 0;
+  item.postings.clear();
+  if (item.verdict != job_state::disputed) {
+    item.charged = item.receipt.price;
+    item.postings =
+        market::settlement_postings(item.client_id, item.receipt.provider_key, item.receipt.price, cfg_.fee_bps);
+  } // disputed: refunded, nothing charged, no postings
+  std::string leaf = verify::receipt_hash(item.receipt);
+  return waiting{std::move(item), arrived, std::move(leaf), cfg_.fee_bps};
 }
 
 void settlement_core::seal(time_us now, effects& out) {
@@ -104,24 +127,12 @@ void settlement_core::seal(time_us now, effects& out) {
   sealed.leaves.reserve(n);
   micros total = 0;
   for (std::size_t i = 0; i < n; ++i) {
-    waiting w = std::move(buffer_.front());
+    waiting w = buffer_.front().fee_bps == cfg_.fee_bps
+                    ? std::move(buffer_.front())
+                    : ready(std::move(buffer_.front().item), buffer_.front().arrived_us); // the fee changed
     buffer_.pop_front();
-    judged_job& j = w.job;
-    settled_item item;
-    item.job_id = j.job_id;
-    item.attempt = j.attempt;
-    item.seq = j.seq + 1;
-    item.verdict = j.verdict;
-    if (j.verdict != job_state::disputed) {
-      item.charged = j.receipt.price;
-      item.postings =
-          market::settlement_postings(j.client_id, j.receipt.provider_key, j.receipt.price, cfg_.fee_bps);
-    } // disputed: refunded, nothing charged, no postings
-    item.client_id = std::move(j.client_id);
-    item.receipt = std::move(j.receipt);
-    item.ruling = std::move(j.ruling);
-    total += item.charged;
-    bc.items.push_back(std::move(item));
+    total += w.item.charged;
+    bc.items.push_back(std::move(w.item));
     sealed.arrived.push_back(w.arrived_us);
     sealed.leaves.push_back(std::move(w.leaf));
   }
@@ -199,17 +210,8 @@ void settlement_core::on(const committed& e, time_us now, effects& out) {
         known_.erase(item.job_id);
         continue;
       }
-      judged_job j;
-      j.job_id = item.job_id;
-      j.attempt = item.attempt;
-      j.seq = item.seq - 1;
-      j.client_id = item.client_id;
-      j.receipt = item.receipt;
-      j.verdict = item.verdict;
-      j.ruling = item.ruling;
       const time_us arrived = k < in_flight_->arrived.size() ? in_flight_->arrived[k] : now;
-      std::string leaf = k < in_flight_->leaves.size() ? std::move(in_flight_->leaves[k]) : verify::receipt_hash(j.receipt);
-      buffer_.push_front(waiting{std::move(j), arrived, std::move(leaf)});
+      buffer_.push_front(ready(item, arrived));
     }
     in_flight_.reset();
   }

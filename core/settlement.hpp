@@ -58,11 +58,17 @@ public:
   int fee_bps() const { return cfg_.fee_bps; }
 
 private:
+  // A judged job made ready to settle when it arrives, while a block is in flight: its item
+  // (postings at the fee of that time: sealed under another fee, they are made again) and
+  // its receipt's hash, its Merkle leaf. Sealing then only orders, roots and signs.
   struct waiting {
-    judged_job job;
+    settled_item item;
     time_us arrived_us = 0;
-    std::string leaf; // the receipt's hash, its Merkle leaf: hashed on arrival, while a block is in flight
+    std::string leaf;
+    int fee_bps = 0;
   };
+  waiting ready(settled_item item, time_us arrived) const;
+  settled_item item_of(judged_job j) const;
 
   void on(const judged_job& e, time_us now, effects& out);
   void on(const committed& e, time_us now, effects& out);

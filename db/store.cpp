@@ -356,7 +356,8 @@ private:
   void block(const core::block_commit& bc) {
     const auto& b = bc.block;
     array_param job, attempt, seq, verdict;
-    std::map<std::pair<std::string, std::string>, std::int64_t> per_account; // (account, memo) -> sum
+    // (account, memo) -> sum; views into the block's postings, which outlive it
+    std::map<std::pair<std::string_view, std::string_view>, std::int64_t> per_account;
     for (const auto& it : bc.items) {
       job.num(it.job_id);
       attempt.num(it.attempt);
