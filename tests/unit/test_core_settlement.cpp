@@ -355,4 +355,20 @@ TEST_CASE("an operator's fee applies to the blocks sealed after it, and recovery
   snapshot s;
   s.fee_bps = 42;
   CHECK(settlement_core::recover(cfg, s, t0).fee_bps() == 42);
+
+  // A job that waited (made ready at the old fee) is sealed after the change: the new fee.
+  settlement_core w(config(2));
+  CHECK(blocks(w.step(judged(2, job_state::verified, 1000), t0)).empty()); // buffered at 500 bps
+  w.step(fee, t0 + 1);
+  auto later = blocks(w.step(judged(3, job_state::verified, 1000), t0 + 2));
+  REQUIRE(later.size() == 1);
+  REQUIRE(later[0].items.size() == 2);
+  CHECK(later[0].fee_bps == 2000);
+  for (const auto& item : later[0].items) {
+    micros f = 0;
+    for (const auto& p : item.postings)
+      if (p.account == market::fee_account)
+        f += p.amount;
+    CHECK_MESSAGE(f == 200, "job ", item.job_id);
+  }
 }
