@@ -23,6 +23,19 @@ std::string job_list(const std::vector<std::int64_t>& ids) {
   return out;
 }
 
+// A judged job as the block will settle it (its SETTLED step is the one after its verdict).
+settled_item item_of(judged_job j) {
+  settled_item item;
+  item.job_id = j.job_id;
+  item.attempt = j.attempt;
+  item.seq = j.seq + 1;
+  item.verdict = j.verdict;
+  item.client_id = std::move(j.client_id);
+  item.receipt = std::move(j.receipt);
+  item.ruling = std::move(j.ruling);
+  return item;
+}
+
 } // namespace
 
 settlement_core::settlement_core(settlement_config cfg, std::int64_t next_height, std::string prev_hash)
@@ -55,7 +68,7 @@ settlement_core settlement_core::recover(settlement_config cfg, const snapshot& 
       // It has waited since it was judged (not later than now): a partial batch of recovered
       // jobs is due at once when that was batch_ms ago.
       const time_us arrived = j.updated_us > 0 && j.updated_us < now ? j.updated_us : now;
-      c.buffer_.push_back(c.ready(c.item_of(std::move(e)), arrived));
+      c.buffer_.push_back(c.ready(item_of(std::move(e)), arrived));
     }
   }
   return c;
@@ -92,18 +105,6 @@ void settlement_core::maybe_seal(time_us now, effects& out) {
     return;
   if (buffer_.size() >= cfg_.batch_size || now - buffer_.front().arrived_us >= us_of_ms(cfg_.batch_ms))
     seal(now, out);
-}
-
-settled_item settlement_core::item_of(judged_job j) const {
-  settled_item item;
-  item.job_id = j.job_id;
-  item.attempt = j.attempt;
-  item.seq = j.seq + 1;
-  item.verdict = j.verdict;
-  item.client_id = std::move(j.client_id);
-  item.receipt = std::move(j.receipt);
-  item.ruling = std::move(j.ruling);
-  return item;
 }
 
 settlement_core::waiting settlement_core::ready(settled_item item, time_us arrived) const {

@@ -1,7 +1,8 @@
 #pragma once
 // The settlement core: judged jobs are batched (by size or time) into a block: the ledger
 // postings of each job, the Merkle root of the receipts, the signed block chained to the one
-// before. One block is in flight at a time and is retried unchanged until its commit is
+// before. Each job is made ready as it arrives (postings, Merkle leaf), while the block before
+// is written; sealing only orders, roots and signs. One block is in flight at a time and is retried unchanged until its commit is
 // confirmed (a block is idempotent by height and hash), so the chain never forks; a block the
 // store rejects is rebuilt without the items that made it fail, which are set aside and logged.
 // A block rejected for no item (a fork: another block holds its height, or a broken store)
@@ -68,7 +69,6 @@ private:
     int fee_bps = 0;
   };
   waiting ready(settled_item item, time_us arrived) const;
-  settled_item item_of(judged_job j) const;
 
   void on(const judged_job& e, time_us now, effects& out);
   void on(const committed& e, time_us now, effects& out);
