@@ -13,6 +13,7 @@
 #include "net/client.hpp"
 #include "train/idx.hpp"
 #include "verify/hash.hpp"
+#include "verify/signing.hpp"
 
 namespace haca::app {
 namespace {
@@ -221,16 +222,21 @@ void add_client_login_options(CLI::App& cmd, client_login& login) {
 }
 
 result<std::string> read_public_key(const std::string& hex_or_file, const std::string& flag) {
-  if (verify::is_hash_hex(hex_or_file))
-    return hex_or_file;
-  std::string key;
-  std::ifstream in(hex_or_file);
-  std::getline(in, key);
-  if (!in || !verify::is_hash_hex(key))
-    return make_error(errc::bad_input, fmt::format("{} {}: neither a public key (64 lowercase hex characters) nor a "
-                                                   "file holding one (the coordinator writes its own to <its --key>.pub "
-                                                   "and logs it at start)",
-                                                   flag, hex_or_file));
+  std::string key = hex_or_file;
+  if (!verify::is_hash_hex(key)) {
+    std::ifstream in(hex_or_file);
+    std::getline(in, key);
+    if (!in || !verify::is_hash_hex(key))
+      return make_error(errc::bad_input, fmt::format("{} {}: neither a public key (64 lowercase hex characters) nor "
+                                                     "a file holding one (the coordinator writes its own to <its "
+                                                     "--key>.pub and logs it at start)",
+                                                     flag, hex_or_file));
+  }
+  // 64 hex characters are not always a key: an Ed25519 public key is a curve point (and has a
+  // Curve25519 form, which CurveZMQ uses).
+  if (verify::curve_public_hex(key).empty())
+    return make_error(errc::bad_input, fmt::format("{} {}: 64 hex characters, but not an Ed25519 public key", flag,
+                                                   key));
   return key;
 }
 

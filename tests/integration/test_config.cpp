@@ -73,6 +73,20 @@ TEST_CASE("config: a typo, a bad value or broken TOML is refused with the key, t
   CHECK(missing.output.find("/nonexistent/haca.toml") != std::string::npos);
 }
 
+TEST_CASE("flags: 64 hex characters that are not an Ed25519 public key are refused as a coordinator key, cleanly") {
+  const std::string not_a_point(64, 'a'); // hex, but no curve point: CurveZMQ has no key for it
+  const auto submit = "submit --model " + std::string(64, 'b');
+  for (const std::string& command : {std::string("provider"), std::string("verifier"), submit}) {
+    auto r = run_haca(fmt::format("{} --connect tcp://127.0.0.1:1 --coordinator-key {} --key {}", command, not_a_point,
+                                  (std::filesystem::temp_directory_path() / test::unique_id("k")).string()));
+    INFO(command, ": ", r.output);
+    CHECK(r.exit_code != 0);
+    CHECK(r.exit_code < 128); // an error exit, not a signal (abort)
+    CHECK(r.output.find("not an Ed25519 public key") != std::string::npos);
+    CHECK(r.output.find("terminate called") == std::string::npos);
+  }
+}
+
 TEST_CASE("deploy: each systemd unit starts a haca command with flags that command has") {
   const std::string dir = std::string(HACA_SOURCE_DIR) + "/deploy/systemd";
   int units = 0;
