@@ -377,7 +377,7 @@ int main(int argc, char** argv) {
 
     auto a = db::audit(url, db::audit_options{"", 600, cfg.key.public_key_hex});
     if (!a) throw std::runtime_error("audit: " + a.err().reason);
-    std::printf("audit of what both wrote: %s (%lld blocks, %lld settled)\n",
+    std::printf("audit of what all three wrote: %s (%lld blocks, %lld settled)\n",
                 a->ok() ? "ok" : ("TROUBLE: " + a->problem).c_str(), static_cast<long long>(a->blocks),
                 static_cast<long long>(a->settled));
     if (!a->ok()) rc = 1;
