@@ -123,9 +123,10 @@ void settlement_core::seal(time_us now, effects& out) {
   const std::size_t n = std::min(cfg_.batch_size, buffer_.size());
   block_commit bc;
   sealed_block sealed;
+  std::vector<std::string> leaves;
   bc.items.reserve(n);
   sealed.arrived.reserve(n);
-  sealed.leaves.reserve(n);
+  leaves.reserve(n);
   micros total = 0;
   for (std::size_t i = 0; i < n; ++i) {
     waiting w = buffer_.front().fee_bps == cfg_.fee_bps
@@ -135,12 +136,12 @@ void settlement_core::seal(time_us now, effects& out) {
     total += w.item.charged;
     bc.items.push_back(std::move(w.item));
     sealed.arrived.push_back(w.arrived_us);
-    sealed.leaves.push_back(std::move(w.leaf));
+    leaves.push_back(std::move(w.leaf));
   }
   auto& b = bc.block;
   b.height = next_height_;
   b.prev_hash = prev_hash_;
-  b.batch_root = verify::merkle_root(sealed.leaves);
+  b.batch_root = verify::merkle_root(leaves);
   b.receipts = static_cast<std::int32_t>(n);
   b.total_amount = total;
   b.created_at_us = now;

@@ -2,9 +2,10 @@
 // The settlement core: judged jobs are batched (by size or time) into a block: the ledger
 // postings of each job, the Merkle root of the receipts, the signed block chained to the one
 // before. Each job is made ready as it arrives (postings, Merkle leaf), while the block before
-// is written; sealing only orders, roots and signs. One block is in flight at a time and is retried unchanged until its commit is
-// confirmed (a block is idempotent by height and hash), so the chain never forks; a block the
-// store rejects is rebuilt without the items that made it fail, which are set aside and logged.
+// is written; sealing only orders, roots and signs. One block is in flight at a time and is
+// retried unchanged until its commit is confirmed (a block is idempotent by height and hash),
+// so the chain never forks; a block the store rejects is rebuilt without the items that made
+// it fail, which are set aside and logged.
 // A block rejected for no item (a fork: another block holds its height, or a broken store)
 // stops sealing: the core keeps it in flight and reports it, so the process can fail fast.
 //
@@ -51,8 +52,7 @@ public:
   struct sealed_block {
     std::int64_t height = 0;
     std::string block_hash;
-    std::vector<time_us> arrived;     // of each item (back to the buffer as it was if rejected)
-    std::vector<std::string> leaves;  // of each item
+    std::vector<time_us> arrived; // of each item (back to the buffer as it was if rejected)
   };
   const std::optional<sealed_block>& in_flight() const { return in_flight_; }
   bool stopped() const { return stopped_; } // a block was rejected for no item: nothing more is sealed

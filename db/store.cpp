@@ -557,8 +557,8 @@ result<core::snapshot> store::load_snapshot() {
     std::vector<core::settled_job> settled_rulings;
     for (const auto& row : tx.exec(
              "select d.job_id, d.verifier_key, d.loser, j.state, j.client_id, r.provider_key, r.price, "
-             "coalesce(case when j.attempt = d.attempt then j.verdict end, '') from disputes d join jobs j on j.id = d.job_id join receipts r on r.job_id = "
-             "d.job_id and r.attempt = d.attempt where j.state in ('VERIFIED', 'DISPUTED', 'SETTLED') and not exists "
+             "coalesce(case when j.attempt = d.attempt then j.verdict end, '') from disputes d join jobs j on j.id = "
+             "d.job_id join receipts r on r.job_id = d.job_id and r.attempt = d.attempt where j.state in ('VERIFIED', 'DISPUTED', 'SETTLED') and not exists "
              "(select 1 from postings p where p.ref in ('slash:' || d.job_id || ':provider', 'slash:' || d.job_id || "
              "':verifier')) order by d.job_id")) {
       const auto id = row[0].as<std::int64_t>();

@@ -158,24 +158,22 @@ TEST_CASE("a block that cannot be written writes nothing: a fork, a broken link,
     CHECK(f.q("select state from jobs where id = 4") == "EXECUTED");
     CHECK(f.q("select count(*) from jobs where block_height = 1") == "0");
   };
+  // Job 4 sealed by `chain`: refused as a whole (no job to blame), for `why`, and nothing written.
+  const auto refused_whole = [&](core::settlement_core& chain, const std::string& why) {
+    const auto o = f.apply({f.seal(chain, {j4})});
+    CHECK(o[0].what == core::outcome::kind::rejected);
+    CHECK(o[0].bad_jobs.empty());
+    CHECK_MESSAGE(o[0].reason.find(why) != std::string::npos, o[0].reason);
+    nothing_written();
+  };
 
   SUBCASE("another block at a stored height: a fork") {
     core::settlement_core other(f.cfg); // a second chain from height 0
-    auto fork = f.seal(other, {j4});
-    const auto o = f.apply({fork});
-    CHECK(o[0].what == core::outcome::kind::rejected);
-    CHECK(o[0].bad_jobs.empty());
-    CHECK(o[0].reason.find("fork") != std::string::npos);
-    nothing_written();
+    refused_whole(other, "fork");
   }
   SUBCASE("a block that does not link to the stored chain") {
     core::settlement_core stray(f.cfg, 1, std::string(64, 'a')); // height 1 after a block 0 it never saw
-    auto broken = f.seal(stray, {j4});
-    const auto o = f.apply({broken});
-    CHECK(o[0].what == core::outcome::kind::rejected);
-    CHECK(o[0].bad_jobs.empty());
-    CHECK(o[0].reason.find("does not link") != std::string::npos);
-    nothing_written();
+    refused_whole(stray, "does not link");
   }
   SUBCASE("a block with a job settled already, or never executed: those are named, the rest settle after") {
     auto j5 = j4;
