@@ -6,6 +6,7 @@
 #include <cstring>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <fstream>
 #include <sstream>
@@ -27,6 +28,7 @@ child_process start_process(const std::string& name, const std::string& program,
   for (auto& a : argv_store)
     argv.push_back(a.data());
   argv.push_back(nullptr);
+  const pid_t parent = ::getpid();
   pid_t pid = ::fork();
   if (pid < 0) {
     ::close(fd);
@@ -36,6 +38,10 @@ child_process start_process(const std::string& name, const std::string& program,
     ::dup2(fd, 1);
     ::dup2(fd, 2);
     ::setpgid(0, 0); // its own process group: a Ctrl-C reaches the parent, which stops it in order
+    // ... and a parent killed outright (SIGKILL) still stops it; one gone before this line
+    // is seen by its pid changing.
+    if (::prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || ::getppid() != parent)
+      ::_exit(126);
     ::execv(program.c_str(), argv.data());
     ::_exit(127);
   }

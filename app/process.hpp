@@ -14,6 +14,9 @@ struct child_process {
 };
 
 // Runs `program args...` with stdout and stderr appended to log_path. Throws on failure.
+// The child gets SIGTERM when the thread that started it ends (PR_SET_PDEATHSIG), so a
+// killed demo, test or bench leaves no nodes behind: call it from a thread that outlives
+// the child (every caller uses its main thread).
 child_process start_process(const std::string& name, const std::string& program, const std::vector<std::string>& args,
                             const std::string& log_path);
 bool running(child_process& c);          // reaps it when it has exited
