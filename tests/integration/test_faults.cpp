@@ -1,12 +1,15 @@
-// Faults on real processes while a real client runs: 10,000 jobs go through a network whose
+// Faults on real processes while a real client runs: 20,000 jobs go through a network whose
 // coordinator is killed (twice), stopped with SIGTERM, whose provider and verifier are killed,
-// and whose Postgres restarts, one fault after another while the run is in progress. The
+// and whose Postgres stalls for 12 s (every process of it SIGSTOPped: connections stay open and
+// answer nothing), stops for 10 s and restarts, one fault after another while the run is in
+// progress. The
 // client is `haca submit`'s own (app::run_workload): it resends unanswered request ids after a
 // silent spell. Afterwards every request has exactly one result, every job is final, nobody
 // paid twice, and `haca audit` finds nothing.
 //
 // The Postgres restart is `pg_ctlcluster 15 main restart` (as root), the cluster that holds the
-// test databases: it breaks every connection to that cluster, other programs' too. Set
+// test databases: it breaks (or, stalled, freezes) every connection to that cluster, other
+// programs' too. Set
 // HACA_TEST_PG_CLUSTER (e.g. "15 tests", a cluster made with pg_createcluster, with
 // HACA_TEST_DB pointing at it) to restart another one.
 #include <algorithm>
@@ -60,6 +63,14 @@ std::string sql(const std::string& query, std::chrono::seconds patience = std::c
   }
 }
 
+// The pids of the cluster's postmaster and of its children (backends, WAL writer, ...).
+std::string postgres_pids() {
+  auto c = pg_cluster();
+  std::replace(c.begin(), c.end(), ' ', '-');
+  auto r = test::run_command(fmt::format("p=$(head -1 /var/run/postgresql/{}.pid) && echo $p $(pgrep -P $p)", c));
+  return r.exit_code == 0 ? r.output : "";
+}
+
 std::int64_t sql_int(const std::string& query) {
   auto v = sql(query);
   return v.empty() ? 0 : std::stoll(v);
@@ -110,9 +121,9 @@ struct phase {
 
 TEST_SUITE("faults") {
 
-TEST_CASE("10,000 jobs survive coordinator SIGKILLs and SIGTERM, provider and verifier kills and a Postgres "
-          "restart: one result per request, every job final, nobody charged twice, audit clean") {
-  constexpr std::size_t jobs = 10000;
+TEST_CASE("20,000 jobs survive coordinator SIGKILLs and SIGTERM, provider and verifier kills and a Postgres "
+          "restart, stall and stop: one result per request, every job final, nobody charged twice, audit clean") {
+  constexpr std::size_t jobs = 20000; // room for the bursts after each Postgres fault
   constexpr std::int64_t faucet = 1000000000; // test::network starts its coordinator with --faucet 1000000000
   const auto t0 = clock_type::now();
 
@@ -228,7 +239,32 @@ TEST_CASE("10,000 jobs survive coordinator SIGKILLs and SIGTERM, provider and ve
     net.verifier(0) = net.start_verifier(net.verifier(0).name);
     return fmt::format("({} jobs waiting for a verdict)", waiting);
   });
-  fault(8000, "Postgres restart", [&]() -> std::string {
+  // No query of the test's own while Postgres is frozen or down: it would wait with everyone.
+  fault(8000, "Postgres stall 12 s (SIGSTOP)", [&]() -> std::string {
+    auto jobs_then = in_flight();
+    const auto pids = postgres_pids();
+    if (pids.empty()) {
+      fault_trouble = "cannot find the Postgres processes of cluster " + pg_cluster();
+      return "";
+    }
+    test::run_command("kill -STOP " + pids);
+    std::this_thread::sleep_for(std::chrono::seconds(12));
+    auto answers_while_frozen = client.finished.load();
+    test::run_command("kill -CONT " + pids);
+    return fmt::format("(jobs: {}; {} answers while frozen: those committed before it)", jobs_then,
+                       answers_while_frozen);
+  });
+  fault(9400, "Postgres stop 10 s", [&]() -> std::string {
+    auto jobs_then = in_flight();
+    auto stop = test::run_command(fmt::format("pg_ctlcluster {} stop -m fast 2>&1", pg_cluster()));
+    std::this_thread::sleep_for(std::chrono::seconds(10));
+    auto start = test::run_command(fmt::format("pg_ctlcluster {} start 2>&1", pg_cluster()));
+    if (stop.exit_code != 0 || start.exit_code != 0)
+      fault_trouble = fmt::format("pg_ctlcluster {} stop/start failed: {} {}", pg_cluster(), stop.output, start.output);
+    return fmt::format("(jobs: {})", jobs_then);
+  });
+
+  fault(12500, "Postgres restart", [&]() -> std::string {
     auto jobs_then = in_flight();
     auto count_retries = [&] { // the store's "commit ... not confirmed; retrying" lines so far
       auto log = app::tail_file(net.coordinator().log_path, std::size_t{1} << 30);
@@ -257,6 +293,8 @@ TEST_CASE("10,000 jobs survive coordinator SIGKILLs and SIGTERM, provider and ve
   INFO("network dir (logs): ", net.dir());
   INFO(net.logs());
   REQUIRE_MESSAGE(fault_trouble.empty(), fault_trouble);
+  for (const auto& p : phases) // a fault after the last answer would have tested nothing
+    CHECK_MESSAGE(p.at < jobs, "'", p.what, "' hit after the run had ended");
 
   // The client: one result per request, all valid, none contradicting another.
   CHECK_FALSE(rep.timed_out);
