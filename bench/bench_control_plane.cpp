@@ -512,9 +512,11 @@ run_stats run_echo(const std::string& endpoint, const std::vector<frames_t>& sub
 // commits before it forwards a request (as haca's JOB waits for the job's commit) and, before
 // it forwards a reply, checks the worker's Ed25519 signature and commits again (as the RESULT
 // waits for the receipt's); each worker signs a receipt per request. Each commit is the
-// smallest durable one (one row into a table of one index, one round trip, autocommit) on the
-// benchmark's Postgres, from the broker's thread. No JSON, no CurveZMQ, no actors: the floor of
-// any design with those two commits and that signature on a window-1 job's path.
+// smallest durable one (one 8-byte row per message into a table of one index, one statement in
+// autocommit, the messages that arrived meanwhile together) on the benchmark's Postgres, from
+// the broker's thread. No JSON, no CurveZMQ, no actors: at window 1, the floor of any design
+// with those two commits and that signature on a job's path; at window 1000, what one broker
+// thread doing that work reaches.
 struct durable_echo_network {
   zmq::context_t broker_ctx{1};
   std::vector<std::unique_ptr<zmq::context_t>> worker_ctx;
@@ -541,7 +543,7 @@ struct durable_echo_network {
     front_endpoint = front.get(zmq::sockopt::last_endpoint);
     const std::string back_endpoint = back.get(zmq::sockopt::last_endpoint);
     auto conn = std::make_shared<pqxx::connection>(db); // throws here, before any thread, when it cannot
-    conn->prepare("commit", "insert into " + table + " values ($1)");
+    conn->prepare("commit", "insert into " + table + " select unnest($1::bigint[])");
     broker = std::thread([this, f = std::move(front), b = std::move(back), conn]() mutable {
       try {
         run_broker(f, b, *conn);
@@ -576,28 +578,36 @@ struct durable_echo_network {
     }
   }
 
+  // Group commit, as haca's store does: what arrived meanwhile (up to 1024 messages) is
+  // committed in one statement, one row each, then forwarded.
   void run_broker(zmq::socket_t& front, zmq::socket_t& back, pqxx::connection& conn) {
     pqxx::nontransaction tx{conn};
     std::int64_t row = 0;
     verify::receipt r = signed_template;
-    frames_t frames;
+    std::vector<frames_t> batch;
+    auto commit_and_forward = [&](zmq::socket_t& from, zmq::socket_t& to, bool replies) {
+      batch.clear();
+      std::string ids = "{";
+      while (batch.size() < 1024 && (from.get(zmq::sockopt::events) & ZMQ_POLLIN)) {
+        auto& frames = batch.emplace_back();
+        net::recv_frames(from, frames);
+        if (replies) { // [client identity, seq, reply frames..., signature]
+          r.finished_at_us = static_cast<std::int64_t>(std::hash<std::string>{}(frames[1]));
+          r.signature = std::move(frames.back());
+          frames.pop_back();
+          if (!verify::verify_receipt(r)) throw std::runtime_error("durable echo: a worker's signature does not verify");
+        }
+        ids += (ids.size() > 1 ? "," : "") + std::to_string(++row);
+      }
+      if (batch.empty()) return;
+      tx.exec_prepared0("commit", ids + "}");
+      for (const auto& frames : batch) net::send_frames(to, frames);
+    };
     zmq::pollitem_t items[] = {{front.handle(), 0, ZMQ_POLLIN, 0}, {back.handle(), 0, ZMQ_POLLIN, 0}};
     while (!stop) {
       if (net::poll(items, 2, std::chrono::milliseconds(100)) == 0) continue;
-      if (items[0].revents & ZMQ_POLLIN) {
-        net::recv_frames(front, frames);
-        tx.exec_prepared0("commit", ++row);
-        net::send_frames(back, frames);
-      }
-      if (items[1].revents & ZMQ_POLLIN) {
-        net::recv_frames(back, frames); // [client identity, seq, reply frames..., signature]
-        r.finished_at_us = static_cast<std::int64_t>(std::hash<std::string>{}(frames[1]));
-        r.signature = std::move(frames.back());
-        frames.pop_back();
-        if (!verify::verify_receipt(r)) throw std::runtime_error("durable echo: a worker's signature does not verify");
-        tx.exec_prepared0("commit", ++row);
-        net::send_frames(front, frames);
-      }
+      if (items[0].revents & ZMQ_POLLIN) commit_and_forward(front, back, false);
+      if (items[1].revents & ZMQ_POLLIN) commit_and_forward(back, front, true);
     }
   }
 
@@ -763,7 +773,7 @@ int main(int argc, char** argv) {
     }
     // The durable echo at window 1, best of 3 as well, with its probe table on --db.
     std::optional<commit_probe_table> commit_probe;
-    run_stats durable1;
+    run_stats durable1, durablen;
     std::string durable_why;
     try {
       commit_probe.emplace(o.db);
@@ -772,6 +782,8 @@ int main(int argc, char** argv) {
       for (int round = 0; round < 3 && durable.error.empty(); ++round) {
         auto a = run_echo(durable.front_endpoint, w1_submits, 1);
         if (a.jobs_per_s() > durable1.jobs_per_s()) durable1 = std::move(a);
+        auto b = run_echo(durable.front_endpoint, wn_submits, o.window);
+        if (b.jobs_per_s() > durablen.jobs_per_s()) durablen = std::move(b);
       }
       durable_why = durable.error;
     } catch (const std::exception& e) {
@@ -902,7 +914,10 @@ int main(int argc, char** argv) {
                   "target for haca <= 2\n",
                   e1p50, commit, sign_us, verify_us, parts, floor_us > 0 ? parts / floor_us : 0, d1p50,
                   percentile_us(durable1.result_us, 0.99), floor_us > 0 ? d1p50 / floor_us : 0);
-      if (durable1.results != durable1.jobs) rc = 1;
+      std::printf("  durable echo window %zu: %.0f jobs/s = %.3f x the echo's (group commit, a signature per job); "
+                  "target for haca >= 0.1\n",
+                  o.window, durablen.jobs_per_s(), echon.jobs_per_s() > 0 ? durablen.jobs_per_s() / echon.jobs_per_s() : 0);
+      if (durable1.results != durable1.jobs || durablen.results != durablen.jobs) rc = 1;
     } else {
       std::printf("\nfloor not measured: %s\n", durable_why.empty() ? "no probe table" : durable_why.c_str());
     }
