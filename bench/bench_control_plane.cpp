@@ -247,14 +247,20 @@ struct commit_probe_table {
   }
 };
 
-// Medians of `tries` Ed25519 signatures and checks of a real receipt, in microseconds.
-std::pair<double, double> receipt_sign_verify_us(int tries) {
-  auto key = verify::generate_key_pair();
+// A receipt of real size (hashes, price, times), unsigned: what the floor's signatures sign.
+verify::receipt floor_receipt() {
   verify::receipt r;
   r.job_id = 1234567;
   r.model_hash = r.input_hash = r.output_hash = r.trace_root = verify::sha256_hex("floor");
   r.price = 10;
   r.attempt = 1;
+  return r;
+}
+
+// Medians of `tries` Ed25519 signatures and checks of a real receipt, in microseconds.
+std::pair<double, double> receipt_sign_verify_us(int tries) {
+  auto key = verify::generate_key_pair();
+  verify::receipt r = floor_receipt();
   std::vector<double> sign, check;
   for (int i = 0; i < tries; ++i) {
     r.finished_at_us = i;
@@ -419,34 +425,37 @@ void tune(zmq::socket_t& s) {
   s.set(zmq::sockopt::linger, 0);
 }
 
-struct echo_network {
-  zmq::context_t broker_ctx{1};
-  std::vector<std::unique_ptr<zmq::context_t>> worker_ctx;
-  std::thread broker;
-  std::vector<std::thread> workers;
-  std::atomic<bool> stop{false};
-  std::string front_endpoint;
+// The broker's two sockets: a ROUTER for clients and a DEALER for workers, on loopback ports.
+struct broker_sockets {
+  zmq::socket_t front, back;
+  std::string front_endpoint, back_endpoint;
+};
 
-  explicit echo_network(const frames_t& reply, int worker_count = 2) {
-    zmq::socket_t front{broker_ctx, zmq::socket_type::router};
-    zmq::socket_t back{broker_ctx, zmq::socket_type::dealer};
-    zmq::socket_t control{broker_ctx, zmq::socket_type::pair};
-    tune(front);
-    tune(back);
-    front.bind("tcp://127.0.0.1:*");
-    back.bind("tcp://127.0.0.1:*");
-    control.bind("inproc://echo-control");
-    front_endpoint = front.get(zmq::sockopt::last_endpoint);
-    const std::string back_endpoint = back.get(zmq::sockopt::last_endpoint);
-    broker = std::thread([f = std::move(front), b = std::move(back), c = std::move(control)]() mutable {
-      try {
-        zmq::proxy_steerable(f, b, zmq::socket_ref(), c);
-      } catch (const zmq::error_t&) {
-      }
-    });
-    for (int w = 0; w < worker_count; ++w) {
-      worker_ctx.push_back(std::make_unique<zmq::context_t>(1));
-      workers.emplace_back([this, &reply, back_endpoint, ctx = worker_ctx.back().get()] {
+broker_sockets bind_broker(zmq::context_t& ctx) {
+  broker_sockets b{zmq::socket_t{ctx, zmq::socket_type::router}, zmq::socket_t{ctx, zmq::socket_type::dealer}, "", ""};
+  tune(b.front);
+  tune(b.back);
+  b.front.bind("tcp://127.0.0.1:*");
+  b.back.bind("tcp://127.0.0.1:*");
+  b.front_endpoint = b.front.get(zmq::sockopt::last_endpoint);
+  b.back_endpoint = b.back.get(zmq::sockopt::last_endpoint);
+  return b;
+}
+
+// Echo workers: threads with a ZeroMQ context each (as separate processes would have), each a
+// DEALER on the broker's back end. Each request [client identity, seq, SUBMIT frames...] is
+// answered [client identity, seq] + what `answer` appends; every thread has its own copy of it.
+using echo_answer = std::function<void(frames_t& out)>;
+
+struct echo_workers {
+  std::vector<std::unique_ptr<zmq::context_t>> contexts;
+  std::vector<std::thread> threads;
+  std::atomic<bool> stop{false};
+
+  echo_workers(const std::string& back_endpoint, int count, const echo_answer& answer) {
+    for (int w = 0; w < count; ++w) {
+      contexts.push_back(std::make_unique<zmq::context_t>(1));
+      threads.emplace_back([this, answer, back_endpoint, ctx = contexts.back().get()]() mutable {
         zmq::socket_t s{*ctx, zmq::socket_type::dealer};
         tune(s);
         s.connect(back_endpoint);
@@ -455,21 +464,49 @@ struct echo_network {
         while (!stop) {
           if (net::poll(&item, 1, std::chrono::milliseconds(100)) == 0) continue;
           while (s.get(zmq::sockopt::events) & ZMQ_POLLIN) {
-            net::recv_frames(s, in); // [client identity, seq, SUBMIT frames...]
+            net::recv_frames(s, in);
             out.clear();
             out.push_back(std::move(in[0]));
             out.push_back(std::move(in[1]));
-            out.insert(out.end(), reply.begin(), reply.end());
+            answer(out);
             net::send_frames(s, out);
           }
         }
       });
     }
   }
+  void join() {
+    stop = true;
+    for (auto& t : threads)
+      if (t.joinable()) t.join();
+  }
+  ~echo_workers() { join(); }
+};
+
+struct echo_network {
+  zmq::context_t broker_ctx{1};
+  std::thread broker;
+  std::unique_ptr<echo_workers> workers;
+  std::string front_endpoint;
+
+  explicit echo_network(const frames_t& reply, int worker_count = 2) {
+    auto b = bind_broker(broker_ctx);
+    zmq::socket_t control{broker_ctx, zmq::socket_type::pair};
+    control.bind("inproc://echo-control");
+    front_endpoint = b.front_endpoint;
+    broker = std::thread([f = std::move(b.front), k = std::move(b.back), c = std::move(control)]() mutable {
+      try {
+        zmq::proxy_steerable(f, k, zmq::socket_ref(), c);
+      } catch (const zmq::error_t&) {
+      }
+    });
+    workers = std::make_unique<echo_workers>(b.back_endpoint, worker_count, [&reply](frames_t& out) {
+      out.insert(out.end(), reply.begin(), reply.end());
+    });
+  }
 
   ~echo_network() {
-    stop = true;
-    for (auto& t : workers) t.join();
+    workers->join();
     {
       zmq::socket_t c{broker_ctx, zmq::socket_type::pair};
       c.connect("inproc://echo-control");
@@ -519,63 +556,33 @@ run_stats run_echo(const std::string& endpoint, const std::vector<frames_t>& sub
 // thread doing that work reaches.
 struct durable_echo_network {
   zmq::context_t broker_ctx{1};
-  std::vector<std::unique_ptr<zmq::context_t>> worker_ctx;
   std::thread broker;
-  std::vector<std::thread> workers;
+  std::unique_ptr<echo_workers> workers;
   std::atomic<bool> stop{false};
   std::string front_endpoint, error;
   verify::key_pair key = verify::generate_key_pair();
-  verify::receipt signed_template;
+  verify::receipt signed_template = floor_receipt();
 
   durable_echo_network(const frames_t& reply, const std::string& db, const std::string& table) {
-    signed_template.job_id = 1234567;
-    signed_template.model_hash = signed_template.input_hash = signed_template.output_hash =
-        signed_template.trace_root = verify::sha256_hex("durable echo");
-    signed_template.price = 10;
-    signed_template.attempt = 1;
     verify::sign_receipt(signed_template, key); // sets provider_key
-    zmq::socket_t front{broker_ctx, zmq::socket_type::router};
-    zmq::socket_t back{broker_ctx, zmq::socket_type::dealer};
-    tune(front);
-    tune(back);
-    front.bind("tcp://127.0.0.1:*");
-    back.bind("tcp://127.0.0.1:*");
-    front_endpoint = front.get(zmq::sockopt::last_endpoint);
-    const std::string back_endpoint = back.get(zmq::sockopt::last_endpoint);
+    auto b = bind_broker(broker_ctx);
+    front_endpoint = b.front_endpoint;
     auto conn = std::make_shared<pqxx::connection>(db); // throws here, before any thread, when it cannot
     conn->prepare("commit", "insert into " + table + " select unnest($1::bigint[])");
-    broker = std::thread([this, f = std::move(front), b = std::move(back), conn]() mutable {
+    broker = std::thread([this, f = std::move(b.front), k = std::move(b.back), conn]() mutable {
       try {
-        run_broker(f, b, *conn);
+        run_broker(f, k, *conn);
       } catch (const std::exception& e) {
         error = e.what();
       }
     });
-    for (int w = 0; w < 2; ++w) {
-      worker_ctx.push_back(std::make_unique<zmq::context_t>(1));
-      workers.emplace_back([this, &reply, back_endpoint, ctx = worker_ctx.back().get()] {
-        zmq::socket_t s{*ctx, zmq::socket_type::dealer};
-        tune(s);
-        s.connect(back_endpoint);
-        zmq::pollitem_t item{s.handle(), 0, ZMQ_POLLIN, 0};
-        frames_t in, out;
-        verify::receipt r = signed_template;
-        while (!stop) {
-          if (net::poll(&item, 1, std::chrono::milliseconds(100)) == 0) continue;
-          while (s.get(zmq::sockopt::events) & ZMQ_POLLIN) {
-            net::recv_frames(s, in); // [client identity, seq, SUBMIT frames...]
-            r.finished_at_us = static_cast<std::int64_t>(std::hash<std::string>{}(in[1]));
-            verify::sign_receipt(r, key);
-            out.clear();
-            out.push_back(std::move(in[0]));
-            out.push_back(std::move(in[1]));
-            out.insert(out.end(), reply.begin(), reply.end());
-            out.push_back(r.signature);
-            net::send_frames(s, out);
-          }
-        }
-      });
-    }
+    workers = std::make_unique<echo_workers>(
+        b.back_endpoint, 2, [this, &reply, r = signed_template](frames_t& out) mutable {
+          r.finished_at_us = static_cast<std::int64_t>(std::hash<std::string>{}(out[1])); // the seq
+          verify::sign_receipt(r, key);
+          out.insert(out.end(), reply.begin(), reply.end());
+          out.push_back(r.signature);
+        });
   }
 
   // Group commit, as haca's store does: what arrived meanwhile (up to 1024 messages) is
@@ -612,8 +619,8 @@ struct durable_echo_network {
   }
 
   ~durable_echo_network() {
+    workers->join();
     stop = true;
-    for (auto& t : workers) t.join();
     broker.join();
   }
 };

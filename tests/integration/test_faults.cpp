@@ -2,16 +2,14 @@
 // coordinator is killed (twice), stopped with SIGTERM, whose provider and verifier are killed,
 // and whose Postgres stalls for 12 s (every process of it SIGSTOPped: connections stay open and
 // answer nothing), stops for 10 s and restarts, one fault after another while the run is in
-// progress. The
-// client is `haca submit`'s own (app::run_workload): it resends unanswered request ids after a
-// silent spell. Afterwards every request has exactly one result, every job is final, nobody
-// paid twice, and `haca audit` finds nothing.
+// progress. The client is `haca submit`'s own (app::run_workload): it resends unanswered
+// request ids after a silent spell. Afterwards every request has exactly one result, every job
+// is final, nobody paid twice, and `haca audit` finds nothing.
 //
-// The Postgres restart is `pg_ctlcluster 15 main restart` (as root), the cluster that holds the
-// test databases: it breaks (or, stalled, freezes) every connection to that cluster, other
-// programs' too. Set
+// The Postgres faults act on cluster `15 main` (pg_ctlcluster, as root), the one that holds the
+// test databases: they break or freeze every connection to it, other programs' too. Set
 // HACA_TEST_PG_CLUSTER (e.g. "15 tests", a cluster made with pg_createcluster, with
-// HACA_TEST_DB pointing at it) to restart another one.
+// HACA_TEST_DB pointing at it) to fault another one.
 #include <algorithm>
 #include <array>
 #include <atomic>

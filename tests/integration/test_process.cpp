@@ -3,7 +3,6 @@
 #include <csignal>
 #include <fstream>
 #include <sys/wait.h>
-#include <thread>
 #include <unistd.h>
 
 #include <doctest/doctest.h>
@@ -49,12 +48,7 @@ TEST_CASE("process: a child started by start_process stops when its parent is ki
 
   ::kill(parent, SIGKILL);
   ::waitpid(parent, nullptr, 0);
-  bool stopped = false;
-  for (int i = 0; i < 200 && !stopped; ++i) { // up to 2 s
-    stopped = !alive(child);
-    if (!stopped)
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
+  const bool stopped = test::eventually([&] { return !alive(child); }, std::chrono::seconds(2));
   CHECK_MESSAGE(stopped, "the child " << child << " outlived its parent");
   if (!stopped)
     ::kill(child, SIGKILL);
